@@ -1,0 +1,52 @@
+# WARP routing core. `make run` and `make test` are the two commands that matter; both install
+# what is missing first (Debian packages, the venv), so they work on a fresh Debian 12 machine.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+WARP   := $(VENV)/bin/warp
+
+.PHONY: help setup run start stop status test test-unit lint bench demo-call explain-demo clean
+
+help:
+	@echo "make run        install what is missing, start the local stack + Kamailio (foreground)"
+	@echo "make start/stop the same in the background / stop everything it started"
+	@echo "make status     what is running"
+	@echo "make test       install what is missing, start Postgres + Redis, run every test"
+	@echo "make test-unit  only the pure unit tests (no servers)"
+	@echo "make demo-call  place the demo call with SIPp against a running stack"
+	@echo "make lint       ruff + mypy"
+	@echo "make bench      benchmarks (see BENCHMARKS.md)"
+
+setup:
+	@bash scripts/bootstrap.sh
+
+run: setup
+	@$(WARP) run
+
+start: setup
+	@$(WARP) start
+
+stop:
+	@$(WARP) stop
+
+status:
+	@$(WARP) status
+
+test: setup
+	@$(WARP) exec -- $(PY) -m pytest tests
+
+test-unit: setup
+	@$(PY) -m pytest tests/unit
+
+lint: setup
+	@$(VENV)/bin/ruff check routing_engine kemi tests
+	@$(VENV)/bin/mypy
+
+bench: setup
+	@$(WARP) exec -- $(PY) -m benchmarks
+
+demo-call:
+	@bash scripts/demo-call.sh
+
+clean:
+	@$(WARP) stop 2>/dev/null || true
+	rm -rf .data

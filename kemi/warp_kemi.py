@@ -1,0 +1,289 @@
+"""The module Kamailio loads (app_python3, KEMI): read the SIP message, decide, apply.
+
+Kamailio does SIP (parsing, transactions, retransmissions, dialogs); routing_engine decides.
+This file only translates between the two. Every callback runs behind ``_guarded``: a Python
+exception never escapes into Kamailio; the request gets a 500 and the error is logged with
+its Call-ID.
+
+Settings come from the same file and environment overrides as every other process
+(WARP_CONFIG, WARP_<SECTION>__<KEY>, DATABASE_URL, REDIS_URL), inherited from the launcher.
+"""
+
+from __future__ import annotations
+
+import os
+import site
+import sys
+from pathlib import Path
+
+_PROJECT = Path(__file__).resolve().parent.parent
+# Kamailio embeds Debian's python3.11; the project's dependencies live in the venv built from
+# that same interpreter, so adding its site-packages is enough.
+_VENV = Path(os.environ.get("WARP_VENV", _PROJECT / ".venv"))
+site.addsitedir(str(_VENV / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"))
+if str(_PROJECT) not in sys.path:
+    sys.path.insert(0, str(_PROJECT))
+
+import functools  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import traceback  # noqa: E402
+import uuid  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
+from typing import Any  # noqa: E402
+
+import KSR  # noqa: E402  (provided by app_python3)
+
+from routing_engine import bootstrap  # noqa: E402
+from routing_engine.cdr import CdrRecord, billable_duration, compact_trace  # noqa: E402
+from routing_engine.decision import CallRequest, Reject, Relay, decide_invite  # noqa: E402
+
+log = logging.getLogger("warp.kemi")
+
+PROC_INIT = -127  # Kamailio's rank for the init call made in the main process before forking
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO, PRACK, NOTIFY, REFER"
+CALL_VAR = "$dlg_var(warp)"  # the call's context, kept with its dialog until the CDR is written
+ANSWER_VAR = "$dlg_var(warp_answer)"
+
+
+class _KsrLogHandler(logging.Handler):
+    """Send Python logging through Kamailio's logger (same destination, same prefix)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record).replace("\n", " | ") + "\n"
+            if record.levelno >= logging.ERROR:
+                KSR.err(text)
+            elif record.levelno >= logging.WARNING:
+                KSR.warn(text)
+            elif record.levelno >= logging.INFO:
+                KSR.info(text)
+            else:
+                KSR.dbg(text)
+        except Exception:  # logging must never be the thing that breaks a call
+            pass
+
+
+def _pv(name: str) -> str:
+    value = KSR.pv.get(name)
+    return "" if value is None else str(value)
+
+
+def _guarded(method: Callable[..., int]) -> Callable[..., int]:
+    """Kamailio callback wrapper: no exception leaves; a request in trouble gets a 500."""
+
+    @functools.wraps(method)
+    def wrapper(self: kamailio, *args: Any) -> int:
+        try:
+            return method(self, *args)
+        except Exception as exc:
+            call_id = ""
+            try:
+                call_id = _pv("$ci")
+                log.error("unhandled %s in %s (Call-ID %s): %s", type(exc).__name__,
+                          method.__name__, call_id, traceback.format_exc())
+                if KSR.is_request() > 0 and not KSR.is_ACK() > 0:
+                    KSR.sl.send_reply(500, "Server Internal Error")
+            except Exception:
+                pass
+            return 1
+
+    return wrapper
+
+
+def mod_init() -> kamailio:
+    handler = _KsrLogHandler()
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    return kamailio()
+
+
+class kamailio:  # noqa: N801 - the class name app_python3 looks for
+    def __init__(self) -> None:
+        self.app: bootstrap.App | None = None
+
+    # ------------------------------------------------------------------ process life
+    def child_init(self, rank: int) -> int:
+        if rank == PROC_INIT:
+            return 0
+        try:
+            self.app = bootstrap.build_app()
+        except Exception as exc:
+            log.error("worker %d cannot start: %s", rank, exc)
+            return -1
+        return 0
+
+    # ------------------------------------------------------------------ requests
+    @_guarded
+    def ksr_request_route(self, msg: Any) -> int:
+        if KSR.sanity.sanity_check_defaults() < 0:
+            return 1  # sanity already answered (400) or dropped the message
+        if KSR.maxfwd.process_maxfwd(10) < 0:
+            KSR.sl.sl_send_reply(483, "Too Many Hops")
+            return 1
+        if KSR.is_OPTIONS() > 0 and KSR.is_myself_ruri() > 0 and not _pv("$rU"):
+            KSR.hdr.append(f"Allow: {ALLOW}\r\n")
+            KSR.sl.sl_send_reply(200, "OK")
+            return 1
+        if KSR.is_CANCEL() > 0:
+            if KSR.tm.t_check_trans() > 0:
+                KSR.tm.t_relay()
+            return 1
+        if KSR.siputils.has_totag() > 0:
+            return self._within_dialog()
+        # A retransmission of a request already being handled is absorbed by tm here.
+        if KSR.tmx.t_precheck_trans() > 0:
+            KSR.tm.t_check_trans()
+            return 1
+        if KSR.tm.t_check_trans() == 0:
+            return 1
+        if KSR.is_ACK() > 0:
+            return 1  # ACK without a transaction to belong to: nothing to do
+        if KSR.is_INVITE() > 0:
+            return self._new_call()
+        KSR.hdr.append(f"Allow: {ALLOW}\r\n")
+        KSR.sl.sl_send_reply(405, "Method Not Allowed")
+        return 1
+
+    def _within_dialog(self) -> int:
+        if KSR.rr.loose_route() > 0:
+            if KSR.tm.t_relay() < 0:
+                KSR.sl.sl_reply_error()
+            return 1
+        if KSR.is_ACK() > 0:
+            # ACK to a negative reply we relayed: tm matches and absorbs it; a stray one is dropped.
+            if KSR.tm.t_check_trans() > 0:
+                KSR.tm.t_relay()
+            return 1
+        KSR.sl.sl_send_reply(404, "Not Here")
+        return 1
+
+    def _new_call(self) -> int:
+        app = self._app()
+        now = datetime.now(UTC)
+        request = CallRequest(
+            call_id=_pv("$ci"),
+            source_ip=_pv("$si"),
+            source_port=int(_pv("$sp") or 0),
+            transport=_pv("$pr") or "udp",
+            dialed=_pv("$rU"),
+            caller=_pv("$fU"),
+        )
+        decision = decide_invite(request, app.snapshot(), now, app.settings.routing.default_region)
+        if isinstance(decision, Reject):
+            if decision.reason_header:
+                KSR.hdr.append(decision.reason_header + "\r\n")
+            KSR.sl.sl_send_reply(decision.code, decision.reason)
+            app.emit_cdr(self._cdr(request, now, decision.code, decision.reason, decision=decision))
+            log.info("call %s refused %d %s", request.call_id, decision.code, decision.reason)
+            return 1
+        return self._relay(request, decision, now)
+
+    def _relay(self, request: CallRequest, decision: Relay, now: datetime) -> int:
+        route = decision.routes[0]
+        KSR.dialog.dlg_manage()
+        call = {
+            "call_id": request.call_id,
+            "invite_at": now.isoformat(),
+            "dialed": request.dialed,
+            "caller": request.caller,
+            "account_id": str(decision.context.account_id),
+            "trunk_id": str(decision.context.trunk_id),
+            "provider_id": str(route.vendor_id),
+            "gateway": route.gateway.name,
+            "from_e164": decision.context.from_e164,
+            "to_e164": decision.context.to_e164,
+            "vendor_rate": str(route.rate),
+            "trace": compact_trace(decision.trace),
+        }
+        KSR.pv.sets(CALL_VAR, json.dumps(call, separators=(",", ":")))
+        digits = (decision.context.to_e164 or "").lstrip("+")
+        KSR.pv.sets("$ru", f"sip:{digits}@{route.gateway.uri.removeprefix('sip:')}")
+        KSR.rr.record_route()
+        KSR.tm.t_on_failure("ksr_failure_route")
+        if KSR.tm.t_relay() < 0:
+            KSR.sl.sl_reply_error()
+            self._app().emit_cdr(self._cdr_from_call(call, 500, "Relay failed", end_at=now))
+        return 1
+
+    # ------------------------------------------------------------------ replies and failures
+    @_guarded
+    def ksr_reply_route(self, msg: Any) -> int:
+        return 1
+
+    @_guarded
+    def ksr_failure_route(self, msg: Any) -> int:
+        if KSR.tm.t_is_canceled() > 0:
+            code, reason = 487, "Request Terminated"
+        else:
+            code = int(_pv("$T_reply_code") or 500)
+            reason = _pv("$T_reply_reason") or ""
+        raw = _pv(CALL_VAR)
+        if raw:
+            self._app().emit_cdr(self._cdr_from_call(json.loads(raw), code, reason,
+                                                     end_at=datetime.now(UTC)))
+        return 1
+
+    @_guarded
+    def ksr_onsend_route(self, msg: Any) -> int:
+        return 1
+
+    @_guarded
+    def ksr_branch_route(self, msg: Any) -> int:
+        return 1
+
+    @_guarded
+    def ksr_onreply_route(self, msg: Any) -> int:
+        return 1
+
+    # ------------------------------------------------------------------ dialog events
+    @_guarded
+    def ksr_dialog_event(self, msg: Any, evname: str) -> int:
+        if evname == "dialog:start":
+            KSR.pv.sets(ANSWER_VAR, datetime.now(UTC).isoformat())
+        elif evname == "dialog:end":
+            raw = _pv(CALL_VAR)
+            if not raw:
+                return 1
+            answer = _pv(ANSWER_VAR)
+            self._app().emit_cdr(self._cdr_from_call(
+                json.loads(raw), 200, "OK", end_at=datetime.now(UTC),
+                answer_at=datetime.fromisoformat(answer) if answer else None,
+            ))
+        return 1
+
+    # ------------------------------------------------------------------ helpers
+    def _app(self) -> bootstrap.App:
+        if self.app is None:  # a process that skipped child_init (should not happen) builds it now
+            self.app = bootstrap.build_app()
+        return self.app
+
+    def _cdr(self, request: CallRequest, now: datetime, code: int, reason: str,
+             decision: Reject) -> CdrRecord:
+        ctx = decision.context
+        return CdrRecord(
+            cdr_id=uuid.uuid4(), call_id=request.call_id, node=self._app().settings.node.name,
+            invite_at=now, end_at=now, sip_code=code, sip_reason=reason,
+            account_id=ctx.account_id, trunk_id=ctx.trunk_id,
+            from_raw=request.caller, to_raw=request.dialed,
+            from_e164=ctx.from_e164, to_e164=ctx.to_e164,
+            trace=compact_trace(decision.trace),
+        )
+
+    def _cdr_from_call(self, call: dict[str, Any], code: int, reason: str, end_at: datetime,
+                       answer_at: datetime | None = None) -> CdrRecord:
+        return CdrRecord.from_fields({
+            **{k: v for k, v in call.items() if v is not None and k not in ("dialed", "caller")},
+            "cdr_id": str(uuid.uuid4()),
+            "node": self._app().settings.node.name,
+            "from_raw": call.get("caller") or "",
+            "to_raw": call.get("dialed") or "",
+            "sip_code": str(code),
+            "sip_reason": reason,
+            **({"answer_at": answer_at.isoformat()} if answer_at else {}),
+            "end_at": end_at.isoformat(),
+            "duration_s": str(billable_duration(answer_at, end_at)),
+        })

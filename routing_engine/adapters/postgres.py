@@ -1,0 +1,145 @@
+"""Postgres adapter: read the routing configuration into a snapshot; write CDR batches.
+
+Only companions and start-up code call this module; the SIP call path never waits on Postgres.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+from uuid import UUID
+
+import psycopg
+
+from routing_engine.cdr import CdrRecord
+from routing_engine.snapshot import (
+    Account,
+    AccountStatus,
+    AclEntry,
+    Gateway,
+    PlanVendor,
+    RoutingPlan,
+    RoutingSnapshot,
+    Trunk,
+    VendorRate,
+    build_vendor,
+)
+
+
+def connect(url: str, timeout_s: int = 5, autocommit: bool = True) -> psycopg.Connection:
+    """Autocommit, so every `with conn.transaction()` block is a real transaction of its own."""
+    return psycopg.connect(url, connect_timeout=timeout_s, autocommit=autocommit,
+                           application_name="warp")
+
+
+def load_snapshot(conn: psycopg.Connection, now: datetime) -> RoutingSnapshot:
+    """Read every routing table in one repeatable-read transaction and build a snapshot."""
+    digest = hashlib.sha256()
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+
+        def rows(sql: str) -> list[tuple]:  # type: ignore[type-arg]
+            result = conn.execute(sql).fetchall()
+            for row in result:
+                digest.update(repr(row).encode())
+            return result
+
+        accounts = {
+            r[0]: Account(r[0], r[1], r[2], AccountStatus(r[3]), r[4])
+            for r in rows("SELECT id, ban, name, status, status_reason FROM accounts.accounts"
+                          " WHERE deleted_at IS NULL ORDER BY id")
+        }
+        trunks = {
+            r[0]: Trunk(r[0], r[1], r[2], r[3], r[4])
+            for r in rows("SELECT id, account_id, name, routing_plan_id, enabled FROM trunks.trunks"
+                          " WHERE deleted_at IS NULL ORDER BY id")
+        }
+        acl = tuple(
+            AclEntry(r[0], ipaddress.ip_network(r[1]), r[2], r[3])
+            for r in rows("SELECT trunk_id, cidr, port, transport FROM trunks.trunk_access_lists"
+                          " ORDER BY id")
+            if r[0] in trunks
+        )
+        gateways: dict[UUID, list[Gateway]] = {}
+        for r in rows("SELECT provider_id, id, name, host, port, transport, priority, enabled"
+                      " FROM routing.provider_gateways WHERE deleted_at IS NULL ORDER BY id"):
+            gateways.setdefault(r[0], []).append(Gateway(r[1], r[2], r[3], r[4], r[5], r[6], r[7]))
+        rates: dict[UUID, list[VendorRate]] = {}
+        for r in rows("SELECT provider_id, prefix, rate, effective_at, ends_at, interstate_rate,"
+                      " intrastate_rate FROM routing.rates ORDER BY provider_id, prefix, effective_at"):
+            rates.setdefault(r[0], []).append(VendorRate(r[1], r[2], r[3], r[4], r[5], r[6]))
+        vendors = {
+            r[0]: build_vendor(r[0], r[1], gateways.get(r[0], ()), rates.get(r[0], ()), r[2])
+            for r in rows("SELECT id, name, enabled FROM routing.providers"
+                          " WHERE deleted_at IS NULL ORDER BY id")
+        }
+        members: dict[UUID, list[PlanVendor]] = {}
+        for r in rows("SELECT routing_plan_id, provider_id, priority, weight"
+                      " FROM routing.routing_plan_providers WHERE enabled ORDER BY id"):
+            members.setdefault(r[0], []).append(PlanVendor(r[1], r[2], r[3]))
+        plans = {
+            r[0]: RoutingPlan(r[0], r[1], r[2], tuple(members.get(r[0], ())))
+            for r in rows("SELECT id, name, strategy FROM routing.routing_plans"
+                          " WHERE deleted_at IS NULL ORDER BY id")
+        }
+    return RoutingSnapshot(
+        version=digest.hexdigest()[:12],
+        loaded_at=now,
+        accounts=MappingProxyType(accounts),
+        trunks=MappingProxyType(trunks),
+        acl=acl,
+        vendors=MappingProxyType(vendors),
+        plans=MappingProxyType(plans),
+    )
+
+
+_CDR_COLUMNS = (
+    "cdr_id", "call_id", "node", "direction", "account_id", "trunk_id", "provider_id", "gateway",
+    "from_raw", "to_raw", "from_e164", "to_e164", "invite_at", "answer_at", "end_at",
+    "duration_s", "sip_code", "sip_reason", "vendor_rate", "trace",
+)
+_INSERT_CDR = (
+    f"INSERT INTO cdr.cdrs ({', '.join(_CDR_COLUMNS)}) "
+    f"VALUES ({', '.join(['%s'] * len(_CDR_COLUMNS))}) "
+    "ON CONFLICT (cdr_id, invite_at) DO NOTHING"
+)
+
+
+def ensure_cdr_partitions(conn: psycopg.Connection, days: Iterable[datetime]) -> None:
+    """Create the daily partitions the given timestamps fall into (rows never wait on it:
+    the default partition catches anything that arrives first)."""
+    for day in sorted({d.astimezone(UTC).date() for d in days}):
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        name = f"cdrs_{day:%Y%m%d}"
+        exists = conn.execute("SELECT to_regclass(%s)", (f"cdr.{name}",)).fetchone()
+        if exists and exists[0] is not None:
+            continue
+        # Rows of this day already in the default partition would block the new partition;
+        # move them across in the same transaction.
+        with conn.transaction():
+            conn.execute("LOCK TABLE cdr.cdrs_default IN ACCESS EXCLUSIVE MODE")
+            conn.execute(f"CREATE TEMP TABLE moving ON COMMIT DROP AS SELECT * FROM cdr.cdrs_default"
+                         f" WHERE invite_at >= %s AND invite_at < %s", (start, start + timedelta(days=1)))
+            conn.execute("DELETE FROM cdr.cdrs_default WHERE invite_at >= %s AND invite_at < %s",
+                         (start, start + timedelta(days=1)))
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS cdr.{name} PARTITION OF cdr.cdrs "
+                f"FOR VALUES FROM ('{start.isoformat()}') TO ('{(start + timedelta(days=1)).isoformat()}')"
+            )
+            conn.execute("INSERT INTO cdr.cdrs SELECT * FROM moving")
+
+
+def insert_cdrs(conn: psycopg.Connection, records: Sequence[CdrRecord]) -> int:
+    """Insert a batch in one transaction; a record already stored is skipped. Returns rows added."""
+    if not records:
+        return 0
+    ensure_cdr_partitions(conn, (r.invite_at for r in records))
+    added = 0
+    with conn.transaction(), conn.cursor() as cur:
+        for r in records:
+            cur.execute(_INSERT_CDR, tuple(getattr(r, c) for c in _CDR_COLUMNS))
+            added += cur.rowcount
+    return added

@@ -1,0 +1,77 @@
+"""Bootstrap: the one place that wires settings, adapters and the routing snapshot together.
+
+A SIP worker calls ``build_app()`` once, in Kamailio's child_init (after the fork), so every
+process opens its own connections. The snapshot is read from Postgres here, at start-up; the
+call path only reads the in-memory value.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import redis
+
+from routing_engine.adapters import postgres, redis_store
+from routing_engine.cdr import CdrRecord
+from routing_engine.settings import Settings, load_settings
+from routing_engine.snapshot import RoutingSnapshot
+
+log = logging.getLogger("warp.bootstrap")
+
+
+def load_snapshot(settings: Settings) -> RoutingSnapshot:
+    with postgres.connect(settings.database_url, settings.database.connect_timeout_s) as conn:
+        snapshot = postgres.load_snapshot(conn, datetime.now(UTC))
+    return snapshot
+
+
+def spool_dir(settings: Settings) -> Path:
+    return settings.data_dir / "spool" / settings.node.name
+
+
+@dataclass
+class App:
+    settings: Settings
+    cdr_stream: redis_store.CdrStream
+    _snapshot: RoutingSnapshot
+    _spool: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._spool = spool_dir(self.settings)
+
+    def snapshot(self) -> RoutingSnapshot:
+        return self._snapshot
+
+    def emit_cdr(self, record: CdrRecord) -> None:
+        """Append to the Redis stream; if Redis cannot take it, to the local spool file."""
+        try:
+            self.cdr_stream.append(record)
+        except redis.RedisError as exc:
+            log.warning("CDR %s spooled locally, Redis unavailable: %s", record.call_id, exc)
+            spool_write(self._spool, record)
+
+
+def spool_write(directory: Path, record: CdrRecord) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"cdr-{os.getpid()}.jsonl"
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # the emitter takes the same lock before reading
+        fh.write(json.dumps(record.to_fields()) + "\n")
+
+
+def build_app(environ: Mapping[str, str] | None = None) -> App:
+    settings = load_settings(environ=environ)
+    client = redis_store.connect(settings.redis_url, settings.redis.socket_timeout_ms)
+    stream = redis_store.CdrStream(client, settings.cdr.stream, settings.cdr.group,
+                                   settings.cdr.stream_maxlen)
+    snapshot = load_snapshot(settings)
+    log.info("routing snapshot %s loaded: %d trunks, %d vendors, %d plans", snapshot.version,
+             len(snapshot.trunks), len(snapshot.vendors), len(snapshot.plans))
+    return App(settings, stream, snapshot)

@@ -1,0 +1,100 @@
+"""CDR: the record one call attempt leaves behind.
+
+Built from values the call path already holds (the decision's context, the times the adapter
+observed), so the same function serves answered, failed and refused calls. Records travel as
+flat string maps (a Redis stream entry) and are read back with validation, because the
+emitter must never write a half-understood row.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class CdrRecord:
+    cdr_id: uuid.UUID
+    call_id: str
+    node: str
+    invite_at: datetime
+    sip_code: int
+    sip_reason: str = ""
+    direction: str = "outbound"
+    account_id: uuid.UUID | None = None
+    trunk_id: uuid.UUID | None = None
+    provider_id: uuid.UUID | None = None
+    gateway: str | None = None
+    from_raw: str | None = None
+    to_raw: str | None = None
+    from_e164: str | None = None
+    to_e164: str | None = None
+    answer_at: datetime | None = None
+    end_at: datetime | None = None
+    duration_s: int = 0
+    vendor_rate: Decimal | None = None
+    trace: str | None = None  # compact JSON of the routing decision
+
+    def to_fields(self) -> dict[str, str]:
+        """Flat string map for a Redis stream entry; None fields are left out."""
+        out: dict[str, str] = {}
+        for key, value in asdict(self).items():
+            if value is None:
+                continue
+            if isinstance(value, datetime):
+                out[key] = value.astimezone(UTC).isoformat()
+            else:
+                out[key] = str(value)
+        return out
+
+    @classmethod
+    def from_fields(cls, data: dict[str, str]) -> CdrRecord:
+        """Inverse of to_fields; raises ValueError naming the bad field."""
+        kwargs: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in data:
+                continue
+            raw = data[f.name]
+            try:
+                kwargs[f.name] = _parse(f.name, raw)
+            except (ValueError, ArithmeticError) as exc:
+                raise ValueError(f"CDR field {f.name}: bad value {raw!r}") from exc
+        for required in ("cdr_id", "call_id", "node", "invite_at", "sip_code"):
+            if required not in kwargs:
+                raise ValueError(f"CDR field {required}: missing")
+        return cls(**kwargs)
+
+
+_UUIDS = {"cdr_id", "account_id", "trunk_id", "provider_id"}
+_TIMES = {"invite_at", "answer_at", "end_at"}
+
+
+def _parse(name: str, raw: str) -> Any:
+    if name in _UUIDS:
+        return uuid.UUID(raw)
+    if name in _TIMES:
+        value = datetime.fromisoformat(raw)
+        if value.tzinfo is None:
+            raise ValueError("timestamp without time zone")
+        return value
+    if name in ("sip_code", "duration_s"):
+        return int(raw)
+    if name == "vendor_rate":
+        return Decimal(raw)
+    return raw
+
+
+def billable_duration(answer_at: datetime | None, end_at: datetime | None) -> int:
+    """Whole seconds from answer to end, a started second counting as a full one."""
+    if answer_at is None or end_at is None or end_at <= answer_at:
+        return 0
+    return math.ceil((end_at - answer_at).total_seconds())
+
+
+def compact_trace(trace: dict[str, object]) -> str:
+    return json.dumps(trace, separators=(",", ":"), default=str)

@@ -1,0 +1,380 @@
+"""The `warp` command: run the local stack, manage the database, explain routing decisions.
+
+    warp run                    everything in the foreground; Ctrl-C stops what it started
+    warp start | stop | status  the same in the background (scripts, load tests)
+    warp setup                  embedded Postgres + Redis up, migrations, demo data
+    warp stack up | down        only the embedded Postgres and Redis
+    warp db migrate | demo      schema migrations / demo data (idempotent)
+    warp exec -- CMD ...        set up, run CMD, stop what was started for it (make test)
+    warp kamailio               Kamailio in the foreground with these settings
+    warp cdr-emitter            the CDR emitter (Redis stream -> Postgres)
+    warp route explain ...      what the engine would do with a call, and why
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+from routing_engine import demo, migrate, stack
+from routing_engine.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("warp")
+
+
+def _say(text: str) -> None:
+    print(f"warp: {text}", flush=True)
+
+
+# ------------------------------------------------------------------ set-up
+
+def setup(settings: Settings, with_demo: bool = True) -> stack.Started:
+    started = stack.up(settings)
+    if started.postgres:
+        _say(f"Postgres started on 127.0.0.1:{settings.stack.postgres_port} "
+             f"(data in {settings.data_dir / 'postgres'})")
+    if started.redis:
+        _say(f"Redis started on 127.0.0.1:{settings.stack.redis_port}")
+    from routing_engine.adapters import postgres
+
+    with postgres.connect(settings.database_url, settings.database.connect_timeout_s) as conn:
+        applied = migrate.apply(conn)
+        _say(f"migrations applied: {', '.join(applied)}" if applied else "schema up to date")
+        if with_demo:
+            summary = demo.load(conn)
+            _say(f"demo data present: {summary.accounts} accounts, {summary.trunks} trunks, "
+                 f"{summary.dids} DIDs, {summary.vendors} vendors, {summary.rates} vendor rates")
+    return started
+
+
+# ------------------------------------------------------------------ processes
+
+def _run_dir(settings: Settings) -> Path:
+    return settings.data_dir / "run" / settings.node.name
+
+
+def _sip_probe_target(settings: Settings) -> tuple[str, int] | None:
+    for sock in settings.sip.listen:
+        proto, _, hostport = sock.partition(":")
+        host, _, port = hostport.rpartition(":")
+        if proto == "udp":
+            return host.strip("[]"), int(port)
+    return None
+
+
+def _spawn(cmd: list[str], env: dict[str, str], log_path: Path | None) -> subprocess.Popen[bytes]:
+    out = open(log_path, "ab") if log_path else None  # noqa: SIM115 - owned by the child
+    return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
+                            start_new_session=True)
+
+
+def start_processes(settings: Settings, log_dir: Path | None) -> dict[str, subprocess.Popen[bytes]]:
+    """Start Kamailio and the CDR emitter; wait until Kamailio answers OPTIONS."""
+    from routing_engine import sipcheck
+
+    env = stack.kamailio_env(settings)
+    if log_dir:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    procs = {
+        "cdr-emitter": _spawn([sys.executable, "-m", "routing_engine.cli", "cdr-emitter"], env,
+                              log_dir / "cdr-emitter.log" if log_dir else None),
+        "kamailio": _spawn(stack.kamailio_command(settings, _run_dir(settings)), env,
+                           log_dir / "kamailio.log" if log_dir else None),
+    }
+    target = _sip_probe_target(settings)
+    if target:
+        kam = procs["kamailio"]
+        if not sipcheck.wait_until_answering(*target, timeout_s=60, is_alive=lambda: kam.poll() is None):
+            stop_processes(procs)
+            where = f" (see {log_dir / 'kamailio.log'})" if log_dir else ""
+            raise stack.StackError(f"Kamailio did not come up{where}")
+    return procs
+
+
+def stop_processes(procs: dict[str, subprocess.Popen[bytes]], timeout_s: float = 15) -> None:
+    for proc in procs.values():
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + timeout_s
+    for proc in procs.values():
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _listening(settings: Settings) -> str:
+    return ", ".join(settings.sip.listen)
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    started = setup(settings, with_demo=not args.no_demo)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        procs = start_processes(settings, log_dir=None)
+        _say(f"SIP listening on {_listening(settings)} — Ctrl-C stops everything started here")
+        while not stopping and all(p.poll() is None for p in procs.values()):
+            time.sleep(0.2)
+        exited = [name for name, p in procs.items() if p.poll() is not None]
+        if exited and not stopping:
+            _say(f"{', '.join(exited)} exited; stopping")
+        return 0 if stopping else 1
+    finally:
+        stop_processes(procs)
+        stack.down(settings, started)
+        _say("stopped")
+
+
+def _pidfile(settings: Settings, name: str) -> Path:
+    return _run_dir(settings) / f"{name}.supervised.pid"
+
+
+def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
+    setup(settings, with_demo=not args.no_demo)
+    if cmd_status(settings, args, quiet=True) == 0:
+        _say("already running")
+        return 0
+    log_dir = settings.data_dir / "log"
+    procs = start_processes(settings, log_dir)
+    for name, proc in procs.items():
+        _pidfile(settings, name).write_text(str(proc.pid))
+    _say(f"started in the background; SIP on {_listening(settings)}; logs in {log_dir}; "
+         f"stop with `make stop`")
+    return 0
+
+
+def cmd_stop(settings: Settings, args: argparse.Namespace) -> int:
+    for name in ("kamailio", "cdr-emitter"):
+        path = _pidfile(settings, name)
+        if not path.exists():
+            continue
+        pid = int(path.read_text())
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                os.killpg(pid, 0)
+                time.sleep(0.1)
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        path.unlink(missing_ok=True)
+        _say(f"{name} stopped")
+    stack.down(settings)
+    _say("Postgres and Redis stopped")
+    return 0
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace, quiet: bool = False) -> int:
+    running = 0
+    names = ("kamailio", "cdr-emitter")
+    for name in names:
+        path = _pidfile(settings, name)
+        alive = False
+        if path.exists():
+            try:
+                os.killpg(int(path.read_text()), 0)
+                alive = True
+            except (ProcessLookupError, ValueError):
+                pass
+        running += alive
+        if not quiet:
+            print(f"{name:12} {'running' if alive else 'stopped'}")
+    if not quiet:
+        print(f"{'postgres':12} {'running' if stack.postgres_running(settings) else 'stopped'}")
+        print(f"{'redis':12} {'running' if stack.redis_running(settings) else 'stopped'}")
+    return 0 if running == len(names) else 3
+
+
+def cmd_exec(settings: Settings, args: argparse.Namespace) -> int:
+    command = [c for c in args.command if c != "--"]
+    if not command:
+        raise SystemExit("warp exec: give a command after --")
+    started = setup(settings, with_demo=False)
+    try:
+        return subprocess.call(command)
+    finally:
+        stack.down(settings, started)
+
+
+def cmd_kamailio(settings: Settings, args: argparse.Namespace) -> int:
+    cmd = stack.kamailio_command(settings, _run_dir(settings))
+    os.execve(cmd[0], cmd, stack.kamailio_env(settings))
+
+
+def cmd_cdr_emitter(settings: Settings, args: argparse.Namespace) -> int:
+    from routing_engine.adapters import redis_store
+    from routing_engine.emitter import Emitter, PostgresSink, replay_spool
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    stop = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    client = redis_store.connect(settings.redis_url, 5000)
+    stream = redis_store.CdrStream(client, settings.cdr.stream, settings.cdr.group,
+                                   settings.cdr.stream_maxlen)
+    while not stop:
+        try:
+            stream.ensure_group()
+            break
+        except Exception as exc:
+            log.warning("Redis not reachable yet (%s); retrying", exc)
+            time.sleep(1)
+    emitter = Emitter(
+        stream=stream,
+        sink=PostgresSink(settings.database_url, settings.database.connect_timeout_s),
+        consumer=f"{settings.node.name}-emitter",
+        batch_size=settings.cdr.batch_size,
+        batch_seconds=settings.cdr.batch_seconds,
+        on_idle=lambda: replay_spool(settings, stream),
+    )
+    log.info("CDR emitter following %s as %s", settings.cdr.stream, emitter.consumer)
+    emitter.run(lambda: stop)
+    return 0
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from routing_engine.adapters import postgres
+
+    with postgres.connect(settings.database_url) as conn:
+        applied = migrate.apply(conn)
+    _say(f"applied: {', '.join(applied)}" if applied else "schema up to date")
+    return 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from routing_engine.adapters import postgres
+
+    with postgres.connect(settings.database_url) as conn:
+        summary = demo.load(conn)
+    _say(f"demo data present: {summary}")
+    return 0
+
+
+def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "up":
+        setup(settings, with_demo=False)
+    else:
+        stack.down(settings)
+        _say("embedded Postgres and Redis stopped")
+    return 0
+
+
+def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
+    from routing_engine.bootstrap import load_snapshot
+    from routing_engine.decision import CallRequest, Relay, decide_invite
+
+    at = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC)
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    snapshot = load_snapshot(settings)
+    request = CallRequest(call_id="explain", source_ip=args.source, source_port=args.port,
+                          transport=args.transport, dialed=args.to, caller=args.caller or "")
+    decision = decide_invite(request, snapshot, at, settings.routing.default_region)
+    if isinstance(decision, Relay):
+        result: dict[str, object] = {
+            "decision": "relay",
+            "routes": [{"vendor": r.vendor_name, "gateway": r.gateway.name, "uri": r.gateway.uri,
+                        "rate": str(r.rate), "prefix": r.prefix} for r in decision.routes],
+        }
+    else:
+        result = {"decision": "reject", "code": decision.code, "reason": decision.reason}
+    result["trace"] = decision.trace
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    print(f"snapshot      {snapshot.version}")
+    for key, value in decision.trace.items():
+        if key in ("candidates", "snapshot", "routes"):
+            continue
+        print(f"{key:13} {value}")
+    for c in decision.trace.get("candidates", []):  # type: ignore[union-attr]
+        verdict = "kept   " if c["kept"] else "dropped"
+        detail = f"rate {c['rate']} (prefix {c['prefix']})" if "rate" in c else ""
+        reason = f" — {c['reason']}" if "reason" in c else ""
+        print(f"  {verdict} {c['vendor']:20} {detail}{reason}")
+    if result["decision"] == "relay":
+        print("routes, in order:")
+        for i, r in enumerate(result["routes"], start=1):  # type: ignore[arg-type]
+            print(f"  {i}. {r['vendor']} via {r['gateway']} {r['uri']} at {r['rate']}/min")
+    else:
+        print(f"refused       {result['code']} {result['reason']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="warp", description="WARP routing core")
+    parser.add_argument("--config", help="settings file (default: $WARP_CONFIG or config/warp.yaml)")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for name in ("run", "start"):
+        p = sub.add_parser(name)
+        p.add_argument("--no-demo", action="store_true", help="do not load the demo data")
+    sub.add_parser("stop")
+    sub.add_parser("status")
+    sub.add_parser("setup")
+    p = sub.add_parser("stack")
+    p.add_argument("action", choices=["up", "down"])
+    p = sub.add_parser("db")
+    p.add_argument("action", choices=["migrate", "demo"])
+    p = sub.add_parser("exec")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    sub.add_parser("kamailio")
+    sub.add_parser("cdr-emitter")
+    p = sub.add_parser("route")
+    rsub = p.add_subparsers(dest="route_cmd", required=True)
+    e = rsub.add_parser("explain", help="explain how a hypothetical call would be routed")
+    e.add_argument("--source", required=True, help="source IP of the calling switch")
+    e.add_argument("--port", type=int, default=5060)
+    e.add_argument("--transport", default="udp")
+    e.add_argument("--to", required=True, help="dialed number as the customer sends it")
+    e.add_argument("--from", dest="caller", help="calling number")
+    e.add_argument("--at", help="ISO time of the call (default: now)")
+    e.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as exc:
+        print(f"warp: settings: {exc}", file=sys.stderr)
+        return 2
+    handlers = {
+        "run": cmd_run, "start": cmd_start, "stop": cmd_stop, "status": cmd_status,
+        "exec": cmd_exec, "kamailio": cmd_kamailio, "cdr-emitter": cmd_cdr_emitter,
+        "stack": cmd_stack, "route": cmd_explain,
+        "setup": lambda s, a: (setup(s), 0)[1],
+        "db": lambda s, a: cmd_migrate(s, a) if a.action == "migrate" else cmd_demo(s, a),
+    }
+    try:
+        return int(handlers[args.cmd](settings, args))
+    except (stack.StackError, migrate.MigrationError) as exc:
+        print(f"warp: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Demo data: a small carrier in the spirit of the seed's test data set, generated, not committed.
+
+10 customers (5 active, 3 suspended, 2 testing) with 2-5 trunks and 10-50 DIDs each; four
+vendors with rate decks (US by NPA-NXX with interstate/intrastate/indeterminate rates, five
+international countries by prefix, toll-free); three routing plans. Every simulated customer
+trunk and every vendor gateway has its own loopback address:
+
+    customer n (1-10), trunk t (1-5)  ->  127.0.0.(100 + 5*(n-1) + t)
+    vendor v (1-4)                    ->  127.0.0.(200 + v), port 5060
+
+Generation is deterministic (fixed seed, name-derived UUIDs) and loading is insert-if-missing,
+so running it again changes nothing and keeps whatever ops edited since.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+
+import psycopg
+
+NAMESPACE = uuid.UUID("5b0c7a52-8f7e-4f3e-9a57-776172706465")  # fixed: ids stay stable
+
+STATUSES = ["active"] * 5 + ["suspended"] * 3 + ["testing"] * 2
+VENDORS = ["alpha", "bravo", "charlie", "delta"]
+PLANS = {
+    "standard": ["alpha", "bravo", "charlie", "delta"],
+    "premium": ["alpha", "bravo"],
+    "budget": ["charlie", "delta"],
+}
+# Five international destinations: country prefix and a mobile sub-prefix.
+INTERNATIONAL = {
+    "44": ("United Kingdom", "447"),
+    "49": ("Germany", "4915"),
+    "52": ("Mexico", "521"),
+    "63": ("Philippines", "639"),
+    "91": ("India", "919"),
+}
+TOLL_FREE = ["1800", "1833", "1844", "1855", "1866", "1877", "1888"]
+NPAS = ["201", "212", "213", "305", "312", "404", "415", "512", "617", "702", "713", "818",
+        "917", "972"]
+
+
+def uid(*parts: object) -> uuid.UUID:
+    return uuid.uuid5(NAMESPACE, "/".join(str(p) for p in parts))
+
+
+def customer_address(customer: int, trunk: int) -> str:
+    return f"127.0.0.{100 + 5 * (customer - 1) + trunk}"
+
+
+def vendor_address(vendor: int) -> str:
+    return f"127.0.0.{200 + vendor}"
+
+
+@dataclass(frozen=True)
+class DemoSummary:
+    accounts: int
+    trunks: int
+    dids: int
+    vendors: int
+    rates: int
+
+
+def _money(value: float) -> Decimal:
+    return Decimal(str(round(value, 6))).quantize(Decimal("0.000001"))
+
+
+def load(conn: psycopg.Connection, seed: int = 20251) -> DemoSummary:
+    rnd = random.Random(seed)
+    counts = {"accounts": 0, "trunks": 0, "dids": 0, "vendors": 0, "rates": 0}
+    with conn.transaction(), conn.cursor() as cur:
+        # vendors, gateways, rate decks
+        for v, name in enumerate(VENDORS, start=1):
+            vid = uid("vendor", name)
+            cur.execute("INSERT INTO routing.providers (id, name) VALUES (%s, %s)"
+                        " ON CONFLICT DO NOTHING", (vid, f"vendor-{name}"))
+            cur.execute("INSERT INTO routing.provider_gateways (id, provider_id, name, host, port)"
+                        " VALUES (%s, %s, %s, %s, 5060) ON CONFLICT DO NOTHING",
+                        (uid("gateway", name, 1), vid, f"{name}-gw1", vendor_address(v)))
+            base = 0.0040 + 0.0007 * rnd.random()
+            rows: list[tuple[object, ...]] = []
+            # US catch-all, then NPA-NXX rows with jurisdictional rates
+            rows.append(("1", "United States", _money(base * 3), _money(base * 2.5), _money(base * 2.8)))
+            for npa in NPAS:
+                for _ in range(15):
+                    nxx = f"{rnd.randint(2, 9)}{rnd.randint(0, 9)}{rnd.randint(0, 9)}"
+                    inter = base * (0.8 + 0.6 * rnd.random())
+                    intra = inter * (1.1 + 0.5 * rnd.random())
+                    rows.append((f"1{npa}{nxx}", f"US {npa}-{nxx}", _money(max(inter, intra) * 1.1),
+                                 _money(inter), _money(intra)))
+            for prefix in TOLL_FREE:
+                rows.append((prefix, "US toll-free", _money(0.0005 + 0.0005 * rnd.random()), None, None))
+            for prefix, (country, mobile) in INTERNATIONAL.items():
+                fixed = 0.01 + 0.05 * rnd.random()
+                rows.append((prefix, country, _money(fixed), None, None))
+                rows.append((mobile, f"{country} mobile", _money(fixed * (1.5 + rnd.random())), None, None))
+            rows = list({r[0]: r for r in rows}.values())  # one row per prefix
+            for prefix, desc, rate, inter, intra in rows:
+                cur.execute(
+                    "INSERT INTO routing.rates (id, provider_id, prefix, description, rate,"
+                    " interstate_rate, intrastate_rate) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT DO NOTHING",
+                    (uid("rate", name, prefix), vid, prefix, desc, rate, inter, intra))
+                counts["rates"] += 1
+            counts["vendors"] += 1
+        for plan, members in PLANS.items():
+            pid = uid("plan", plan)
+            cur.execute("INSERT INTO routing.routing_plans (id, name, strategy) VALUES (%s, %s,"
+                        " 'least_cost') ON CONFLICT DO NOTHING", (pid, plan))
+            for priority, member in enumerate(members):
+                cur.execute("INSERT INTO routing.routing_plan_providers (id, routing_plan_id,"
+                            " provider_id, priority) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                            (uid("plan-member", plan, member), pid, uid("vendor", member), priority))
+        # customers, trunks, ACLs, DIDs
+        plan_names = list(PLANS)
+        for n, status in enumerate(STATUSES, start=1):
+            aid = uid("account", n)
+            reason = "Payment overdue" if status == "suspended" else None
+            billing = "prepaid" if n % 2 == 0 else "postpaid"
+            cur.execute("INSERT INTO accounts.accounts (id, ban, name, status, status_reason,"
+                        " billing_type, credit_limit) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                        " ON CONFLICT DO NOTHING",
+                        (aid, f"BAN{1000 + n}", f"Demo Customer {n:02d}", status, reason, billing,
+                         Decimal("0") if billing == "prepaid" else Decimal(500 * n)))
+            counts["accounts"] += 1
+            trunk_count = 2 + rnd.randint(0, 3)
+            trunk_ids = []
+            for t in range(1, trunk_count + 1):
+                tid = uid("trunk", n, t)
+                trunk_ids.append(tid)
+                cur.execute("INSERT INTO trunks.trunks (id, account_id, name, routing_plan_id)"
+                            " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                            (tid, aid, f"trunk-{t}", uid("plan", plan_names[(n + t) % len(plan_names)])))
+                cur.execute("INSERT INTO trunks.trunk_access_lists (id, account_id, trunk_id, cidr,"
+                            " description) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                            (uid("acl", n, t), aid, tid, f"{customer_address(n, t)}/32",
+                             "demo customer switch"))
+                counts["trunks"] += 1
+            for d in range(10 + rnd.randint(0, 40)):
+                if d % 10 == 9:
+                    e164 = f"+1{rnd.choice(TOLL_FREE)[1:]}{rnd.randint(2000000, 9999999)}"
+                    kind = "tollfree"
+                else:
+                    e164 = f"+1{rnd.choice(NPAS)}{rnd.randint(2, 9)}{rnd.randint(0, 99):02d}" \
+                           f"{rnd.randint(0, 9999):04d}"
+                    kind = "local"
+                nid = uid("did", e164)
+                cur.execute("INSERT INTO numbers.number_inventory (id, e164, number_type, status)"
+                            " VALUES (%s, %s, %s, 'assigned') ON CONFLICT DO NOTHING", (nid, e164, kind))
+                if cur.rowcount:  # a number drawn twice stays with its first customer
+                    cur.execute("INSERT INTO numbers.number_assignments (id, number_id, account_id,"
+                                " trunk_id) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                                (uid("assignment", e164), nid, aid, trunk_ids[d % len(trunk_ids)]))
+                counts["dids"] += 1
+    return DemoSummary(**counts)

@@ -1,0 +1,168 @@
+"""CDR emitter: the companion that moves CDRs from the Redis stream into Postgres.
+
+Batches of ``batch_size`` records or ``batch_seconds``, whichever comes first. A batch is
+acknowledged in Redis only after its Postgres transaction committed, and the insert ignores
+records already stored, so a crash at any moment loses nothing and duplicates nothing: the
+unacknowledged entries are read again (as this consumer's pending entries) on restart.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from routing_engine.cdr import CdrRecord
+
+log = logging.getLogger("warp.emitter")
+
+
+class Sink:
+    """Where batches go (Postgres now; BigQuery later behind the same interface)."""
+
+    def write(self, records: list[CdrRecord]) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class Stream:
+    def read_pending(self, consumer: str, count: int) -> list[tuple[str, dict[str, str]]]:
+        raise NotImplementedError  # pragma: no cover - interface
+
+    def read_new(self, consumer: str, count: int, block_ms: int) -> list[tuple[str, dict[str, str]]]:
+        raise NotImplementedError  # pragma: no cover - interface
+
+    def ack(self, entry_ids: list[str]) -> None:
+        raise NotImplementedError  # pragma: no cover - interface
+
+    def dead_letter(self, entry_id: str, data: dict[str, str], error: str) -> None:
+        raise NotImplementedError  # pragma: no cover - interface
+
+
+@dataclass
+class Emitter:
+    stream: Stream
+    sink: Sink
+    consumer: str
+    batch_size: int = 500
+    batch_seconds: float = 10.0
+    clock: Callable[[], float] = time.monotonic
+    max_backoff_s: float = 30.0
+    on_idle: Callable[[], object] | None = None  # e.g. replay the local spool into the stream
+
+    def run(self, should_stop: Callable[[], bool]) -> None:
+        """Drain what this consumer left unacknowledged, then follow the stream until stopped."""
+        while not should_stop():
+            pending = self.stream.read_pending(self.consumer, self.batch_size)
+            if not pending:
+                break
+            self._flush_with_retry(pending, should_stop)
+        batch: list[tuple[str, dict[str, str]]] = []
+        started = self.clock()
+        while not should_stop():
+            wait_s = max(0.0, self.batch_seconds - (self.clock() - started)) if batch else 1.0
+            block_ms = max(1, min(1000, int(wait_s * 1000)))
+            fresh = self.stream.read_new(self.consumer, self.batch_size - len(batch), block_ms)
+            if not fresh and self.on_idle is not None:
+                try:
+                    self.on_idle()
+                except Exception as exc:
+                    log.warning("idle task failed: %s", exc)
+            if fresh and not batch:
+                started = self.clock()
+            batch.extend(fresh)
+            if batch and (len(batch) >= self.batch_size or self.clock() - started >= self.batch_seconds):
+                self._flush_with_retry(batch, should_stop)
+                batch = []
+        if batch:
+            self._flush_with_retry(batch, lambda: True)
+
+    def flush(self, entries: list[tuple[str, dict[str, str]]]) -> int:
+        """Write one batch and acknowledge it; raises if the sink fails (nothing acknowledged)."""
+        records: list[CdrRecord] = []
+        ids: list[str] = []
+        for entry_id, data in entries:
+            try:
+                records.append(CdrRecord.from_fields(data))
+                ids.append(entry_id)
+            except ValueError as exc:
+                log.error("CDR entry %s unreadable, moved to dead letters: %s", entry_id, exc)
+                self.stream.dead_letter(entry_id, data, str(exc))
+                self.stream.ack([entry_id])
+        added = self.sink.write(records)
+        self.stream.ack(ids)
+        log.info("wrote %d CDRs (%d new)", len(records), added)
+        return added
+
+    def _flush_with_retry(
+        self, entries: list[tuple[str, dict[str, str]]], should_stop: Callable[[], bool]
+    ) -> None:
+        delay = 0.5
+        while True:
+            try:
+                self.flush(entries)
+                return
+            except Exception as exc:  # the sink is down: keep the batch, back off, try again
+                log.warning("CDR batch of %d not written (%s); retrying in %.1fs",
+                            len(entries), exc, delay)
+                if should_stop():
+                    return  # unacknowledged: delivered again on the next start
+                time.sleep(delay)
+                delay = min(delay * 2, self.max_backoff_s)
+
+
+class PostgresSink(Sink):
+    """Writes batches into cdr.cdrs; reconnects after a failure."""
+
+    def __init__(self, url: str, timeout_s: int) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self._conn: Any = None
+
+    def write(self, records: list[CdrRecord]) -> int:
+        from routing_engine.adapters import postgres
+
+        if self._conn is None or self._conn.closed:
+            self._conn = postgres.connect(self.url, self.timeout_s)
+        try:
+            return postgres.insert_cdrs(self._conn, records)
+        except Exception:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+            raise
+
+
+def replay_spool(settings: Any, stream: Any) -> int:
+    """Move CDRs that SIP workers spooled to disk (Redis was down) into the stream.
+
+    The file is renamed first, so workers start a fresh one; the lock waits out a worker that
+    was in the middle of writing to it. A file is deleted only after all its lines are in Redis.
+    """
+    from routing_engine.bootstrap import spool_dir
+
+    moved = 0
+    directory = spool_dir(settings)
+    if not directory.exists():
+        return 0
+    for path in sorted(directory.glob("cdr-*.jsonl")) + sorted(directory.glob("*.replaying")):
+        if path.suffix == ".jsonl":
+            claimed = path.with_suffix(".replaying")
+            path.rename(claimed)
+            path = claimed
+        with path.open() as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            lines = fh.read().splitlines()
+        for line in lines:
+            if line.strip():
+                stream.client.xadd(stream.stream, json.loads(line), maxlen=stream.maxlen,
+                                   approximate=True)
+                moved += 1
+        path.unlink()
+    if moved:
+        log.info("replayed %d spooled CDRs into the stream", moved)
+    return moved

@@ -1,0 +1,231 @@
+"""Stack: the embedded local Postgres cluster and Redis server, and the Kamailio launcher.
+
+Both servers live under the project's git-ignored data folder on their own loopback ports, so
+a developer machine's own services are never touched. Starting is idempotent: a server that is
+already up is left alone and reported as not started by us, so whoever started it stops it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from routing_engine.settings import PROJECT_ROOT, Settings
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+REDIS_SERVER = "/usr/bin/redis-server"
+
+
+class StackError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Started:
+    postgres: bool = False
+    redis: bool = False
+
+
+# ------------------------------------------------------------------ helpers
+
+def _as_postgres_user() -> list[str]:
+    """Postgres refuses to run as root; when we are root, run its tools as 'postgres'."""
+    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+
+def _ensure_traversable(path: Path) -> None:
+    """Let the postgres user reach a data folder below directories only root may enter
+    (e.g. a clone under a mktemp -d folder): add the search bit (o+x) where it is missing."""
+    if os.geteuid() != 0:
+        return
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            parent.chmod(mode | 0o001)
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+def _run(cmd: list[str], what: str) -> None:
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise StackError(f"{what} failed ({' '.join(cmd)}):\n{result.stdout}{result.stderr}")
+
+
+# ------------------------------------------------------------------ postgres
+
+def _pg_dir(settings: Settings) -> Path:
+    return settings.data_dir / "postgres"
+
+
+def postgres_running(settings: Settings) -> bool:
+    pg = _pg_dir(settings)
+    if not (pg / "PG_VERSION").exists():
+        return False
+    result = subprocess.run([*_as_postgres_user(), str(PG_BIN / "pg_ctl"), "-D", str(pg), "status"],
+                            capture_output=True)
+    return result.returncode == 0
+
+
+def start_postgres(settings: Settings) -> bool:
+    """Initialise (first time) and start the embedded cluster. True if this call started it."""
+    pg = _pg_dir(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _ensure_traversable(settings.data_dir)
+    if postgres_running(settings):
+        return False
+    if port_open(settings.stack.postgres_port):
+        raise StackError(f"port {settings.stack.postgres_port} is taken by another program; "
+                         f"set stack.postgres_port (WARP_STACK__POSTGRES_PORT) to a free port")
+    if not (pg / "PG_VERSION").exists():
+        pg.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(pg, "postgres", "postgres")
+        pg.chmod(0o700)
+        _run([*_as_postgres_user(), str(PG_BIN / "initdb"), "-D", str(pg), "-U", "warp",
+              "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8"], "initdb")
+    log_file = pg / "server.log"
+    options = (f"-p {settings.stack.postgres_port} -c listen_addresses=127.0.0.1 "
+               f"-k {pg} -c max_connections=200 -c fsync=on")
+    _run([*_as_postgres_user(), str(PG_BIN / "pg_ctl"), "-D", str(pg), "-l", str(log_file),
+          "-o", options, "-w", "-t", "60", "start"], "starting Postgres")
+    return True
+
+
+def stop_postgres(settings: Settings) -> None:
+    if postgres_running(settings):
+        _run([*_as_postgres_user(), str(PG_BIN / "pg_ctl"), "-D", str(_pg_dir(settings)),
+              "-m", "fast", "-w", "stop"], "stopping Postgres")
+
+
+def ensure_database(settings: Settings, name: str | None = None) -> None:
+    """Create the database if it does not exist (embedded cluster only)."""
+    import psycopg
+
+    db = name or settings.database.name
+    admin_url = f"postgresql://warp@127.0.0.1:{settings.stack.postgres_port}/postgres"
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,)).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{db}"')
+
+
+# ------------------------------------------------------------------ redis
+
+def _redis_dir(settings: Settings) -> Path:
+    return settings.data_dir / "redis"
+
+
+def redis_running(settings: Settings) -> bool:
+    pidfile = _redis_dir(settings) / "redis.pid"
+    if not pidfile.exists():
+        return False
+    try:
+        os.kill(int(pidfile.read_text().strip()), 0)
+    except (ValueError, ProcessLookupError, PermissionError):
+        return False
+    return port_open(settings.stack.redis_port)
+
+
+def start_redis(settings: Settings) -> bool:
+    directory = _redis_dir(settings)
+    directory.mkdir(parents=True, exist_ok=True)
+    if redis_running(settings):
+        return False
+    if port_open(settings.stack.redis_port):
+        raise StackError(f"port {settings.stack.redis_port} is taken by another program; "
+                         f"set stack.redis_port (WARP_STACK__REDIS_PORT) to a free port")
+    # Append-only file: the CDR stream and counters survive a restart of Redis.
+    _run([REDIS_SERVER, "--port", str(settings.stack.redis_port), "--bind", "127.0.0.1",
+          "--dir", str(directory), "--daemonize", "yes", "--pidfile", str(directory / "redis.pid"),
+          "--logfile", str(directory / "redis.log"), "--appendonly", "yes",
+          "--appendfsync", "everysec", "--save", ""], "starting Redis")
+    deadline = time.monotonic() + 20
+    while not port_open(settings.stack.redis_port):
+        if time.monotonic() > deadline:
+            raise StackError(f"Redis did not start; see {directory / 'redis.log'}")
+        time.sleep(0.05)
+    return True
+
+
+def stop_redis(settings: Settings) -> None:
+    pidfile = _redis_dir(settings) / "redis.pid"
+    if not redis_running(settings):
+        return
+    pid = int(pidfile.read_text().strip())
+    os.kill(pid, 15)
+    _wait_gone(pid, 20)
+
+
+def _wait_gone(pid: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+
+
+# ------------------------------------------------------------------ the pair
+
+def up(settings: Settings) -> Started:
+    started_pg = start_postgres(settings) if settings.embedded_postgres else False
+    if settings.embedded_postgres:
+        ensure_database(settings)
+    started_redis = start_redis(settings) if settings.embedded_redis else False
+    return Started(postgres=started_pg, redis=started_redis)
+
+
+def down(settings: Settings, started: Started | None = None) -> None:
+    """Stop the embedded servers (only those in ``started`` when given)."""
+    if settings.embedded_redis and (started is None or started.redis):
+        stop_redis(settings)
+    if settings.embedded_postgres and (started is None or started.postgres):
+        stop_postgres(settings)
+
+
+# ------------------------------------------------------------------ kamailio
+
+def kamailio_command(settings: Settings, run_dir: Path) -> list[str]:
+    """The Kamailio command line for these settings (foreground, logging to stderr)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    k = settings.kamailio
+    s = settings.sip
+    defines = {
+        "WARP_KEMI_SCRIPT": f'"{PROJECT_ROOT / "kemi" / "warp_kemi.py"}"',
+        "WARP_CTL_SOCKET": f'"unix:{run_dir / "kamailio_ctl"}"',
+        "WARP_CHILDREN": str(s.children),
+        "WARP_TCP_CHILDREN": str(s.tcp_children),
+        "WARP_LOG_LEVEL": str(k.log_level),
+        "WARP_FR_TIMER": str(s.fr_timeout_ms),
+        "WARP_FR_INV_TIMER": str(s.fr_inv_timeout_ms),
+        "WARP_MAX_DURATION": str(s.max_call_duration_s),
+        "WARP_SERVER_HEADER": f'"Server: {s.server_header}"',
+        "WARP_USER_AGENT_HEADER": f'"User-Agent: {s.server_header}"',
+    }
+    cmd = [k.binary, "-f", str(PROJECT_ROOT / "kamailio" / "kamailio.cfg"), "-DD", "-E",
+           "-m", str(k.shm_mb), "-M", str(k.pkg_mb), "-Y", str(run_dir),
+           "-P", str(run_dir / "kamailio.pid")]
+    for sock in s.listen:
+        cmd += ["-l", sock]
+    for name, value in defines.items():
+        cmd += ["-A", f"{name}={value}"]
+    return cmd
+
+
+def kamailio_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    env["WARP_CONFIG"] = settings.config_path
+    env.setdefault("WARP_VENV", str(PROJECT_ROOT / ".venv"))
+    return env
