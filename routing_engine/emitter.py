@@ -50,6 +50,7 @@ class Emitter:
     batch_size: int = 500
     batch_seconds: float = 10.0
     clock: Callable[[], float] = time.monotonic
+    min_backoff_s: float = 0.5
     max_backoff_s: float = 30.0
     on_idle: Callable[[], object] | None = None  # e.g. replay the local spool into the stream
 
@@ -100,7 +101,7 @@ class Emitter:
     def _flush_with_retry(
         self, entries: list[tuple[str, dict[str, str]]], should_stop: Callable[[], bool]
     ) -> None:
-        delay = 0.5
+        delay = self.min_backoff_s
         while True:
             try:
                 self.flush(entries)

@@ -1,0 +1,78 @@
+"""Shared fixtures. Integration and e2e tests use the embedded Postgres and Redis that
+`make test` starts (warp exec), with their own database and Redis db so a running `make run`
+keeps its data."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+import redis
+
+from routing_engine import migrate, stack
+from routing_engine.settings import Settings, load_settings
+
+TEST_ENV = {
+    "WARP_DATABASE__NAME": "warp_test",
+    "WARP_REDIS__DB": "15",
+    "WARP_NODE__NAME": "test-node",
+    "WARP_CDR__STREAM": "warp:test:cdr",
+}
+CONFIG_TABLES = [
+    "cdr.cdrs", "numbers.number_assignments", "numbers.number_inventory",
+    "trunks.trunk_features", "trunks.trunk_auth", "trunks.trunk_access_lists",
+    "routing.routing_plan_providers", "routing.provider_performance", "routing.rates",
+    "routing.provider_gateways", "trunks.trunks", "routing.routing_plans", "routing.providers",
+    "billing.balance_updates", "billing.rate_plan_rates", "billing.rate_plans",
+    "accounts.accounts", "audit.audit_log",
+]
+
+
+def test_environ() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("WARP_") and k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(TEST_ENV)
+    return env
+
+
+test_environ.__test__ = False  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return load_settings(environ=test_environ())
+
+
+@pytest.fixture(scope="session")
+def database(settings: Settings) -> str:
+    """A fresh, migrated test database for the session."""
+    if not stack.postgres_running(settings):
+        pytest.fail("the embedded Postgres is not running: run the tests with `make test`")
+    admin = f"postgresql://warp@127.0.0.1:{settings.stack.postgres_port}/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{settings.database.name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{settings.database.name}"')
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        migrate.apply(conn)
+    return settings.database_url
+
+
+@pytest.fixture
+def db(database: str) -> Iterator[psycopg.Connection]:
+    """A connection to an empty (migrated) test database."""
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {', '.join(CONFIG_TABLES)} CASCADE")
+        yield conn
+
+
+@pytest.fixture
+def redis_client(settings: Settings) -> Iterator[redis.Redis]:
+    if not stack.redis_running(settings):
+        pytest.fail("the embedded Redis is not running: run the tests with `make test`")
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()

@@ -1,0 +1,77 @@
+"""Small builders for snapshots in unit tests (no database)."""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from types import MappingProxyType
+
+from routing_engine.snapshot import (
+    Account,
+    AccountStatus,
+    AclEntry,
+    Gateway,
+    PlanVendor,
+    RoutingPlan,
+    RoutingSnapshot,
+    Trunk,
+    VendorRate,
+    build_vendor,
+)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def rate(prefix: str, price: str, effective: datetime = EPOCH, ends: datetime | None = None,
+         inter: str | None = None, intra: str | None = None) -> VendorRate:
+    return VendorRate(prefix, Decimal(price), effective, ends,
+                      Decimal(inter) if inter else None, Decimal(intra) if intra else None)
+
+
+def gateway(host: str, name: str = "gw1", enabled: bool = True, priority: int = 0) -> Gateway:
+    return Gateway(uuid.uuid4(), name, host, 5060, "udp", priority, enabled)
+
+
+class World:
+    """A mutable recipe for a snapshot: add parts, then call snapshot()."""
+
+    def __init__(self) -> None:
+        self.accounts: dict[uuid.UUID, Account] = {}
+        self.trunks: dict[uuid.UUID, Trunk] = {}
+        self.acl: list[AclEntry] = []
+        self.vendors: dict = {}
+        self.plans: dict[uuid.UUID, RoutingPlan] = {}
+
+    def vendor(self, name: str, rates: list[VendorRate], gateways: list[Gateway] | None = None,
+               enabled: bool = True) -> uuid.UUID:
+        vid = uuid.uuid4()
+        self.vendors[vid] = build_vendor(vid, name, gateways or [gateway(f"192.0.2.{len(self.vendors) + 1}")],
+                                         rates, enabled)
+        return vid
+
+    def plan(self, name: str, vendor_ids: list[uuid.UUID]) -> uuid.UUID:
+        pid = uuid.uuid4()
+        self.plans[pid] = RoutingPlan(pid, name, "least_cost",
+                                      tuple(PlanVendor(v, i) for i, v in enumerate(vendor_ids)))
+        return pid
+
+    def customer(self, cidr: str, plan_id: uuid.UUID | None, status: AccountStatus = AccountStatus.ACTIVE,
+                 trunk_enabled: bool = True, port: int | None = None,
+                 transport: str | None = None, name: str = "trunk-1") -> uuid.UUID:
+        aid = uuid.uuid4()
+        self.accounts[aid] = Account(aid, f"BAN{len(self.accounts) + 1}", f"Customer {aid}", status)
+        tid = uuid.uuid4()
+        self.trunks[tid] = Trunk(tid, aid, name, plan_id, trunk_enabled)
+        self.acl.append(AclEntry(tid, ipaddress.ip_network(cidr), port, transport))
+        return tid
+
+    def snapshot(self) -> RoutingSnapshot:
+        return RoutingSnapshot(
+            version="test", loaded_at=NOW,
+            accounts=MappingProxyType(dict(self.accounts)), trunks=MappingProxyType(dict(self.trunks)),
+            acl=tuple(self.acl), vendors=MappingProxyType(dict(self.vendors)),
+            plans=MappingProxyType(dict(self.plans)),
+        )

@@ -1,0 +1,133 @@
+"""docker-compose.yml and docker/Dockerfile: the container layout stays valid and wired up.
+
+No Docker engine is needed: `docker-compose config` only validates and resolves the file.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+
+
+def _compose_config() -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("docker-compose is not installed (scripts/bootstrap.sh installs it)")
+    return subprocess.run(
+        [binary, "-f", str(COMPOSE_FILE), "config"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )
+
+
+@pytest.fixture(scope="module")
+def config() -> dict[str, Any]:
+    result = _compose_config()
+    assert result.returncode == 0, result.stderr
+    parsed = yaml.safe_load(result.stdout)
+    assert isinstance(parsed, dict)
+    return parsed
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        return dict(item.split("=", 1) for item in env)
+    return {key: str(value) for key, value in env.items()}
+
+
+def _published(service: dict[str, Any]) -> set[tuple[int, int, str]]:
+    """(published, target, protocol) of every published port, short or long syntax."""
+    ports = set()
+    for port in service.get("ports") or []:
+        if isinstance(port, dict):
+            ports.add((int(port["published"]), int(port["target"]), port.get("protocol", "tcp")))
+        else:
+            mapping, _, protocol = str(port).partition("/")
+            published, _, target = mapping.rpartition(":")
+            ports.add((int(published.rpartition(":")[2]), int(target), protocol or "tcp"))
+    return ports
+
+
+def test_compose_file_is_valid_for_docker_compose() -> None:
+    result = _compose_config()
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_defines_the_database_cache_migration_sip_node_and_cdr_emitter(
+    config: dict[str, Any],
+) -> None:
+    assert {"postgres", "redis", "migrate", "kamailio", "cdr-emitter"} <= set(config["services"])
+
+
+def test_kamailio_publishes_sip_on_5060_over_udp_and_tcp(config: dict[str, Any]) -> None:
+    kamailio = config["services"]["kamailio"]
+    assert (5060, 5060, "udp") in _published(kamailio)
+    assert (5060, 5060, "tcp") in _published(kamailio)
+    assert kamailio.get("network_mode") != "host"
+
+
+@pytest.mark.parametrize("name", ["kamailio", "cdr-emitter"])
+def test_node_processes_use_the_postgres_and_redis_services(
+    config: dict[str, Any], name: str
+) -> None:
+    services = config["services"]
+    env = _environment(services[name])
+    database = urlsplit(env["DATABASE_URL"])
+    redis = urlsplit(env["REDIS_URL"])
+    assert database.scheme in ("postgresql", "postgres")
+    assert database.hostname == "postgres" and "postgres" in services
+    assert redis.scheme == "redis"
+    assert redis.hostname == "redis" and "redis" in services
+
+
+def test_kamailio_and_cdr_emitter_share_the_node_name_and_spool_folder(
+    config: dict[str, Any],
+) -> None:
+    services = config["services"]
+    kamailio, emitter = services["kamailio"], services["cdr-emitter"]
+    for key in ("WARP_NODE__NAME", "WARP_STACK__DATA_DIR"):
+        assert _environment(kamailio)[key] == _environment(emitter)[key]
+    data_dir = _environment(kamailio)["WARP_STACK__DATA_DIR"]
+    for service in (kamailio, emitter):
+        targets = [str(v).split(":")[1] if isinstance(v, str) else v["target"]
+                   for v in service.get("volumes") or []]
+        assert data_dir in targets
+
+
+def test_node_processes_start_after_migrations_and_a_healthy_redis(config: dict[str, Any]) -> None:
+    services = config["services"]
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in ("kamailio", "cdr-emitter"):
+        depends = services[name]["depends_on"]
+        assert depends["migrate"]["condition"] == "service_completed_successfully"
+        assert depends["redis"]["condition"] == "service_healthy"
+
+
+def test_migrate_runs_migrations_and_demo_data_not_the_embedded_setup(
+    config: dict[str, Any],
+) -> None:
+    command = " ".join(config["services"]["migrate"]["command"])
+    assert "db migrate" in command and "db demo" in command
+    assert "setup" not in command
+
+
+def test_the_image_dockerfile_installs_kamailio_python_and_builds_the_venv_with_python311(
+    config: dict[str, Any],
+) -> None:
+    for name in ("migrate", "kamailio", "cdr-emitter"):
+        build = config["services"][name]["build"]
+        dockerfile = Path(build["context"]) / build.get("dockerfile", "Dockerfile")
+        assert dockerfile.resolve() == (ROOT / "docker" / "Dockerfile").resolve()
+    text = (ROOT / "docker" / "Dockerfile").read_text()
+    assert "kamailio-python3-modules" in text
+    assert "/usr/bin/python3.11 -m venv /opt/warp/.venv" in text
+    assert (ROOT / ".dockerignore").exists()

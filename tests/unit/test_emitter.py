@@ -1,0 +1,107 @@
+"""The emitter's batching and acknowledgement rules, with in-memory stream and sink."""
+
+import uuid
+from datetime import UTC, datetime
+
+from routing_engine.cdr import CdrRecord
+from routing_engine.emitter import Emitter, Sink, Stream
+
+T0 = datetime(2026, 11, 22, tzinfo=UTC)
+
+
+def entry(n: int) -> tuple[str, dict[str, str]]:
+    record = CdrRecord(cdr_id=uuid.uuid4(), call_id=f"call-{n}", node="n", invite_at=T0, sip_code=200)
+    return f"{n}-0", record.to_fields()
+
+
+class MemoryStream(Stream):
+    def __init__(self, pending: list, new: list) -> None:
+        self.pending, self.new = list(pending), list(new)
+        self.acked: list[str] = []
+        self.dead: list[str] = []
+
+    def read_pending(self, consumer: str, count: int) -> list:
+        out = [e for e in self.pending if e[0] not in self.acked][:count]
+        return out
+
+    def read_new(self, consumer: str, count: int, block_ms: int) -> list:
+        out, self.new = self.new[:count], self.new[count:]
+        return out
+
+    def ack(self, entry_ids: list[str]) -> None:
+        self.acked.extend(entry_ids)
+
+    def dead_letter(self, entry_id: str, data: dict[str, str], error: str) -> None:
+        self.dead.append(entry_id)
+
+
+class MemorySink(Sink):
+    def __init__(self, fail_times: int = 0) -> None:
+        self.rows: list[CdrRecord] = []
+        self.batches: list[int] = []
+        self.fail_times = fail_times
+
+    def write(self, records: list[CdrRecord]) -> int:
+        if self.fail_times:
+            self.fail_times -= 1
+            raise ConnectionError("postgres down")
+        self.rows.extend(records)
+        self.batches.append(len(records))
+        return len(records)
+
+
+def run(emitter: Emitter, rounds: int) -> None:
+    calls = iter(range(rounds))
+    emitter.run(lambda: next(calls, None) is None)
+
+
+def test_full_batches_are_written_and_then_acknowledged() -> None:
+    stream = MemoryStream([], [entry(i) for i in range(5)])
+    sink = MemorySink()
+    run(Emitter(stream, sink, "c", batch_size=2, batch_seconds=60), rounds=6)
+    assert sink.batches == [2, 2, 1]  # the last, partial batch is flushed on stop
+    assert stream.acked == [f"{i}-0" for i in range(5)]
+
+
+def test_partial_batch_is_written_when_its_time_is_up() -> None:
+    stream = MemoryStream([], [entry(1)])
+    sink = MemorySink()
+    clock = iter([0.0, 0.0, 0.0, 11.0, 11.0, 11.0, 11.0])
+    emitter = Emitter(stream, sink, "c", batch_size=500, batch_seconds=10, clock=lambda: next(clock))
+    run(emitter, rounds=2)
+    assert sink.batches == [1]
+
+
+def test_nothing_is_acknowledged_while_the_sink_fails() -> None:
+    stream = MemoryStream([], [entry(1)])
+    sink = MemorySink(fail_times=1)
+    emitter = Emitter(stream, sink, "c", batch_size=1, batch_seconds=60, min_backoff_s=0.001)
+    acked_during_failure: list[list[str]] = []
+    original = sink.write
+
+    def write(records: list[CdrRecord]) -> int:
+        acked_during_failure.append(list(stream.acked))
+        return original(records)
+
+    sink.write = write  # type: ignore[method-assign]
+    emitter.run(lambda: bool(stream.acked))
+    assert len(acked_during_failure) == 2
+    assert acked_during_failure[0] == []  # first (failed) attempt: nothing acknowledged
+    assert stream.acked == ["1-0"] and len(sink.rows) == 1
+
+
+def test_entries_left_unacknowledged_by_a_crash_are_written_first() -> None:
+    stream = MemoryStream([entry(1), entry(2)], [entry(3)])
+    sink = MemorySink()
+    run(Emitter(stream, sink, "c", batch_size=10, batch_seconds=60), rounds=4)
+    assert [r.call_id for r in sink.rows] == ["call-1", "call-2", "call-3"]
+
+
+def test_unreadable_entry_goes_to_dead_letters_and_does_not_block_the_batch() -> None:
+    bad = ("9-0", {"cdr_id": "x"})
+    stream = MemoryStream([], [entry(1), bad, entry(2)])
+    sink = MemorySink()
+    run(Emitter(stream, sink, "c", batch_size=3, batch_seconds=60), rounds=2)
+    assert stream.dead == ["9-0"]
+    assert [r.call_id for r in sink.rows] == ["call-1", "call-2"]
+    assert sorted(stream.acked) == ["1-0", "2-0", "9-0"]

@@ -1,0 +1,64 @@
+from pathlib import Path
+
+import pytest
+
+from routing_engine.settings import DEFAULT_CONFIG, SettingsError, load_settings
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "warp.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_project_settings_file_is_valid_and_embedded_by_default() -> None:
+    s = load_settings(DEFAULT_CONFIG, environ={})
+    assert s.sip.listen == ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")
+    assert s.embedded_postgres and s.embedded_redis
+    assert s.database_url == "postgresql://warp@127.0.0.1:55432/warp"
+    assert s.redis_url == "redis://127.0.0.1:56379/0"
+
+
+def test_environment_overrides_any_key_with_type_conversion(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, "sip:\n  children: 4\n"), environ={
+        "WARP_SIP__CHILDREN": "8",
+        "WARP_SIP__LISTEN": "udp:127.0.0.9:5070, tcp:127.0.0.9:5070",
+        "WARP_CDR__BATCH_SECONDS": "0.5",
+    })
+    assert s.sip.children == 8
+    assert s.sip.listen == ("udp:127.0.0.9:5070", "tcp:127.0.0.9:5070")
+    assert s.cdr.batch_seconds == 0.5
+
+
+def test_database_and_redis_urls_switch_off_the_embedded_servers(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, "{}"), environ={
+        "DATABASE_URL": "postgresql://u@db.example:5432/w", "REDIS_URL": "redis://cache:6379/2"})
+    assert not s.embedded_postgres and not s.embedded_redis
+    assert s.database_url == "postgresql://u@db.example:5432/w"
+    assert s.redis_url == "redis://cache:6379/2"
+
+
+@pytest.mark.parametrize(
+    "text, env, message",
+    [
+        ("sip:\n  childs: 4\n", {}, "sip.childs: unknown key"),
+        ("sipp:\n  children: 4\n", {}, "sipp: unknown settings section"),
+        ("sip:\n  children: many\n", {}, "sip.children: expected an integer"),
+        ("sip:\n  children: 0\n", {}, "sip.children: must be greater than zero"),
+        ("{}", {"WARP_SIP__CHILDREN": "x"}, "sip.children: expected an integer"),
+        ("sip:\n  listen: [udp-127.0.0.1]\n", {}, "sip.listen[0]"),
+        ("{}", {"DATABASE_URL": "mysql://x"}, "database.url"),
+        ("stack:\n  redis_port: 70000\n", {}, "stack.redis_port"),
+        ("routing:\n  default_region: usa\n", {}, "routing.default_region"),
+        ("- a\n- b\n", {}, "top level must be a mapping"),
+    ],
+)
+def test_bad_settings_are_refused_naming_the_key(tmp_path: Path, text: str, env: dict[str, str],
+                                                 message: str) -> None:
+    with pytest.raises(SettingsError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_settings(write(tmp_path, text), environ=env)
+
+
+def test_missing_settings_file_is_reported_with_its_path(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="not found"):
+        load_settings(tmp_path / "nope.yaml", environ={})
