@@ -125,7 +125,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             KSR.sl.sl_send_reply(483, "Too Many Hops")
             return 1
         if KSR.is_OPTIONS() > 0 and KSR.is_myself_ruri() > 0 and not _pv("$rU"):
-            KSR.hdr.append(f"Allow: {ALLOW}\r\n")
+            KSR.hdr.append_to_reply(f"Allow: {ALLOW}\r\n")
             KSR.sl.sl_send_reply(200, "OK")
             return 1
         if KSR.is_CANCEL() > 0:
@@ -144,7 +144,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             return 1  # ACK without a transaction to belong to: nothing to do
         if KSR.is_INVITE() > 0:
             return self._new_call()
-        KSR.hdr.append(f"Allow: {ALLOW}\r\n")
+        KSR.hdr.append_to_reply(f"Allow: {ALLOW}\r\n")
         KSR.sl.sl_send_reply(405, "Method Not Allowed")
         return 1
 
@@ -175,7 +175,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         decision = decide_invite(request, app.snapshot(), now, app.settings.routing.default_region)
         if isinstance(decision, Reject):
             if decision.reason_header:
-                KSR.hdr.append(decision.reason_header + "\r\n")
+                KSR.hdr.append_to_reply(decision.reason_header + "\r\n")
             KSR.sl.sl_send_reply(decision.code, decision.reason)
             app.emit_cdr(self._cdr(request, now, decision.code, decision.reason, decision=decision))
             log.info("call %s refused %d %s", request.call_id, decision.code, decision.reason)
@@ -217,10 +217,13 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
     @_guarded
     def ksr_failure_route(self, msg: Any) -> int:
         if KSR.tm.t_is_canceled() > 0:
-            code, reason = 487, "Request Terminated"
+            code, reason = 487, "Request Terminated"  # tm answers the customer itself
         else:
             code = int(_pv("$T_reply_code") or 500)
-            reason = _pv("$T_reply_reason") or ""
+            reason = _pv("$T_reply_reason") or "Vendor failure"
+            # Answered by us, not relayed: a relayed 503 would be turned into 500 (RFC 3261
+            # 16.7), but a carrier's 503 is what tells the customer's switch to try elsewhere.
+            KSR.tm.t_reply(code, reason)
         raw = _pv(CALL_VAR)
         if raw:
             self._app().emit_cdr(self._cdr_from_call(json.loads(raw), code, reason,

@@ -37,31 +37,41 @@ class E164:
 
 
 def normalise(raw: str, default_region: str = "US") -> E164:
-    """Read ``raw`` as a telephone number; raise NumberError if it cannot be one."""
+    """Read ``raw`` as a telephone number; raise NumberError if it cannot be one.
+
+    Digits without a '+' are read two ways, as a national number of ``default_region`` and as
+    E.164 without its '+' (what most wholesale switches send for international calls, e.g.
+    '442079460000'). A valid number beats a merely possible one; the national reading wins a tie.
+    """
     text = _VISUAL.sub("", raw or "")
     if not text:
         raise NumberError("empty number")
     if text.startswith("+"):
-        candidate = text
+        readings = [text]
     else:
         if not text.isdigit():
             raise NumberError(f"not a telephone number: {raw!r}")
-        candidate = text
+        readings = [text, "+" + text]
         for prefix in _INTERNATIONAL_PREFIXES:
             if text.startswith(prefix) and len(text) > len(prefix) + 6:
-                candidate = "+" + text[len(prefix) :]
+                readings = ["+" + text[len(prefix) :]]
                 break
-    if not candidate.lstrip("+").isdigit() or len(candidate.lstrip("+")) > 15:
+    if any(not r.lstrip("+").isdigit() or len(r.lstrip("+")) > 15 for r in readings):
         raise NumberError(f"not a telephone number: {raw!r}")
-    try:
-        parsed = phonenumbers.parse(candidate, default_region)
-    except phonenumbers.NumberParseException as exc:
-        raise NumberError(f"cannot parse {raw!r}: {exc}") from None
-    if not phonenumbers.is_possible_number(parsed):
+    possible: list[phonenumbers.PhoneNumber] = []
+    for reading in readings:
+        try:
+            parsed = phonenumbers.parse(reading, default_region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_possible_number(parsed):
+            possible.append(parsed)
+    if not possible:
         raise NumberError(f"not a possible number: {raw!r}")
-    digits = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)[1:]
+    best = next((p for p in possible if phonenumbers.is_valid_number(p)), possible[0])
+    digits = phonenumbers.format_number(best, phonenumbers.PhoneNumberFormat.E164)[1:]
     return E164(
         digits=digits,
-        country_code=parsed.country_code,
-        region=phonenumbers.region_code_for_number(parsed),
+        country_code=best.country_code,
+        region=phonenumbers.region_code_for_number(best),
     )

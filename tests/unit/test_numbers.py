@@ -14,6 +14,8 @@ from routing_engine.numbers import NumberError, normalise
         ("00442079460000", "+442079460000"),
         ("+442079460000", "+442079460000"),
         ("18005550199", "+18005550199"),
+        ("442079460000", "+442079460000"),  # E.164 digits without '+', as switches send them
+        ("81312345678", "+81312345678"),
     ],
 )
 def test_dialed_numbers_in_common_switch_formats_become_e164(raw: str, expected: str) -> None:
