@@ -151,14 +151,21 @@ def _pidfile(settings: Settings, name: str) -> Path:
 
 
 def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
-    setup(settings, with_demo=not args.no_demo)
     if cmd_status(settings, args, quiet=True) == 0:
         _say("already running")
         return 0
-    log_dir = settings.data_dir / "log"
-    procs = start_processes(settings, log_dir)
+    started = setup(settings, with_demo=not args.no_demo)
+    log_dir = settings.data_dir / "log" / settings.node.name
+    try:
+        procs = start_processes(settings, log_dir)
+    except stack.StackError:
+        stack.down(settings, started)
+        raise
     for name, proc in procs.items():
         _pidfile(settings, name).write_text(str(proc.pid))
+    # remember which servers this start brought up: `warp stop` stops those and no others
+    (_run_dir(settings) / "stack-started.json").write_text(
+        json.dumps({"postgres": started.postgres, "redis": started.redis}))
     _say(f"started in the background; SIP on {_listening(settings)}; logs in {log_dir}; "
          f"stop with `make stop`")
     return 0
@@ -181,8 +188,14 @@ def cmd_stop(settings: Settings, args: argparse.Namespace) -> int:
             pass
         path.unlink(missing_ok=True)
         _say(f"{name} stopped")
-    stack.down(settings)
-    _say("Postgres and Redis stopped")
+    state = _run_dir(settings) / "stack-started.json"
+    if state.exists():
+        started = stack.Started(**json.loads(state.read_text()))
+        stack.down(settings, started)
+        state.unlink()
+        stopped = [n for n, s in (("Postgres", started.postgres), ("Redis", started.redis)) if s]
+        if stopped:
+            _say(f"{' and '.join(stopped)} stopped")
     return 0
 
 
