@@ -31,7 +31,7 @@ stop:
 status:
 	@$(WARP) status
 
-test: setup
+test: setup lint
 	@$(WARP) exec -- $(PY) -m pytest tests
 
 test-unit: setup
@@ -39,7 +39,7 @@ test-unit: setup
 
 lint: setup
 	@$(VENV)/bin/ruff check routing_engine kemi tests
-	@$(VENV)/bin/mypy
+	@$(VENV)/bin/mypy --no-error-summary
 
 bench: setup
 	@$(WARP) exec -- $(PY) -m benchmarks

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -21,9 +22,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import Any, cast
 
 from routing_engine import demo, migrate, stack
 from routing_engine.settings import Settings, SettingsError, load_settings
@@ -103,10 +106,8 @@ def start_processes(settings: Settings, log_dir: Path | None) -> dict[str, subpr
 def stop_processes(procs: dict[str, subprocess.Popen[bytes]], timeout_s: float = 15) -> None:
     for proc in procs.values():
         if proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
     deadline = time.monotonic() + timeout_s
     for proc in procs.values():
         try:
@@ -327,14 +328,15 @@ def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
         if key in ("candidates", "snapshot", "routes"):
             continue
         print(f"{key:13} {value}")
-    for c in decision.trace.get("candidates", []):  # type: ignore[union-attr]
+    candidates = cast(list[dict[str, Any]], decision.trace.get("candidates", []))
+    for c in candidates:
         verdict = "kept   " if c["kept"] else "dropped"
         detail = f"rate {c['rate']} (prefix {c['prefix']})" if "rate" in c else ""
         reason = f" — {c['reason']}" if "reason" in c else ""
         print(f"  {verdict} {c['vendor']:20} {detail}{reason}")
     if result["decision"] == "relay":
         print("routes, in order:")
-        for i, r in enumerate(result["routes"], start=1):  # type: ignore[arg-type]
+        for i, r in enumerate(cast(list[dict[str, str]], result["routes"]), start=1):
             print(f"  {i}. {r['vendor']} via {r['gateway']} {r['uri']} at {r['rate']}/min")
     else:
         print(f"refused       {result['code']} {result['reason']}")
@@ -375,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"warp: settings: {exc}", file=sys.stderr)
         return 2
-    handlers = {
+    handlers: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
         "run": cmd_run, "start": cmd_start, "stop": cmd_stop, "status": cmd_status,
         "exec": cmd_exec, "kamailio": cmd_kamailio, "cdr-emitter": cmd_cdr_emitter,
         "stack": cmd_stack, "route": cmd_explain,

@@ -81,7 +81,7 @@ def load(conn: psycopg.Connection, seed: int = 20251) -> DemoSummary:
                         " VALUES (%s, %s, %s, %s, 5060) ON CONFLICT DO NOTHING",
                         (uid("gateway", name, 1), vid, f"{name}-gw1", vendor_address(v)))
             base = 0.0040 + 0.0007 * rnd.random()
-            rows: list[tuple[object, ...]] = []
+            rows: list[tuple[str, str, Decimal, Decimal | None, Decimal | None]] = []
             # US catch-all, then NPA-NXX rows with jurisdictional rates
             rows.append(("1", "United States", _money(base * 3), _money(base * 2.5), _money(base * 2.8)))
             for npa in NPAS:
@@ -98,12 +98,12 @@ def load(conn: psycopg.Connection, seed: int = 20251) -> DemoSummary:
                 rows.append((prefix, country, _money(fixed), None, None))
                 rows.append((mobile, f"{country} mobile", _money(fixed * (1.5 + rnd.random())), None, None))
             rows = list({r[0]: r for r in rows}.values())  # one row per prefix
-            for prefix, desc, rate, inter, intra in rows:
+            for prefix, desc, rate, inter_rate, intra_rate in rows:
                 cur.execute(
                     "INSERT INTO routing.rates (id, provider_id, prefix, description, rate,"
                     " interstate_rate, intrastate_rate) VALUES (%s, %s, %s, %s, %s, %s, %s)"
                     " ON CONFLICT DO NOTHING",
-                    (uid("rate", name, prefix), vid, prefix, desc, rate, inter, intra))
+                    (uid("rate", name, prefix), vid, prefix, desc, rate, inter_rate, intra_rate))
                 counts["rates"] += 1
             counts["vendors"] += 1
         for plan, members in PLANS.items():

@@ -14,32 +14,29 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from routing_engine.cdr import CdrRecord
 
 log = logging.getLogger("warp.emitter")
 
 
-class Sink:
+class Sink(Protocol):
     """Where batches go (Postgres now; BigQuery later behind the same interface)."""
 
-    def write(self, records: list[CdrRecord]) -> int:  # pragma: no cover - interface
-        raise NotImplementedError
+    def write(self, records: list[CdrRecord]) -> int: ...
 
 
-class Stream:
-    def read_pending(self, consumer: str, count: int) -> list[tuple[str, dict[str, str]]]:
-        raise NotImplementedError  # pragma: no cover - interface
+class Stream(Protocol):
+    """The emitter's view of the CDR stream (adapters/redis_store.CdrStream)."""
 
-    def read_new(self, consumer: str, count: int, block_ms: int) -> list[tuple[str, dict[str, str]]]:
-        raise NotImplementedError  # pragma: no cover - interface
+    def read_pending(self, consumer: str, count: int) -> list[tuple[str, dict[str, str]]]: ...
 
-    def ack(self, entry_ids: list[str]) -> None:
-        raise NotImplementedError  # pragma: no cover - interface
+    def read_new(self, consumer: str, count: int, block_ms: int) -> list[tuple[str, dict[str, str]]]: ...
 
-    def dead_letter(self, entry_id: str, data: dict[str, str], error: str) -> None:
-        raise NotImplementedError  # pragma: no cover - interface
+    def ack(self, entry_ids: list[str]) -> None: ...
+
+    def dead_letter(self, entry_id: str, data: dict[str, str], error: str) -> None: ...
 
 
 @dataclass

@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from enum import Enum
+from enum import StrEnum
 from uuid import UUID
 
 from routing_engine.snapshot import Gateway, Jurisdiction, RoutingPlan, RoutingSnapshot, Vendor
 
 
-class Drop(str, Enum):
+class Drop(StrEnum):
     UNKNOWN_VENDOR = "vendor not in configuration"
     VENDOR_DISABLED = "vendor disabled"
     NO_RATE = "no rate for destination"

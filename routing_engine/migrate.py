@@ -59,7 +59,8 @@ def apply(conn: psycopg.Connection, directory: Path = MIGRATIONS_DIR) -> list[st
             " version text PRIMARY KEY, checksum text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        done = dict(conn.execute("SELECT version, checksum FROM public.schema_migrations").fetchall())
+        done: dict[str, str] = dict(
+            conn.execute("SELECT version, checksum FROM public.schema_migrations").fetchall())
         for m in migrations:
             if m.version in done:
                 if done[m.version] != m.checksum:
@@ -69,7 +70,7 @@ def apply(conn: psycopg.Connection, directory: Path = MIGRATIONS_DIR) -> list[st
                 continue
             try:
                 with conn.transaction():
-                    conn.execute(m.path.read_text())  # type: ignore[call-overload]
+                    conn.execute(m.path.read_text().encode())
                     conn.execute("INSERT INTO public.schema_migrations (version, checksum)"
                                  " VALUES (%s, %s)", (m.version, m.checksum))
             except psycopg.Error as exc:

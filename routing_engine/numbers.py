@@ -72,6 +72,6 @@ def normalise(raw: str, default_region: str = "US") -> E164:
     digits = phonenumbers.format_number(best, phonenumbers.PhoneNumberFormat.E164)[1:]
     return E164(
         digits=digits,
-        country_code=best.country_code,
+        country_code=int(best.country_code or 0),
         region=phonenumbers.region_code_for_number(best),
     )

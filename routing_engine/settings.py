@@ -253,8 +253,8 @@ def _check(settings: Settings) -> None:
         raise SettingsError("sip.listen: at least one listen address is needed")
     for i, sock in enumerate(settings.sip.listen):
         proto, _, hostport = sock.partition(":")
-        host, _, port = hostport.rpartition(":")
-        if proto not in ("udp", "tcp", "tls") or not host or not port.isdigit():
+        host, _, port_text = hostport.rpartition(":")
+        if proto not in ("udp", "tcp", "tls") or not host or not port_text.isdigit():
             raise SettingsError(
                 f"sip.listen[{i}]: expected proto:address:port (e.g. udp:127.0.0.1:5060), got {sock!r}"
             )

@@ -12,21 +12,21 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from enum import Enum
+from enum import StrEnum
 from types import MappingProxyType
 from uuid import UUID
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class AccountStatus(str, Enum):
+class AccountStatus(StrEnum):
     ACTIVE = "active"
     SUSPENDED = "suspended"
     TESTING = "testing"
     CLOSED = "closed"
 
 
-class Jurisdiction(str, Enum):
+class Jurisdiction(StrEnum):
     """How a NANP call is priced; later issues compute it from NPANXX data."""
 
     INTERSTATE = "interstate"

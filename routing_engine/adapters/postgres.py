@@ -121,8 +121,8 @@ def ensure_cdr_partitions(conn: psycopg.Connection, days: Iterable[datetime]) ->
         # move them across in the same transaction.
         with conn.transaction():
             conn.execute("LOCK TABLE cdr.cdrs_default IN ACCESS EXCLUSIVE MODE")
-            conn.execute(f"CREATE TEMP TABLE moving ON COMMIT DROP AS SELECT * FROM cdr.cdrs_default"
-                         f" WHERE invite_at >= %s AND invite_at < %s", (start, start + timedelta(days=1)))
+            conn.execute("CREATE TEMP TABLE moving ON COMMIT DROP AS SELECT * FROM cdr.cdrs_default"
+                         " WHERE invite_at >= %s AND invite_at < %s", (start, start + timedelta(days=1)))
             conn.execute("DELETE FROM cdr.cdrs_default WHERE invite_at >= %s AND invite_at < %s",
                          (start, start + timedelta(days=1)))
             conn.execute(

@@ -6,14 +6,14 @@ or dead Redis costs a call a bounded wait, never a stuck worker.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 import redis
 
 from routing_engine.cdr import CdrRecord
 
 
-def connect(url: str, timeout_ms: int) -> redis.Redis:
+def connect(url: str, timeout_ms: int) -> redis.Redis[str]:
     timeout = timeout_ms / 1000
     return redis.Redis.from_url(
         url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True,
@@ -24,16 +24,15 @@ def connect(url: str, timeout_ms: int) -> redis.Redis:
 class CdrStream:
     """Append-only stream of CDR records with one consumer group for the emitter."""
 
-    def __init__(self, client: redis.Redis, stream: str, group: str, maxlen: int) -> None:
+    def __init__(self, client: redis.Redis[str], stream: str, group: str, maxlen: int) -> None:
         self.client = client
         self.stream = stream
         self.group = group
         self.maxlen = maxlen
 
     def append(self, record: CdrRecord) -> str:
-        entry_id: str = self.client.xadd(
-            self.stream, record.to_fields(), maxlen=self.maxlen, approximate=True  # type: ignore[arg-type]
-        )
+        fields: Any = record.to_fields()
+        entry_id: str = self.client.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)
         return entry_id
 
     def ensure_group(self) -> None:
@@ -46,21 +45,22 @@ class CdrStream:
     def read_pending(self, consumer: str, count: int) -> list[tuple[str, dict[str, str]]]:
         """Entries delivered to this consumer before but never acknowledged (it crashed)."""
         reply = self.client.xreadgroup(self.group, consumer, {self.stream: "0"}, count=count)
-        return list(reply[0][1]) if reply else []  # type: ignore[index]
+        return list(reply[0][1]) if reply else []
 
     def read_new(self, consumer: str, count: int, block_ms: int) -> list[tuple[str, dict[str, str]]]:
         reply = self.client.xreadgroup(
             self.group, consumer, {self.stream: ">"}, count=count, block=block_ms
         )
-        return list(reply[0][1]) if reply else []  # type: ignore[index]
+        return list(reply[0][1]) if reply else []
 
     def dead_letter(self, entry_id: str, data: dict[str, str], error: str) -> None:
         """Park an entry the emitter cannot understand, so it neither blocks nor vanishes."""
-        self.client.xadd(f"{self.stream}:dead", {**data, "_error": error, "_entry": entry_id})
+        fields: Any = {**data, "_error": error, "_entry": entry_id}
+        self.client.xadd(f"{self.stream}:dead", fields)
 
-    def ack(self, entry_ids: Sequence[str]) -> None:
+    def ack(self, entry_ids: list[str]) -> None:
         if entry_ids:
-            self.client.xack(self.stream, self.group, *entry_ids)
+            self.client.xack(self.stream, self.group, *entry_ids)  # type: ignore[no-untyped-call]
             self.client.xdel(self.stream, *entry_ids)
 
     def backlog(self) -> int:

@@ -228,7 +228,8 @@ class RawUA:
         data, addr = self.sock.recvfrom(65535)
         return data.decode(errors="replace"), addr
 
-    def recv_until(self, predicate: Callable[[str], bool], timeout_s: float = 5) -> tuple[str, tuple[str, int]]:
+    def recv_until(self, predicate: Callable[[str], bool],
+                   timeout_s: float = 5) -> tuple[str, tuple[str, int]]:
         deadline = time.monotonic() + timeout_s
         while (left := deadline - time.monotonic()) > 0:
             text, addr = self.recv(left)

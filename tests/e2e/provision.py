@@ -14,7 +14,8 @@ def reset(db: psycopg.Connection) -> None:
     db.execute(f"TRUNCATE {', '.join(CONFIG_TABLES)} CASCADE")
 
 
-def vendor(db: psycopg.Connection, name: str, host: str, rates: dict[str, str], port: int = 5060) -> uuid.UUID:
+def vendor(db: psycopg.Connection, name: str, host: str, rates: dict[str, str],
+           port: int = 5060) -> uuid.UUID:
     (vid,) = db.execute("INSERT INTO routing.providers (name) VALUES (%s) RETURNING id", (name,)).fetchone()
     db.execute("INSERT INTO routing.provider_gateways (provider_id, name, host, port)"
                " VALUES (%s, %s, %s, %s)", (vid, f"{name}-gw", host, port))
@@ -25,7 +26,8 @@ def vendor(db: psycopg.Connection, name: str, host: str, rates: dict[str, str], 
 
 
 def plan(db: psycopg.Connection, name: str, vendor_ids: list[uuid.UUID]) -> uuid.UUID:
-    (pid,) = db.execute("INSERT INTO routing.routing_plans (name) VALUES (%s) RETURNING id", (name,)).fetchone()
+    (pid,) = db.execute("INSERT INTO routing.routing_plans (name) VALUES (%s) RETURNING id",
+                        (name,)).fetchone()
     for priority, vid in enumerate(vendor_ids):
         db.execute("INSERT INTO routing.routing_plan_providers (routing_plan_id, provider_id, priority)"
                    " VALUES (%s, %s, %s)", (pid, vid, priority))

@@ -30,6 +30,8 @@ PROXY = "127.0.0.2"
 CUSTOMER = "127.0.0.11"
 SUSPENDED_CUSTOMER = "127.0.0.12"
 STRANGER = "127.0.0.99"
+SILENT_ROUTE_CUSTOMER = "127.0.0.13"
+SILENT_VENDOR = "127.0.0.23"
 DEAR_VENDOR = "127.0.0.21"
 CHEAP_VENDOR = "127.0.0.22"
 DIALED = "12125551234"
@@ -44,13 +46,17 @@ def world(module_db: psycopg.Connection) -> dict[str, uuid.UUID]:
     plan = provision.plan(module_db, "standard", [dear, cheap])
     account, trunk = provision.customer(module_db, "BAN-A", f"{CUSTOMER}/32", plan)
     provision.customer(module_db, "BAN-S", f"{SUSPENDED_CUSTOMER}/32", plan, status="suspended")
+    silent = provision.vendor(module_db, "silent", SILENT_VENDOR, {"1": "0.0010"})
+    provision.customer(module_db, "BAN-T", f"{SILENT_ROUTE_CUSTOMER}/32",
+                       provision.plan(module_db, "silent-only", [silent]))
     return {"dear": dear, "cheap": cheap, "account": account, "trunk": trunk}
 
 
 @pytest.fixture(scope="module")
 def node(world: dict[str, uuid.UUID], clean_redis: redis.Redis, e2e_env: dict[str, str],
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    with kamailio_node(e2e_env, PROXY, tmp_path_factory.mktemp("node")) as n:
+    with kamailio_node(e2e_env, PROXY, tmp_path_factory.mktemp("node"),
+                       extra_env={"WARP_SIP__FR_TIMEOUT_MS": "1500"}) as n:
         yield n
 
 
@@ -128,8 +134,8 @@ def test_cancel_reaches_the_vendor_and_the_attempt_is_recorded_as_487(
     (CUSTOMER, "12", 484),               # not a number
     (CUSTOMER, "81312345678", 404),      # Japan: no vendor sells it
 ])
-def test_refused_calls_get_their_answer_and_a_cdr(node: Node, module_db: psycopg.Connection,
-                                                  tmp_path: Path, source: str, dialed: str, code: int) -> None:
+def test_refused_calls_get_their_answer_and_a_cdr(node: Node, module_db: psycopg.Connection, tmp_path: Path,
+                                                  source: str, dialed: str, code: int) -> None:
     uac = sipp(scenario_expecting(code, tmp_path), source, tmp_path, remote=node.target,
                service=dialed, keys={"caller": CALLER})
     assert uac.wait() == 0, uac.report()
@@ -216,6 +222,19 @@ def test_vendor_refusal_reaches_the_customer_and_is_recorded(node: Node, module_
         assert cheap.wait() == 0, cheap.report()
     row = cdr(module_db, call_id_of(uac))
     assert (row["sip_code"], row["provider_id"] is not None) == (503, True)
+
+
+def test_vendor_that_never_answers_times_out_with_408(node: Node, module_db: psycopg.Connection,
+                                                     tmp_path: Path) -> None:
+    silent = RawUA(SILENT_VENDOR, 5060)  # receives the INVITEs, answers nothing
+    try:
+        uac = sipp(scenario_expecting(408, tmp_path), SILENT_ROUTE_CUSTOMER, tmp_path,
+                   remote=node.target, service=DIALED, keys={"caller": CALLER})
+        assert uac.wait() == 0, uac.report()
+        assert any(m.startswith("INVITE") for m in silent.drain(quiet_s=0.2))
+    finally:
+        silent.close()
+    assert cdr(module_db, call_id_of(uac))["sip_code"] == 408
 
 
 def test_no_python_exception_escaped_during_the_module(node: Node) -> None:
