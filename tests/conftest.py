@@ -14,9 +14,10 @@ import redis
 from routing_engine import migrate, stack
 from routing_engine.settings import Settings, load_settings
 
+# WARP_TEST_DB / WARP_TEST_REDIS_DB let two test runs share the embedded servers side by side.
 TEST_ENV = {
-    "WARP_DATABASE__NAME": "warp_test",
-    "WARP_REDIS__DB": "15",
+    "WARP_DATABASE__NAME": os.environ.get("WARP_TEST_DB", "warp_test"),
+    "WARP_REDIS__DB": os.environ.get("WARP_TEST_REDIS_DB", "15"),
     "WARP_NODE__NAME": "test-node",
     "WARP_CDR__STREAM": "warp:test:cdr",
 }
