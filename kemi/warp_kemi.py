@@ -35,7 +35,7 @@ from typing import Any  # noqa: E402
 
 import KSR  # noqa: E402  (provided by app_python3)
 
-from routing_engine import bootstrap  # noqa: E402
+from routing_engine import bootstrap, failover  # noqa: E402
 from routing_engine.cdr import CdrRecord, billable_duration, compact_trace  # noqa: E402
 from routing_engine.decision import CallRequest, Reject, Relay, decide_invite  # noqa: E402
 
@@ -45,6 +45,8 @@ PROC_INIT = -127  # Kamailio's rank for the init call made in the main process b
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO, PRACK, NOTIFY, REFER"
 CALL_VAR = "$dlg_var(warp)"  # the call's context, kept with its dialog until the CDR is written
 ANSWER_VAR = "$dlg_var(warp_answer)"
+ROUTE_VAR = "$dlg_var(warp_route)"  # index of the route being tried (or that answered)
+ATTEMPTS_VAR = "$dlg_var(warp_attempts)"  # JSON list of the failed attempts so far
 
 
 class _KsrLogHandler(logging.Handler):
@@ -172,7 +174,8 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             dialed=_pv("$rU"),
             caller=_pv("$fU"),
         )
-        decision = decide_invite(request, app.snapshot(), now, app.settings.routing.default_region)
+        decision = decide_invite(request, app.snapshot(), now, app.settings.routing.default_region,
+                                 **({"lrn_lookup": app.lrn_lookup} if app.lrn_lookup else {}))
         if isinstance(decision, Reject):
             if decision.reason_header:
                 KSR.hdr.append_to_reply(decision.reason_header + "\r\n")
@@ -183,31 +186,51 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         return self._relay(request, decision, now)
 
     def _relay(self, request: CallRequest, decision: Relay, now: datetime) -> int:
-        route = decision.routes[0]
         KSR.dialog.dlg_manage()
+        ctx = decision.context
         call = {
             "call_id": request.call_id,
             "invite_at": now.isoformat(),
             "dialed": request.dialed,
             "caller": request.caller,
-            "account_id": str(decision.context.account_id),
-            "trunk_id": str(decision.context.trunk_id),
-            "provider_id": str(route.vendor_id),
-            "gateway": route.gateway.name,
-            "from_e164": decision.context.from_e164,
-            "to_e164": decision.context.to_e164,
-            "vendor_rate": str(route.rate),
+            "account_id": str(ctx.account_id),
+            "trunk_id": str(ctx.trunk_id),
+            "from_e164": ctx.from_e164,
+            "to_e164": ctx.to_e164,
+            "lrn": ctx.lrn,
+            "jurisdiction": ctx.jurisdiction,
             "trace": compact_trace(decision.trace),
+            "policy": decision.policy.to_json(),
+            "routes": [
+                {"vendor_id": str(r.vendor_id), "vendor": r.vendor_name, "gateway": r.gateway.name,
+                 "ruri": r.ruri, "from": r.from_user, "rate": str(r.rate)}
+                for r in decision.routes[: decision.policy.max_attempts]
+            ],
         }
         KSR.pv.sets(CALL_VAR, json.dumps(call, separators=(",", ":")))
-        digits = (decision.context.to_e164 or "").lstrip("+")
-        KSR.pv.sets("$ru", f"sip:{digits}@{route.gateway.uri.removeprefix('sip:')}")
         KSR.rr.record_route()
-        KSR.tm.t_on_failure("ksr_failure_route")
-        if KSR.tm.t_relay() < 0:
-            KSR.sl.sl_reply_error()
-            self._app().emit_cdr(self._cdr_from_call(call, 500, "Relay failed", end_at=now))
+        if self._send_to(call, 0) < 0:
+            self._relay_failed(call, [])
         return 1
+
+    def _send_to(self, call: dict[str, Any], index: int) -> int:
+        """Relay the INVITE to route ``index``; the branch route applies its From user."""
+        route = call["routes"][index]
+        KSR.pv.sets("$ru", route["ruri"])
+        KSR.pv.sets(ROUTE_VAR, str(index))
+        sip = self._app().settings.sip
+        policy = failover.Policy.from_json(call["policy"])
+        KSR.tm.t_set_fr(sip.fr_inv_timeout_ms, policy.attempt_timeout_ms or sip.fr_timeout_ms)
+        KSR.tm.t_on_branch("ksr_branch_route")
+        KSR.tm.t_on_failure("ksr_failure_route")
+        return int(KSR.tm.t_relay())
+
+    def _relay_failed(self, call: dict[str, Any], attempts: list[failover.Attempt]) -> None:
+        route = call["routes"][int(_pv(ROUTE_VAR) or 0)]
+        attempts.append(failover.Attempt(route["vendor"], route["gateway"], 500, "Relay failed"))
+        KSR.sl.send_reply(500, "Relay failed")
+        self._app().emit_cdr(self._cdr_from_call(call, 500, "Relay failed", end_at=datetime.now(UTC),
+                                                 attempts=attempts))
 
     # ------------------------------------------------------------------ replies and failures
     @_guarded
@@ -215,27 +238,50 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         return 1
 
     @_guarded
-    def ksr_failure_route(self, msg: Any) -> int:
-        if KSR.tm.t_is_canceled() > 0:
-            code, reason = 487, "Request Terminated"  # tm answers the customer itself
-        else:
-            code = int(_pv("$T_reply_code") or 500)
-            reason = _pv("$T_reply_reason") or "Vendor failure"
-            # Answered by us, not relayed: a relayed 503 would be turned into 500 (RFC 3261
-            # 16.7), but a carrier's 503 is what tells the customer's switch to try elsewhere.
-            KSR.tm.t_reply(code, reason)
+    def ksr_branch_route(self, msg: Any) -> int:
         raw = _pv(CALL_VAR)
         if raw:
-            self._app().emit_cdr(self._cdr_from_call(json.loads(raw), code, reason,
-                                                     end_at=datetime.now(UTC)))
+            route = json.loads(raw)["routes"][int(_pv(ROUTE_VAR) or 0)]
+            if route.get("from"):
+                KSR.pv.sets("$fU", route["from"])  # this vendor wants the caller written its way
+        return 1
+
+    @_guarded
+    def ksr_failure_route(self, msg: Any) -> int:
+        raw = _pv(CALL_VAR)
+        if not raw:
+            return 1
+        call = json.loads(raw)
+        attempts = _attempts()
+        route = call["routes"][int(_pv(ROUTE_VAR) or 0)]
+        if KSR.tm.t_is_canceled() > 0:
+            # the customer gave up: tm answers 487 itself; nothing more is tried
+            attempts.append(failover.Attempt(route["vendor"], route["gateway"], 487, "Request Terminated"))
+            self._app().emit_cdr(self._cdr_from_call(call, 487, "Request Terminated",
+                                                     end_at=datetime.now(UTC), attempts=attempts))
+            return 1
+        code = int(_pv("$T_reply_code") or 500)
+        reason = _pv("$T_reply_reason") or "Vendor failure"
+        attempts.append(failover.Attempt(route["vendor"], route["gateway"], code, reason))
+        policy = failover.Policy.from_json(call["policy"])
+        while (index := failover.next_route(policy, len(call["routes"]), attempts)) is not None:
+            KSR.pv.sets(ATTEMPTS_VAR, json.dumps([a.to_json() for a in attempts]))
+            if self._send_to(call, index) > 0:
+                log.info("call %s: %s answered %d, trying %s", call["call_id"], route["vendor"], code,
+                         call["routes"][index]["vendor"])
+                return 1
+            route = call["routes"][index]
+            attempts.append(failover.Attempt(route["vendor"], route["gateway"], 500, "Relay failed"))
+        final_code, final_reason = failover.best_response(attempts)
+        # Answered by us, not relayed: a relayed 503 would be turned into 500 (RFC 3261 16.7),
+        # but a carrier's 503 is what tells the customer's switch to try elsewhere.
+        KSR.tm.t_reply(final_code, final_reason)
+        self._app().emit_cdr(self._cdr_from_call(call, final_code, final_reason,
+                                                 end_at=datetime.now(UTC), attempts=attempts))
         return 1
 
     @_guarded
     def ksr_onsend_route(self, msg: Any) -> int:
-        return 1
-
-    @_guarded
-    def ksr_branch_route(self, msg: Any) -> int:
         return 1
 
     @_guarded
@@ -252,9 +298,12 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             if not raw:
                 return 1
             answer = _pv(ANSWER_VAR)
+            call = json.loads(raw)
+            route = call["routes"][int(_pv(ROUTE_VAR) or 0)]
+            attempts = [*_attempts(), failover.Attempt(route["vendor"], route["gateway"], 200, "OK")]
             self._app().emit_cdr(self._cdr_from_call(
-                json.loads(raw), 200, "OK", end_at=datetime.now(UTC),
-                answer_at=datetime.fromisoformat(answer) if answer else None,
+                call, 200, "OK", end_at=datetime.now(UTC),
+                answer_at=datetime.fromisoformat(answer) if answer else None, attempts=attempts,
             ))
         return 1
 
@@ -272,21 +321,33 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             invite_at=now, end_at=now, sip_code=code, sip_reason=reason,
             account_id=ctx.account_id, trunk_id=ctx.trunk_id,
             from_raw=request.caller, to_raw=request.dialed,
-            from_e164=ctx.from_e164, to_e164=ctx.to_e164,
+            from_e164=ctx.from_e164, to_e164=ctx.to_e164, lrn=ctx.lrn, jurisdiction=ctx.jurisdiction,
             trace=compact_trace(decision.trace),
         )
 
     def _cdr_from_call(self, call: dict[str, Any], code: int, reason: str, end_at: datetime,
-                       answer_at: datetime | None = None) -> CdrRecord:
+                       answer_at: datetime | None = None,
+                       attempts: list[failover.Attempt] | None = None) -> CdrRecord:
+        route = call["routes"][int(_pv(ROUTE_VAR) or 0)] if call.get("routes") else {}
+        fields = {k: call[k] for k in ("call_id", "invite_at", "account_id", "trunk_id", "from_e164",
+                                       "to_e164", "lrn", "jurisdiction", "trace") if call.get(k)}
         return CdrRecord.from_fields({
-            **{k: v for k, v in call.items() if v is not None and k not in ("dialed", "caller")},
+            **fields,
             "cdr_id": str(uuid.uuid4()),
             "node": self._app().settings.node.name,
             "from_raw": call.get("caller") or "",
             "to_raw": call.get("dialed") or "",
+            **({"provider_id": route["vendor_id"], "gateway": route["gateway"],
+                "vendor_rate": route["rate"]} if route else {}),
             "sip_code": str(code),
             "sip_reason": reason,
             **({"answer_at": answer_at.isoformat()} if answer_at else {}),
             "end_at": end_at.isoformat(),
             "duration_s": str(billable_duration(answer_at, end_at)),
+            **({"attempts": json.dumps([a.to_json() for a in attempts])} if attempts else {}),
         })
+
+
+def _attempts() -> list[failover.Attempt]:
+    raw = _pv(ATTEMPTS_VAR)
+    return [failover.Attempt(**a) for a in json.loads(raw)] if raw else []

@@ -15,11 +15,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import redis
 
-from routing_engine.adapters import postgres, redis_store
+from routing_engine import lrn
+from routing_engine.adapters import lrn_sources, postgres, redis_store
 from routing_engine.cdr import CdrRecord
+from routing_engine.decision import LrnLookup
+from routing_engine.lrn import LrnSource
 from routing_engine.settings import Settings, load_settings
 from routing_engine.snapshot import RoutingSnapshot
 
@@ -36,11 +40,26 @@ def spool_dir(settings: Settings) -> Path:
     return settings.data_dir / "spool" / settings.node.name
 
 
+def lrn_lookup(settings: Settings, client: Any) -> LrnLookup:
+    """The LRN resolver for these settings: Redis cache in front of the configured source."""
+    source: LrnSource | None
+    if settings.lrn.source == "http":
+        source = lrn_sources.HttpLnp(settings.lrn.http_url, settings.lrn.timeout_ms)
+    elif settings.lrn.source == "local":
+        source = lrn_sources.LocalLnp(settings.database_url, settings.lrn.timeout_ms)
+    else:
+        source = None
+    cache = lrn_sources.RedisLrnCache(client) if client is not None else None
+    ttl = settings.lrn.cache_ttl_s
+    return lambda number: lrn.resolve(number, cache, source, ttl)
+
+
 @dataclass
 class App:
     settings: Settings
     cdr_stream: redis_store.CdrStream
     _snapshot: RoutingSnapshot
+    lrn_lookup: LrnLookup | None = None
     _spool: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -74,4 +93,4 @@ def build_app(environ: Mapping[str, str] | None = None) -> App:
     snapshot = load_snapshot(settings)
     log.info("routing snapshot %s loaded: %d trunks, %d vendors, %d plans", snapshot.version,
              len(snapshot.trunks), len(snapshot.vendors), len(snapshot.plans))
-    return App(settings, stream, snapshot)
+    return App(settings, stream, snapshot, lrn_lookup(settings, client))

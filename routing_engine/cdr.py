@@ -39,6 +39,9 @@ class CdrRecord:
     duration_s: int = 0
     vendor_rate: Decimal | None = None
     trace: str | None = None  # compact JSON of the routing decision
+    lrn: str | None = None
+    jurisdiction: str | None = None
+    attempts: str | None = None  # JSON list: vendor, gateway, final code, reason per attempt
 
     def to_fields(self) -> dict[str, str]:
         """Flat string map for a Redis stream entry; None fields are left out."""

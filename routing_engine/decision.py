@@ -1,7 +1,8 @@
 """Decision: for one new call (an initial INVITE), relay it or refuse it, and say why.
 
-Pure: a request value and the routing snapshot in, a decision value out. The KEMI adapter maps
-``Relay`` and ``Reject`` onto Kamailio; tests and ``route explain`` read the same values.
+A request value, the routing snapshot and the LRN lookup in; a decision value out. The KEMI
+adapter maps ``Relay`` and ``Reject`` onto Kamailio; ``warp route explain``, the CDR trace and
+the tests read the same values.
 
 Refusals and their SIP answers:
 
@@ -11,8 +12,10 @@ situation                              code  reason phrase / Reason header
 source address matches no trunk ACL    403   Forbidden
 trunk disabled                         403   Trunk disabled
 account suspended / closed             403   Account suspended / Account closed
-trunk has no routing plan              503   No routing plan (Q.850 cause 47)
 dialed number unreadable               484   Address Incomplete (Q.850 cause 28)
+destination blocked by the plan        403   Destination blocked (Q.850 cause 21)
+trunk (and account) has no plan        503   No routing plan (Q.850 cause 47)
+plan's strategy unknown                503   Routing plan misconfigured (Q.850 cause 47)
 no vendor of the plan has a rate       404   No Route (Q.850 cause 3)
 vendors priced but none usable now     503   No Route Available (Q.850 cause 34)
 =====================================  ====  ==========================================
@@ -23,13 +26,22 @@ switch that trying another carrier makes sense.
 
 from __future__ import annotations
 
+import hashlib
+import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from uuid import UUID
 
-from routing_engine import auth, lcr
+from routing_engine import auth, lcr, lrn, translation
+from routing_engine.failover import Policy
+from routing_engine.jurisdiction import classify
 from routing_engine.numbers import E164, NumberError, normalise
-from routing_engine.snapshot import AccountStatus, Jurisdiction, RoutingSnapshot
+from routing_engine.snapshot import AccountStatus, RoutingSnapshot, longest_blocked
+from routing_engine.strategies import UnknownStrategy, strategy
+
+LrnLookup = Callable[[E164], lrn.LrnResult]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +62,8 @@ class CallContext:
     trunk_id: UUID | None = None
     from_e164: str | None = None
     to_e164: str | None = None
+    lrn: str | None = None
+    jurisdiction: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +71,7 @@ class Relay:
     routes: tuple[lcr.Route, ...]
     context: CallContext
     trace: dict[str, object]
+    policy: Policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,20 +92,36 @@ class Reject:
 Decision = Relay | Reject
 
 
+def _no_lrn(number: E164) -> lrn.LrnResult:
+    return lrn.LrnResult(None, "failed", "no LRN source configured") if lrn.needs_dip(number) else lrn.SKIPPED
+
+
 def decide_invite(
-    request: CallRequest, snapshot: RoutingSnapshot, now: datetime, default_region: str = "US"
+    request: CallRequest,
+    snapshot: RoutingSnapshot,
+    now: datetime,
+    default_region: str = "US",
+    lrn_lookup: LrnLookup = _no_lrn,
+    trunk_id: UUID | None = None,
+    price_ceiling: Decimal | None = None,
 ) -> Decision:
+    """``trunk_id`` skips source identification (explain for a named trunk); ``price_ceiling``
+    is the customer's price per minute when rating knows it (vendors above it are dropped)."""
     trace: dict[str, object] = {"snapshot": snapshot.version}
-    trunk_id = auth.identify_by_acl(
-        snapshot.acl_by_specificity, request.source_ip, request.source_port, request.transport
-    )
+    if trunk_id is None:
+        trunk_id = auth.identify_by_acl(
+            snapshot.acl_by_specificity, request.source_ip, request.source_port, request.transport
+        )
+        method = "acl"
+    else:
+        method = "given"
     trunk = snapshot.trunks.get(trunk_id) if trunk_id is not None else None
     if trunk is None:
         trace["auth"] = f"no trunk ACL matches {request.source_ip}"
         return Reject(403, "Forbidden", trace=trace)
     account = snapshot.accounts.get(trunk.account_id)
     context = CallContext(account_id=trunk.account_id, trunk_id=trunk.id)
-    trace["auth"] = {"method": "acl", "trunk": trunk.name}
+    trace["auth"] = {"method": method, "trunk": trunk.name}
     if not trunk.enabled:
         return Reject(403, "Trunk disabled", context, trace)
     if account is None or account.status in (AccountStatus.SUSPENDED, AccountStatus.CLOSED):
@@ -105,32 +136,66 @@ def decide_invite(
     except NumberError:
         caller = None  # a missing or odd caller ID does not stop routing; it is recorded
     try:
-        dialed = normalise(request.dialed, default_region)
+        dialed = normalise(translation.dialed_from_trunk(request.dialed, trunk), default_region)
     except NumberError as exc:
         trace["number"] = str(exc)
         return Reject(484, "Address Incomplete", context, trace, q850_cause=28)
-    context = CallContext(
-        account_id=account.id,
-        trunk_id=trunk.id,
-        from_e164=str(caller) if caller else None,
-        to_e164=str(dialed),
-    )
-    trace["numbers"] = {"to": str(dialed), "from": str(caller) if caller else None}
+    numbers: dict[str, object] = {"to": str(dialed), "from": str(caller) if caller else None}
+    trace["numbers"] = numbers
+    context = CallContext(account_id=account.id, trunk_id=trunk.id,
+                          from_e164=str(caller) if caller else None, to_e164=str(dialed))
 
-    plan = snapshot.plans.get(trunk.routing_plan_id) if trunk.routing_plan_id else None
+    plan = snapshot.plan_for(trunk)
     if plan is None:
         trace["plan"] = None
         return Reject(503, "No routing plan", context, trace, q850_cause=47)
-    # Jurisdiction arrives with the LCR issue; until then NANP calls take the indeterminate rate.
-    jurisdiction = Jurisdiction.INDETERMINATE if dialed.is_nanp else Jurisdiction.INTERNATIONAL
-    candidates = lcr.examine(plan, snapshot, dialed.digits, jurisdiction, now)
-    trace["plan"] = plan.name
-    trace["jurisdiction"] = jurisdiction.value
-    trace["candidates"] = [c.explain() for c in candidates]
-    found = lcr.routes(candidates, snapshot)
+    trace["plan"] = {"name": plan.name, "strategy": plan.strategy}
+    blocked = longest_blocked(plan.blocked, dialed.digits)
+    if blocked is not None:
+        trace["blocked"] = f"plan {plan.name} blocks prefix {blocked}"
+        return Reject(403, "Destination blocked", context, trace, q850_cause=21)
+    try:
+        order = strategy(plan.strategy)
+    except UnknownStrategy as exc:
+        trace["error"] = str(exc)
+        return Reject(503, "Routing plan misconfigured", context, trace, q850_cause=47)
+
+    dip = lrn_lookup(dialed)
+    trace["lrn"] = dip.explain()
+    destination = dip.lrn or dialed.digits
+    classification = classify(dialed, caller, destination, snapshot.npanxx)
+    trace["jurisdiction"] = classification.explain()
+    context = CallContext(account_id=account.id, trunk_id=trunk.id,
+                          from_e164=context.from_e164, to_e164=context.to_e164,
+                          lrn=("+" + dip.lrn) if dip.lrn else None,
+                          jurisdiction=classification.kind.value)
+
+    verdicts = lcr.examine(plan, snapshot, dialed.digits, destination, classification.kind, now,
+                           price_ceiling)
+    kept = order([c for c in verdicts if c.kept], random.Random(_seed(request.call_id)))
+    trace["candidates"] = [c.explain() for c in kept + [c for c in verdicts if not c.kept]]
+    found = tuple(
+        lcr.Route(c.vendor_id, c.vendor_name, gw, c.rate, c.prefix,
+                  ruri_user=translation.dialed_for_vendor(dialed, dip, vendor.translation),
+                  from_user=translation.caller_for_vendor(caller, vendor.translation))
+        for c in kept
+        if c.rate is not None and c.prefix is not None
+        for vendor in (snapshot.vendors[c.vendor_id],)
+        for gw in vendor.gateways
+        if gw.enabled
+    )
     if not found:
-        if any(c.rate is not None for c in candidates):
+        if any(c.rate is not None for c in verdicts):
             return Reject(503, "No Route Available", context, trace, q850_cause=34)
         return Reject(404, "No Route", context, trace, q850_cause=3)
-    trace["routes"] = [f"{r.vendor_name}/{r.gateway.name}" for r in found]
-    return Relay(tuple(found), context, trace)
+    policy = Policy(plan.failover_codes, plan.max_attempts, plan.attempt_timeout_ms)
+    trace["routes"] = [
+        {"vendor": r.vendor_name, "gateway": r.gateway.name, "ruri": r.ruri,
+         **({"from": r.from_user} if r.from_user else {})}
+        for r in found[: policy.max_attempts]
+    ]
+    return Relay(found, context, trace, policy)
+
+
+def _seed(call_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(call_id.encode(), digest_size=8).digest(), "big")

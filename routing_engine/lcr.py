@@ -1,27 +1,36 @@
-"""LCR: which vendors may carry a call, in which order, and why.
+"""LCR: which vendors of a plan may carry a call, and why each one may not.
 
-Every vendor of the caller's routing plan is examined and gets a verdict that explains it:
-kept with the rate that matched, or dropped with the reason. Kept vendors are ordered by
-price (least cost); ties go to the plan's priority, then the vendor name, so the order is
-stable and explainable.
+Every vendor of the caller's routing plan gets a verdict that explains it: kept with the rate
+that matched, or dropped with the reason. The plan's strategy (strategies/) then orders the
+kept ones. A price ceiling (the customer's price, from the rating step) is the seam for margin
+protection: a vendor costing more is dropped with that reason.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from uuid import UUID
 
-from routing_engine.snapshot import Gateway, Jurisdiction, RoutingPlan, RoutingSnapshot, Vendor
+from routing_engine.snapshot import (
+    Gateway,
+    Jurisdiction,
+    RoutingPlan,
+    RoutingSnapshot,
+    Vendor,
+    longest_blocked,
+)
 
 
 class Drop(StrEnum):
     UNKNOWN_VENDOR = "vendor not in configuration"
     VENDOR_DISABLED = "vendor disabled"
+    BLOCKED_BY_VENDOR = "destination blocked for this vendor"
     NO_RATE = "no rate for destination"
     NO_GATEWAY = "no enabled gateway"
+    ABOVE_PRICE = "cost above the customer's price"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,13 +40,19 @@ class Candidate:
     vendor_id: UUID
     vendor_name: str
     priority: int
+    weight: int = 1
     rate: Decimal | None = None
     prefix: str | None = None
     dropped: Drop | None = None
+    detail: str | None = None
 
     @property
     def kept(self) -> bool:
         return self.dropped is None
+
+    @property
+    def cost(self) -> Decimal:
+        return self.rate if self.rate is not None else Decimal("Infinity")
 
     def explain(self) -> dict[str, object]:
         out: dict[str, object] = {"vendor": self.vendor_name, "kept": self.kept}
@@ -45,71 +60,79 @@ class Candidate:
             out["rate"] = str(self.rate)
             out["prefix"] = self.prefix
         if self.dropped is not None:
-            out["reason"] = self.dropped.value
+            out["reason"] = self.dropped.value + (f" ({self.detail})" if self.detail else "")
         return out
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """One place to send the call: a vendor's gateway, at the vendor's rate."""
+    """One place to send the call: a vendor's gateway, at the vendor's rate, numbers as it wants."""
 
     vendor_id: UUID
     vendor_name: str
     gateway: Gateway
     rate: Decimal
     prefix: str
+    ruri_user: str
+    from_user: str | None = None
+
+    @property
+    def ruri(self) -> str:
+        suffix = "" if self.gateway.transport == "udp" else f";transport={self.gateway.transport}"
+        return f"sip:{self.ruri_user}@{self.gateway.hostport}{suffix}"
 
 
 def examine(
     plan: RoutingPlan,
     snapshot: RoutingSnapshot,
-    digits: str,
+    dialed_digits: str,
+    rating_digits: str,
     jurisdiction: Jurisdiction,
     now: datetime,
+    price_ceiling: Decimal | None = None,
 ) -> list[Candidate]:
-    """A verdict for every vendor of the plan; kept ones first, cheapest first."""
-    verdicts: list[Candidate] = []
-    for member in plan.vendors:
-        vendor = snapshot.vendors.get(member.vendor_id)
-        verdicts.append(_verdict(member.vendor_id, member.priority, vendor, digits, jurisdiction, now))
-    return sorted(verdicts, key=_order)
+    """A verdict for every vendor of the plan, in plan order.
 
-
-def routes(candidates: list[Candidate], snapshot: RoutingSnapshot) -> list[Route]:
-    """The ordered destinations: each kept vendor's enabled gateways in their priority order."""
-    out: list[Route] = []
-    for c in candidates:
-        if not c.kept or c.rate is None or c.prefix is None:
-            continue
-        vendor = snapshot.vendors[c.vendor_id]
-        out.extend(
-            Route(c.vendor_id, c.vendor_name, gw, c.rate, c.prefix)
-            for gw in vendor.gateways
-            if gw.enabled
-        )
-    return out
+    ``dialed_digits`` is checked against blocked destinations; ``rating_digits`` (the LRN when
+    ported) finds the rate.
+    """
+    return [
+        _verdict(member.vendor_id, member.priority, member.weight,
+                 snapshot.vendors.get(member.vendor_id), dialed_digits, rating_digits,
+                 jurisdiction, now, price_ceiling)
+        for member in plan.vendors
+    ]
 
 
 def _verdict(
     vendor_id: UUID,
     priority: int,
+    weight: int,
     vendor: Vendor | None,
-    digits: str,
+    dialed_digits: str,
+    rating_digits: str,
     jurisdiction: Jurisdiction,
     now: datetime,
+    price_ceiling: Decimal | None,
 ) -> Candidate:
     if vendor is None:
-        return Candidate(vendor_id, str(vendor_id), priority, dropped=Drop.UNKNOWN_VENDOR)
+        return Candidate(vendor_id, str(vendor_id), priority, weight, dropped=Drop.UNKNOWN_VENDOR)
+    base = Candidate(vendor.id, vendor.name, priority, weight)
     if not vendor.enabled:
-        return Candidate(vendor.id, vendor.name, priority, dropped=Drop.VENDOR_DISABLED)
-    rate = vendor.rate_for(digits, now)
+        return _with(base, dropped=Drop.VENDOR_DISABLED)
+    blocked = longest_blocked(vendor.blocked, dialed_digits)
+    if blocked is not None:
+        return _with(base, dropped=Drop.BLOCKED_BY_VENDOR, detail=f"prefix {blocked}")
+    rate = vendor.rate_for(rating_digits, now)
     if rate is None:
-        return Candidate(vendor.id, vendor.name, priority, dropped=Drop.NO_RATE)
-    price = rate.price_for(jurisdiction)
+        return _with(base, dropped=Drop.NO_RATE)
+    priced = _with(base, rate=rate.price_for(jurisdiction), prefix=rate.prefix)
     if not any(gw.enabled for gw in vendor.gateways):
-        return Candidate(vendor.id, vendor.name, priority, price, rate.prefix, Drop.NO_GATEWAY)
-    return Candidate(vendor.id, vendor.name, priority, price, rate.prefix)
+        return _with(priced, dropped=Drop.NO_GATEWAY)
+    if price_ceiling is not None and priced.cost > price_ceiling:
+        return _with(priced, dropped=Drop.ABOVE_PRICE, detail=f"price {price_ceiling}")
+    return priced
 
 
-def _order(c: Candidate) -> tuple[bool, Decimal, int, str]:
-    return (not c.kept, c.rate if c.rate is not None else Decimal("Infinity"), c.priority, c.vendor_name)
+def _with(c: Candidate, **changes: object) -> Candidate:
+    return replace(c, **changes)  # type: ignore[arg-type]

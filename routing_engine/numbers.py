@@ -75,3 +75,9 @@ def normalise(raw: str, default_region: str = "US") -> E164:
         country_code=int(best.country_code or 0),
         region=phonenumbers.region_code_for_number(best),
     )
+
+
+def national(number: E164) -> str:
+    """The national significant number (NANP: the 10 digits; GB: without the trunk 0)."""
+    parsed = phonenumbers.parse("+" + number.digits)
+    return phonenumbers.national_significant_number(parsed)

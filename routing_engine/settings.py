@@ -86,6 +86,14 @@ class RoutingSettings:
 
 
 @dataclass(frozen=True)
+class LrnSettings:
+    source: str = "local"  # local (routing.lnp in Postgres) | http | none
+    http_url: str = ""
+    timeout_ms: int = 300
+    cache_ttl_s: int = 3600
+
+
+@dataclass(frozen=True)
 class CdrSettings:
     stream: str = "warp:cdr"
     group: str = "cdr-emitter"
@@ -103,6 +111,7 @@ class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     kamailio: KamailioSettings = field(default_factory=KamailioSettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
+    lrn: LrnSettings = field(default_factory=LrnSettings)
     cdr: CdrSettings = field(default_factory=CdrSettings)
     config_path: str = ""
 
@@ -239,6 +248,8 @@ def _check(settings: Settings) -> None:
         "cdr.batch_size": settings.cdr.batch_size,
         "database.connect_timeout_s": settings.database.connect_timeout_s,
         "redis.socket_timeout_ms": settings.redis.socket_timeout_ms,
+        "lrn.timeout_ms": settings.lrn.timeout_ms,
+        "lrn.cache_ttl_s": settings.lrn.cache_ttl_s,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -264,6 +275,10 @@ def _check(settings: Settings) -> None:
     ):
         if url is not None and not url.startswith(schemes):
             raise SettingsError(f"{key}: expected a URL starting with {' or '.join(schemes)}")
+    if settings.lrn.source not in ("local", "http", "none"):
+        raise SettingsError(f"lrn.source: expected local, http or none, got {settings.lrn.source!r}")
+    if settings.lrn.source == "http" and not settings.lrn.http_url.startswith(("http://", "https://")):
+        raise SettingsError("lrn.http_url: an http(s) URL is needed when lrn.source is http")
     if len(settings.routing.default_region) != 2 or not settings.routing.default_region.isupper():
         raise SettingsError(
             f"routing.default_region: expected an ISO 3166 region code such as US, "

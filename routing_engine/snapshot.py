@@ -18,6 +18,11 @@ from uuid import UUID
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+# Final responses that never move a call to the next vendor, whatever a plan says: the callee
+# was reached (busy, declined, not found) or the caller gave up.
+NEVER_FAILOVER = frozenset({404, 486, 487, 600, 603, 604, 606})
+DEFAULT_FAILOVER = frozenset({408, 500, 502, 503, 504})
+
 
 class AccountStatus(StrEnum):
     ACTIVE = "active"
@@ -27,12 +32,20 @@ class AccountStatus(StrEnum):
 
 
 class Jurisdiction(StrEnum):
-    """How a NANP call is priced; later issues compute it from NPANXX data."""
+    """How a call is classified for pricing (see jurisdiction.py for the rules)."""
 
     INTERSTATE = "interstate"
     INTRASTATE = "intrastate"
+    LOCAL = "local"
     INDETERMINATE = "indeterminate"
     INTERNATIONAL = "international"
+    TOLL_FREE = "toll_free"
+
+
+class NumberFormat(StrEnum):
+    E164 = "e164"            # 12125551234
+    E164_PLUS = "e164_plus"  # +12125551234
+    NATIONAL = "national"    # 2125551234 (NANP), 2079460000 (GB) — the country's national form
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +55,7 @@ class Account:
     name: str
     status: AccountStatus
     status_reason: str | None = None
+    routing_plan_id: UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +65,8 @@ class Trunk:
     name: str
     routing_plan_id: UUID | None
     enabled: bool = True
+    strip_digits: int = 0  # applied to what the customer dials, before the number is read
+    add_prefix: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +88,14 @@ class Gateway:
     enabled: bool = True
 
     @property
-    def uri(self) -> str:
+    def hostport(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def uri(self) -> str:
         suffix = "" if self.transport == "udp" else f";transport={self.transport}"
-        return f"sip:{host}:{self.port}{suffix}"
+        return f"sip:{self.hostport}{suffix}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,16 +106,33 @@ class VendorRate:
     ends_at: datetime | None = None
     interstate_rate: Decimal | None = None
     intrastate_rate: Decimal | None = None
+    indeterminate_rate: Decimal | None = None
 
     def active_at(self, now: datetime) -> bool:
         return self.effective_at <= now and (self.ends_at is None or now < self.ends_at)
 
     def price_for(self, jurisdiction: Jurisdiction) -> Decimal:
+        """The per-minute price for a call of this jurisdiction. Local calls are priced as
+        intrastate; a missing jurisdictional column falls back to the row's ``rate``."""
         if jurisdiction is Jurisdiction.INTERSTATE and self.interstate_rate is not None:
             return self.interstate_rate
-        if jurisdiction is Jurisdiction.INTRASTATE and self.intrastate_rate is not None:
+        if jurisdiction in (Jurisdiction.INTRASTATE, Jurisdiction.LOCAL) and self.intrastate_rate is not None:
             return self.intrastate_rate
+        if jurisdiction is Jurisdiction.INDETERMINATE and self.indeterminate_rate is not None:
+            return self.indeterminate_rate
         return self.rate
+
+
+@dataclass(frozen=True, slots=True)
+class Translation:
+    """How a vendor wants numbers written in the Request-URI (and From, if asked)."""
+
+    number_format: NumberFormat = NumberFormat.E164
+    strip_digits: int = 0
+    add_prefix: str = ""
+    tech_prefix: str = ""
+    translate_caller: bool = False
+    send_lrn: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +144,8 @@ class Vendor:
     rates: Mapping[str, tuple[VendorRate, ...]]
     enabled: bool = True
     max_prefix_len: int = 0
+    translation: Translation = field(default_factory=Translation)
+    blocked: frozenset[str] = frozenset()  # destination prefixes this vendor must not carry
 
     def rate_for(self, digits: str, now: datetime) -> VendorRate | None:
         """Longest prefix of ``digits`` with a rate in force at ``now``."""
@@ -132,6 +171,24 @@ class RoutingPlan:
     name: str
     strategy: str
     vendors: tuple[PlanVendor, ...]
+    failover_codes: frozenset[int] = DEFAULT_FAILOVER
+    max_attempts: int = 3
+    attempt_timeout_ms: int | None = None
+    blocked: frozenset[str] = frozenset()
+
+    def retries_on(self, code: int) -> bool:
+        return code in self.failover_codes and code not in NEVER_FAILOVER
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where a NANP NPA-NXX block is homed (LERG-like data)."""
+
+    country: str
+    state: str
+    lata: str | None = None
+    ocn: str | None = None
+    rate_center: str | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +200,7 @@ class RoutingSnapshot:
     acl: tuple[AclEntry, ...]
     vendors: Mapping[UUID, Vendor]
     plans: Mapping[UUID, RoutingPlan]
+    npanxx: Mapping[str, Location] = field(default_factory=lambda: MappingProxyType({}))
     # ACL entries most specific first, so the first match is the best one.
     _acl_by_specificity: tuple[AclEntry, ...] = field(init=False, repr=False)
 
@@ -157,9 +215,31 @@ class RoutingSnapshot:
     def acl_by_specificity(self) -> tuple[AclEntry, ...]:
         return self._acl_by_specificity
 
+    def plan_for(self, trunk: Trunk) -> RoutingPlan | None:
+        """The trunk's own plan, else its account's."""
+        plan_id = trunk.routing_plan_id
+        if plan_id is None:
+            account = self.accounts.get(trunk.account_id)
+            plan_id = account.routing_plan_id if account else None
+        return self.plans.get(plan_id) if plan_id is not None else None
+
+
+def longest_blocked(blocked: frozenset[str], digits: str) -> str | None:
+    """The blocked prefix that covers ``digits``, if any."""
+    for length in range(len(digits), 0, -1):
+        if digits[:length] in blocked:
+            return digits[:length]
+    return None
+
 
 def build_vendor(
-    id: UUID, name: str, gateways: Iterable[Gateway], rates: Iterable[VendorRate], enabled: bool = True
+    id: UUID,
+    name: str,
+    gateways: Iterable[Gateway],
+    rates: Iterable[VendorRate],
+    enabled: bool = True,
+    translation: Translation | None = None,
+    blocked: Iterable[str] = (),
 ) -> Vendor:
     """A vendor with its rate deck indexed by prefix."""
     by_prefix: dict[str, list[VendorRate]] = {}
@@ -173,4 +253,6 @@ def build_vendor(
         rates=MappingProxyType(indexed),
         enabled=enabled,
         max_prefix_len=max((len(p) for p in indexed), default=0),
+        translation=translation or Translation(),
+        blocked=frozenset(blocked),
     )

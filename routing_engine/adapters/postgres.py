@@ -20,9 +20,12 @@ from routing_engine.snapshot import (
     AccountStatus,
     AclEntry,
     Gateway,
+    Location,
+    NumberFormat,
     PlanVendor,
     RoutingPlan,
     RoutingSnapshot,
+    Translation,
     Trunk,
     VendorRate,
     build_vendor,
@@ -48,15 +51,23 @@ def load_snapshot(conn: psycopg.Connection, now: datetime) -> RoutingSnapshot:
             return result
 
         accounts = {
-            r[0]: Account(r[0], r[1], r[2], AccountStatus(r[3]), r[4])
-            for r in rows("SELECT id, ban, name, status, status_reason FROM accounts.accounts"
-                          " WHERE deleted_at IS NULL ORDER BY id")
+            r[0]: Account(r[0], r[1], r[2], AccountStatus(r[3]), r[4], r[5])
+            for r in rows("SELECT id, ban, name, status, status_reason, routing_plan_id"
+                          " FROM accounts.accounts WHERE deleted_at IS NULL ORDER BY id")
         }
         trunks = {
-            r[0]: Trunk(r[0], r[1], r[2], r[3], r[4])
-            for r in rows("SELECT id, account_id, name, routing_plan_id, enabled FROM trunks.trunks"
-                          " WHERE deleted_at IS NULL ORDER BY id")
+            r[0]: Trunk(r[0], r[1], r[2], r[3], r[4], r[5], r[6])
+            for r in rows("SELECT id, account_id, name, routing_plan_id, enabled, strip_digits,"
+                          " add_prefix FROM trunks.trunks WHERE deleted_at IS NULL ORDER BY id")
         }
+        blocked_vendor: dict[UUID, list[str]] = {}
+        blocked_plan: dict[UUID, list[str]] = {}
+        for r in rows("SELECT provider_id, routing_plan_id, prefix FROM routing.blocked_destinations"
+                      " ORDER BY id"):
+            if r[0] is not None:
+                blocked_vendor.setdefault(r[0], []).append(r[2])
+            else:
+                blocked_plan.setdefault(r[1], []).append(r[2])
         acl = tuple(
             AclEntry(r[0], ipaddress.ip_network(r[1]), r[2], r[3])
             for r in rows("SELECT trunk_id, cidr, port, transport FROM trunks.trunk_access_lists"
@@ -69,11 +80,16 @@ def load_snapshot(conn: psycopg.Connection, now: datetime) -> RoutingSnapshot:
             gateways.setdefault(r[0], []).append(Gateway(r[1], r[2], r[3], r[4], r[5], r[6], r[7]))
         rates: dict[UUID, list[VendorRate]] = {}
         for r in rows("SELECT provider_id, prefix, rate, effective_at, ends_at, interstate_rate,"
-                      " intrastate_rate FROM routing.rates ORDER BY provider_id, prefix, effective_at"):
-            rates.setdefault(r[0], []).append(VendorRate(r[1], r[2], r[3], r[4], r[5], r[6]))
+                      " intrastate_rate, indeterminate_rate FROM routing.rates"
+                      " ORDER BY provider_id, prefix, effective_at"):
+            rates.setdefault(r[0], []).append(VendorRate(r[1], r[2], r[3], r[4], r[5], r[6], r[7]))
         vendors = {
-            r[0]: build_vendor(r[0], r[1], gateways.get(r[0], ()), rates.get(r[0], ()), r[2])
-            for r in rows("SELECT id, name, enabled FROM routing.providers"
+            r[0]: build_vendor(
+                r[0], r[1], gateways.get(r[0], ()), rates.get(r[0], ()), r[2],
+                Translation(NumberFormat(r[3]), r[4], r[5], r[6], r[7], r[8]),
+                blocked_vendor.get(r[0], ()))
+            for r in rows("SELECT id, name, enabled, number_format, strip_digits, add_prefix,"
+                          " tech_prefix, translate_caller, send_lrn FROM routing.providers"
                           " WHERE deleted_at IS NULL ORDER BY id")
         }
         members: dict[UUID, list[PlanVendor]] = {}
@@ -81,9 +97,16 @@ def load_snapshot(conn: psycopg.Connection, now: datetime) -> RoutingSnapshot:
                       " FROM routing.routing_plan_providers WHERE enabled ORDER BY id"):
             members.setdefault(r[0], []).append(PlanVendor(r[1], r[2], r[3]))
         plans = {
-            r[0]: RoutingPlan(r[0], r[1], r[2], tuple(members.get(r[0], ())))
-            for r in rows("SELECT id, name, strategy FROM routing.routing_plans"
+            r[0]: RoutingPlan(r[0], r[1], r[2], tuple(members.get(r[0], ())), frozenset(r[3]), r[4],
+                              r[5], frozenset(blocked_plan.get(r[0], ())))
+            for r in rows("SELECT id, name, strategy, failover_codes, max_attempts,"
+                          " attempt_timeout_ms FROM routing.routing_plans"
                           " WHERE deleted_at IS NULL ORDER BY id")
+        }
+        npanxx = {
+            r[0]: Location(r[1].strip(), r[2], r[3], r[4], r[5])
+            for r in rows("SELECT npanxx, country, state, lata, ocn, rate_center FROM routing.npanxx"
+                          " ORDER BY npanxx")
         }
     return RoutingSnapshot(
         version=digest.hexdigest()[:12],
@@ -93,13 +116,14 @@ def load_snapshot(conn: psycopg.Connection, now: datetime) -> RoutingSnapshot:
         acl=acl,
         vendors=MappingProxyType(vendors),
         plans=MappingProxyType(plans),
+        npanxx=MappingProxyType(npanxx),
     )
 
 
 _CDR_COLUMNS = (
     "cdr_id", "call_id", "node", "direction", "account_id", "trunk_id", "provider_id", "gateway",
     "from_raw", "to_raw", "from_e164", "to_e164", "invite_at", "answer_at", "end_at",
-    "duration_s", "sip_code", "sip_reason", "vendor_rate", "trace",
+    "duration_s", "sip_code", "sip_reason", "vendor_rate", "trace", "lrn", "jurisdiction", "attempts",
 )
 _INSERT_CDR = (
     f"INSERT INTO cdr.cdrs ({', '.join(_CDR_COLUMNS)}) "
