@@ -301,35 +301,52 @@ def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
-    from routing_engine.bootstrap import load_snapshot
+    from routing_engine.adapters import redis_store
+    from routing_engine.bootstrap import load_snapshot, lrn_lookup
     from routing_engine.decision import CallRequest, Relay, decide_invite
 
     at = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC)
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
     snapshot = load_snapshot(settings)
-    request = CallRequest(call_id="explain", source_ip=args.source, source_port=args.port,
+    trunk_id = None
+    if args.trunk:
+        matches = [t for t in snapshot.trunks.values()
+                   if args.trunk in (str(t.id), t.name) or args.trunk == _trunk_label(snapshot, t)]
+        if len(matches) != 1:
+            print(f"warp: --trunk {args.trunk!r} matches {len(matches)} trunks; use its id or BAN/name",
+                  file=sys.stderr)
+            return 2
+        trunk_id = matches[0].id
+    elif not args.source:
+        print("warp: give --source IP or --trunk", file=sys.stderr)
+        return 2
+    client = redis_store.connect(settings.redis_url, settings.redis.socket_timeout_ms)
+    request = CallRequest(call_id=args.call_id, source_ip=args.source or "", source_port=args.port,
                           transport=args.transport, dialed=args.to, caller=args.caller or "")
-    decision = decide_invite(request, snapshot, at, settings.routing.default_region)
+    decision = decide_invite(request, snapshot, at, settings.routing.default_region,
+                             lrn_lookup(settings, client), trunk_id=trunk_id)
     if isinstance(decision, Relay):
         result: dict[str, object] = {
             "decision": "relay",
-            "routes": [{"vendor": r.vendor_name, "gateway": r.gateway.name, "uri": r.gateway.uri,
-                        "rate": str(r.rate), "prefix": r.prefix} for r in decision.routes],
+            "routes": [{"vendor": r.vendor_name, "gateway": r.gateway.name, "ruri": r.ruri,
+                        "from": r.from_user, "rate": str(r.rate), "prefix": r.prefix}
+                       for r in decision.routes[: decision.policy.max_attempts]],
+            "failover": decision.policy.to_json(),
         }
     else:
         result = {"decision": "reject", "code": decision.code, "reason": decision.reason}
+    result["at"] = at.isoformat()
     result["trace"] = decision.trace
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return 0
-    print(f"snapshot      {snapshot.version}")
-    for key, value in decision.trace.items():
-        if key in ("candidates", "snapshot", "routes"):
-            continue
-        print(f"{key:13} {value}")
-    candidates = cast(list[dict[str, Any]], decision.trace.get("candidates", []))
-    for c in candidates:
+    trace = decision.trace
+    print(f"snapshot      {snapshot.version}   at {at.isoformat()}")
+    for key in ("auth", "account", "numbers", "plan", "lrn", "jurisdiction", "blocked", "error", "number"):
+        if key in trace:
+            print(f"{key:13} {_flat(trace[key])}")
+    for c in cast(list[dict[str, Any]], trace.get("candidates", [])):
         verdict = "kept   " if c["kept"] else "dropped"
         detail = f"rate {c['rate']} (prefix {c['prefix']})" if "rate" in c else ""
         reason = f" — {c['reason']}" if "reason" in c else ""
@@ -337,10 +354,25 @@ def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
     if result["decision"] == "relay":
         print("routes, in order:")
         for i, r in enumerate(cast(list[dict[str, str]], result["routes"]), start=1):
-            print(f"  {i}. {r['vendor']} via {r['gateway']} {r['uri']} at {r['rate']}/min")
+            caller = f" from {r['from']}" if r["from"] else ""
+            print(f"  {i}. {r['vendor']} via {r['gateway']} at {r['rate']}/min: {r['ruri']}{caller}")
+        policy = decision.policy if isinstance(decision, Relay) else None
+        if policy:
+            print(f"failover      on {sorted(policy.failover_codes)}, at most {policy.max_attempts} attempts")
     else:
         print(f"refused       {result['code']} {result['reason']}")
     return 0
+
+
+def _trunk_label(snapshot: Any, trunk: Any) -> str:
+    account = snapshot.accounts.get(trunk.account_id)
+    return f"{account.ban}/{trunk.name}" if account else trunk.name
+
+
+def _flat(value: object) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_flat(v)}" for k, v in value.items() if v is not None)
+    return str(value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -364,7 +396,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("route")
     rsub = p.add_subparsers(dest="route_cmd", required=True)
     e = rsub.add_parser("explain", help="explain how a hypothetical call would be routed")
-    e.add_argument("--source", required=True, help="source IP of the calling switch")
+    e.add_argument("--source", help="source IP of the calling switch")
+    e.add_argument("--trunk", help="or the trunk: its id, or BAN/name (e.g. BAN1001/trunk-1)")
+    e.add_argument("--call-id", default="explain", help="seeds the weighted strategy like a real call")
     e.add_argument("--port", type=int, default=5060)
     e.add_argument("--transport", default="udp")
     e.add_argument("--to", required=True, help="dialed number as the customer sends it")

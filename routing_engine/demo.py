@@ -2,8 +2,9 @@
 
 10 customers (5 active, 3 suspended, 2 testing) with 2-5 trunks and 10-50 DIDs each; four
 vendors with rate decks (US by NPA-NXX with interstate/intrastate/indeterminate rates, five
-international countries by prefix, toll-free); three routing plans. Every simulated customer
-trunk and every vendor gateway has its own loopback address:
+international countries by prefix, toll-free); three routing plans; NPA-NXX homes of the demo
+NPAs (two rate centres each) and a few ported numbers. Every simulated customer trunk and every
+vendor gateway has its own loopback address:
 
     customer n (1-10), trunk t (1-5)  ->  127.0.0.(100 + 5*(n-1) + t)
     vendor v (1-4)                    ->  127.0.0.(200 + v), port 5060
@@ -39,8 +40,12 @@ INTERNATIONAL = {
     "91": ("India", "919"),
 }
 TOLL_FREE = ["1800", "1833", "1844", "1855", "1866", "1877", "1888"]
-NPAS = ["201", "212", "213", "305", "312", "404", "415", "512", "617", "702", "713", "818",
-        "917", "972"]
+NPA_STATES = {"201": "NJ", "212": "NY", "213": "CA", "305": "FL", "312": "IL", "404": "GA",
+              "415": "CA", "512": "TX", "617": "MA", "702": "NV", "713": "TX", "818": "CA",
+              "917": "NY", "972": "TX"}
+NPAS = list(NPA_STATES)
+# A few ported numbers (and where they went), so the demo shows LRN routing.
+PORTED = {"12125550199": "13055550000", "14155550142": "15125550000", "16175550123": "12015550000"}
 
 
 def uid(*parts: object) -> uuid.UUID:
@@ -62,6 +67,8 @@ class DemoSummary:
     dids: int
     vendors: int
     rates: int
+    npanxx: int = 0
+    ported: int = 0
 
 
 def _money(value: float) -> Decimal:
@@ -155,4 +162,16 @@ def load(conn: psycopg.Connection, seed: int = 20251) -> DemoSummary:
                                 " trunk_id) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
                                 (uid("assignment", e164), nid, aid, trunk_ids[d % len(trunk_ids)]))
                 counts["dids"] += 1
+        # NPA-NXX homes (LERG-like): every NXX 200-999 of each demo NPA, two rate centres per NPA
+        cur.execute("CREATE TEMP TABLE demo_npanxx (LIKE routing.npanxx INCLUDING DEFAULTS) ON COMMIT DROP")
+        with cur.copy("COPY demo_npanxx (npanxx, country, state, lata, ocn, rate_center) FROM STDIN") as copy:
+            for npa, state in NPA_STATES.items():
+                for nxx in range(200, 1000):
+                    copy.write_row((f"{npa}{nxx}", "US", state, f"L{npa}", f"OCN{nxx % 7}",
+                                    f"{npa}-RC{1 if nxx < 600 else 2}"))
+        cur.execute("INSERT INTO routing.npanxx SELECT * FROM demo_npanxx ON CONFLICT DO NOTHING")
+        counts["npanxx"] = 800 * len(NPA_STATES)
+        for tn, lrn in PORTED.items():
+            cur.execute("INSERT INTO routing.lnp (tn, lrn) VALUES (%s, %s) ON CONFLICT DO NOTHING", (tn, lrn))
+        counts["ported"] = len(PORTED)
     return DemoSummary(**counts)

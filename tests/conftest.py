@@ -25,6 +25,7 @@ CONFIG_TABLES = [
     "cdr.cdrs", "numbers.number_assignments", "numbers.number_inventory",
     "trunks.trunk_features", "trunks.trunk_auth", "trunks.trunk_access_lists",
     "routing.routing_plan_providers", "routing.provider_performance", "routing.rates",
+    "routing.blocked_destinations", "routing.lnp", "routing.npanxx",
     "routing.provider_gateways", "trunks.trunks", "routing.routing_plans", "routing.providers",
     "billing.balance_updates", "billing.rate_plan_rates", "billing.rate_plans",
     "accounts.accounts", "audit.audit_log",

@@ -13,9 +13,11 @@ from routing_engine.snapshot import (
     AccountStatus,
     AclEntry,
     Gateway,
+    Location,
     PlanVendor,
     RoutingPlan,
     RoutingSnapshot,
+    Translation,
     Trunk,
     VendorRate,
     build_vendor,
@@ -44,18 +46,22 @@ class World:
         self.acl: list[AclEntry] = []
         self.vendors: dict = {}
         self.plans: dict[uuid.UUID, RoutingPlan] = {}
+        self.npanxx: dict[str, Location] = {}
 
     def vendor(self, name: str, rates: list[VendorRate], gateways: list[Gateway] | None = None,
-               enabled: bool = True) -> uuid.UUID:
+               enabled: bool = True, translation: Translation | None = None,
+               blocked: tuple[str, ...] = ()) -> uuid.UUID:
         vid = uuid.uuid4()
         self.vendors[vid] = build_vendor(vid, name, gateways or [gateway(f"192.0.2.{len(self.vendors) + 1}")],
-                                         rates, enabled)
+                                         rates, enabled, translation, blocked)
         return vid
 
-    def plan(self, name: str, vendor_ids: list[uuid.UUID]) -> uuid.UUID:
+    def plan(self, name: str, vendor_ids: list[uuid.UUID], strategy: str = "least_cost",
+             blocked: tuple[str, ...] = (), max_attempts: int = 3) -> uuid.UUID:
         pid = uuid.uuid4()
-        self.plans[pid] = RoutingPlan(pid, name, "least_cost",
-                                      tuple(PlanVendor(v, i) for i, v in enumerate(vendor_ids)))
+        self.plans[pid] = RoutingPlan(pid, name, strategy,
+                                      tuple(PlanVendor(v, i) for i, v in enumerate(vendor_ids)),
+                                      max_attempts=max_attempts, blocked=frozenset(blocked))
         return pid
 
     def customer(self, cidr: str, plan_id: uuid.UUID | None, status: AccountStatus = AccountStatus.ACTIVE,
@@ -73,5 +79,5 @@ class World:
             version="test", loaded_at=NOW,
             accounts=MappingProxyType(dict(self.accounts)), trunks=MappingProxyType(dict(self.trunks)),
             acl=tuple(self.acl), vendors=MappingProxyType(dict(self.vendors)),
-            plans=MappingProxyType(dict(self.plans)),
+            plans=MappingProxyType(dict(self.plans)), npanxx=MappingProxyType(dict(self.npanxx)),
         )

@@ -1,0 +1,132 @@
+"""Decisions that need the LCR inputs: LRN, jurisdiction, blocks, translation, strategies."""
+
+from decimal import Decimal
+
+from routing_engine.decision import CallRequest, Reject, Relay, decide_invite
+from routing_engine.lrn import LrnResult
+from routing_engine.numbers import E164
+from routing_engine.snapshot import Location, NumberFormat, Translation
+
+from .factories import NOW, World, rate
+
+
+def call(dialed: str = "12125551234", caller: str = "13055550100") -> CallRequest:
+    return CallRequest("call-1", "10.0.0.1", 5060, "udp", dialed, caller)
+
+
+def ported_to_miami(number: E164) -> LrnResult:
+    return LrnResult("13055559999", "local") if number.digits == "12125551234" else LrnResult(None, "local")
+
+
+def us_world(**vendor_kw: object) -> World:
+    w = World()
+    w.npanxx.update({"212555": Location("US", "NY", "132", None, "NYC"),
+                     "305555": Location("US", "FL", "460", None, "MIAMI"),
+                     "305556": Location("US", "FL", "460", None, "MIAMI")})
+    return w
+
+
+def test_ported_number_is_rated_on_its_lrn() -> None:
+    w = us_world()
+    ny = w.vendor("ny-cheap", [rate("1212555", "0.001"), rate("1", "0.050")])
+    fl = w.vendor("fl-cheap", [rate("1305555", "0.002"), rate("1", "0.060")])
+    w.customer("10.0.0.1/32", w.plan("p", [ny, fl]))
+    d = decide_invite(call(), w.snapshot(), NOW, lrn_lookup=ported_to_miami)
+    assert isinstance(d, Relay)
+    assert [(r.vendor_name, r.prefix, r.rate) for r in d.routes] == [
+        ("fl-cheap", "1305555", Decimal("0.002")), ("ny-cheap", "1", Decimal("0.050"))]
+    assert d.context.lrn == "+13055559999"
+    assert d.trace["lrn"] == {"source": "local", "ported": True, "lrn": "+13055559999"}
+
+
+def test_jurisdiction_picks_the_rate_column() -> None:
+    w = us_world()
+    v = w.vendor("v", [rate("1212555", "0.030", inter="0.010", intra="0.020")])
+    w.customer("10.0.0.1/32", w.plan("p", [v]))
+    s = w.snapshot()
+    interstate = decide_invite(call(caller="13055550100"), s, NOW)
+    intrastate_after_port = decide_invite(call(caller="13055560100"), s, NOW, lrn_lookup=ported_to_miami)
+    unknown_caller = decide_invite(call(caller=""), s, NOW)
+    assert isinstance(interstate, Relay) and interstate.routes[0].rate == Decimal("0.010")
+    assert interstate.context.jurisdiction == "interstate"
+    # ported to Miami, caller in Miami: same rate centre -> local, priced as intrastate...
+    # ...but the LRN's NPA-NXX (1305555) has no row here, so the vendor has no rate at all
+    assert isinstance(intrastate_after_port, Reject) and intrastate_after_port.code == 404
+    assert isinstance(unknown_caller, Relay) and unknown_caller.routes[0].rate == Decimal("0.030")
+    assert unknown_caller.context.jurisdiction == "indeterminate"
+
+
+def test_destination_blocked_by_the_plan_is_refused() -> None:
+    w = World()
+    v = w.vendor("v", [rate("1", "0.01")])
+    w.customer("10.0.0.1/32", w.plan("p", [v], blocked=("1900",)))
+    d = decide_invite(call(dialed="19005551234"), w.snapshot(), NOW)
+    assert isinstance(d, Reject) and (d.code, d.reason, d.q850_cause) == (403, "Destination blocked", 21)
+
+
+def test_destination_blocked_by_a_vendor_drops_only_that_vendor() -> None:
+    w = World()
+    a = w.vendor("a", [rate("1", "0.001")], blocked=("1212",))
+    b = w.vendor("b", [rate("1", "0.01")])
+    w.customer("10.0.0.1/32", w.plan("p", [a, b]))
+    d = decide_invite(call(), w.snapshot(), NOW)
+    assert isinstance(d, Relay) and [r.vendor_name for r in d.routes] == ["b"]
+    assert {"vendor": "a", "kept": False,
+            "reason": "destination blocked for this vendor (prefix 1212)"} in d.trace["candidates"]  # type: ignore[operator]
+
+
+def test_vendor_translation_shapes_the_request_uri_and_from() -> None:
+    w = World()
+    v = w.vendor("v", [rate("1", "0.01")], translation=Translation(
+        NumberFormat.NATIONAL, tech_prefix="4455#", translate_caller=True, send_lrn=True))
+    w.customer("10.0.0.1/32", w.plan("p", [v]))
+    d = decide_invite(call(), w.snapshot(), NOW, lrn_lookup=ported_to_miami)
+    assert isinstance(d, Relay)
+    assert d.routes[0].ruri_user == "4455#2125551234;rn=3055559999;npdi"
+    assert d.routes[0].from_user == "3055550100"
+    assert d.trace["routes"][0]["ruri"] == "sip:4455#2125551234;rn=3055559999;npdi@192.0.2.1:5060"  # type: ignore[index]
+
+
+def test_price_ceiling_drops_vendors_that_would_lose_money() -> None:
+    w = World()
+    dear = w.vendor("dear", [rate("1", "0.020")])
+    ok = w.vendor("ok", [rate("1", "0.008")])
+    w.customer("10.0.0.1/32", w.plan("p", [dear, ok]))
+    d = decide_invite(call(), w.snapshot(), NOW, price_ceiling=Decimal("0.010"))
+    assert isinstance(d, Relay) and [r.vendor_name for r in d.routes] == ["ok"]
+    none_left = decide_invite(call(), w.snapshot(), NOW, price_ceiling=Decimal("0.001"))
+    assert isinstance(none_left, Reject) and none_left.code == 503
+
+
+def test_priority_strategy_ignores_price() -> None:
+    w = World()
+    dear = w.vendor("dear", [rate("1", "0.020")])
+    cheap = w.vendor("cheap", [rate("1", "0.008")])
+    w.customer("10.0.0.1/32", w.plan("p", [dear, cheap], strategy="priority"))
+    d = decide_invite(call(), w.snapshot(), NOW)
+    assert isinstance(d, Relay) and [r.vendor_name for r in d.routes] == ["dear", "cheap"]
+
+
+def test_unknown_strategy_refuses_with_503_and_names_it() -> None:
+    w = World()
+    w.customer("10.0.0.1/32", w.plan("p", [w.vendor("v", [rate("1", "0.01")])], strategy="fastest"))
+    d = decide_invite(call(), w.snapshot(), NOW)
+    assert isinstance(d, Reject) and d.code == 503 and "'fastest'" in str(d.trace["error"])
+
+
+def test_the_plan_bounds_the_routes_listed_and_carries_its_failover_policy() -> None:
+    w = World()
+    vs = [w.vendor(f"v{i}", [rate("1", f"0.0{i + 1}")]) for i in range(4)]
+    w.customer("10.0.0.1/32", w.plan("p", vs, max_attempts=2))
+    d = decide_invite(call(), w.snapshot(), NOW)
+    assert isinstance(d, Relay) and d.policy.max_attempts == 2 and len(d.trace["routes"]) == 2  # type: ignore[arg-type]
+
+
+def test_dip_failure_is_marked_and_routing_continues_on_the_dialed_number() -> None:
+    w = us_world()
+    v = w.vendor("v", [rate("1212555", "0.01")])
+    w.customer("10.0.0.1/32", w.plan("p", [v]))
+    d = decide_invite(call(), w.snapshot(), NOW,
+                      lrn_lookup=lambda n: LrnResult(None, "failed", "http: timed out"))
+    assert isinstance(d, Relay) and d.routes[0].prefix == "1212555"
+    assert d.trace["lrn"] == {"source": "failed", "ported": False, "error": "http: timed out"}
