@@ -166,9 +166,9 @@ def load(conn: psycopg.Connection, seed: int = 20251) -> DemoSummary:
         cur.execute("CREATE TEMP TABLE demo_npanxx (LIKE routing.npanxx INCLUDING DEFAULTS) ON COMMIT DROP")
         with cur.copy("COPY demo_npanxx (npanxx, country, state, lata, ocn, rate_center) FROM STDIN") as copy:
             for npa, state in NPA_STATES.items():
-                for nxx in range(200, 1000):
-                    copy.write_row((f"{npa}{nxx}", "US", state, f"L{npa}", f"OCN{nxx % 7}",
-                                    f"{npa}-RC{1 if nxx < 600 else 2}"))
+                for block in range(200, 1000):
+                    copy.write_row((f"{npa}{block}", "US", state, f"L{npa}", f"OCN{block % 7}",
+                                    f"{npa}-RC{1 if block < 600 else 2}"))
         cur.execute("INSERT INTO routing.npanxx SELECT * FROM demo_npanxx ON CONFLICT DO NOTHING")
         counts["npanxx"] = 800 * len(NPA_STATES)
         for tn, lrn in PORTED.items():

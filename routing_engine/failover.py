@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from routing_engine.snapshot import NEVER_FAILOVER
 
@@ -28,12 +29,10 @@ class Policy:
                 "timeout_ms": self.attempt_timeout_ms}
 
     @classmethod
-    def from_json(cls, data: dict[str, object]) -> Policy:
-        codes = data.get("codes") or []
+    def from_json(cls, data: dict[str, Any]) -> Policy:
         timeout = data.get("timeout_ms")
-        return cls(frozenset(int(c) for c in codes),  # type: ignore[union-attr]
-                   int(data.get("max", 1)),  # type: ignore[call-overload]
-                   int(timeout) if timeout is not None else None)  # type: ignore[call-overload]
+        return cls(frozenset(int(c) for c in data.get("codes") or []), int(data.get("max", 1)),
+                   int(timeout) if timeout is not None else None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ This module holds the rules; the cache and the sources are adapters behind the p
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -92,8 +93,6 @@ def resolve(number: E164, cache: LrnCache | None, source: LrnSource | None,
     if lrn == tn:
         lrn = None  # an LRN equal to the number means it is not ported
     if cache is not None and cache_error is None:
-        try:
+        with contextlib.suppress(Exception):  # next call dips again; nothing is lost
             cache.put(tn, lrn or NOT_PORTED, ttl_s)
-        except Exception:
-            pass  # next call dips again; nothing is lost
     return LrnResult(lrn, source.name)

@@ -181,9 +181,19 @@ def sipp(scenario: str | Path, local_ip: str, workdir: Path, *, local_port: int 
 
 
 @contextlib.contextmanager
-def vendor(scenario: str, ip: str, workdir: Path, calls: int = 1, port: int = 5060) -> Iterator[Sipp]:
+def vendor(scenario: str, ip: str, workdir: Path, calls: int = 1, port: int = 5060,
+           keys: dict[str, str] | None = None) -> Iterator[Sipp]:
     """A SIPp vendor gateway, bound and ready when the block starts, stopped when it ends."""
-    uas = sipp(scenario, ip, workdir, local_port=port, calls=calls)
+    path: str | Path = scenario
+    if scenario == "vendor_reject.xml":
+        code = (keys or {}).get("reject_code", "503")
+        reason = (keys or {}).get("reject_reason", "Service Unavailable")
+        workdir.mkdir(parents=True, exist_ok=True)
+        path = workdir / f"vendor_reject_{code}.xml"
+        path.write_text((SCENARIOS / scenario).read_text().replace("REJECT_CODE", code)
+                        .replace("REJECT_REASON", reason))
+        keys = None
+    uas = sipp(path, ip, workdir, local_port=port, calls=calls, keys=keys)
     try:
         wait_for(lambda: udp_bound(ip, port) or uas.proc.poll() is not None, 10, f"SIPp on {ip}:{port}")
         if uas.proc.poll() is not None:
@@ -191,6 +201,20 @@ def vendor(scenario: str, ip: str, workdir: Path, calls: int = 1, port: int = 50
         yield uas
     finally:
         _stop_group(uas.proc)
+
+
+def explain(env: dict[str, str], *args: str) -> dict[str, Any]:
+    """`warp route explain --json` with the given arguments, as the node's settings see it."""
+    import json
+
+    result = subprocess.run([sys.executable, "-m", "routing_engine.cli", "route", "explain", "--json",
+                             *args], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def request_uri(message: str) -> str:
+    return message.split("\n", 1)[0].split()[1]
 
 
 def call_id_of(uac: Sipp) -> str:

@@ -27,10 +27,8 @@ class DipHandler(BaseHTTPRequestHandler):
         tn = parse_qs(urlparse(self.path).query).get("tn", [""])[0]
         if self.delay_s:
             time.sleep(self.delay_s)  # a slow dip service, the thing under test
-        if tn == "12125550000":
-            body = b"<html>oops</html>"
-        else:
-            body = json.dumps({"tn": tn, "lrn": PORTED.get(tn)}).encode()
+        malformed = tn == "12125550000"
+        body = b"<html>oops</html>" if malformed else json.dumps({"tn": tn, "lrn": PORTED.get(tn)}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
