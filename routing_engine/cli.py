@@ -9,6 +9,7 @@
     warp kamailio               Kamailio in the foreground with these settings
     warp cdr-emitter            the CDR emitter (Redis stream -> Postgres)
     warp route explain ...      what the engine would do with a call, and why
+    warp load lnp|npanxx FILE   bulk-load ported numbers or NPA-NXX homes from CSV
 """
 
 from __future__ import annotations
@@ -291,6 +292,22 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_load(settings: Settings, args: argparse.Namespace) -> int:
+    from routing_engine import bulk
+    from routing_engine.adapters import postgres
+
+    path = Path(args.file)
+    table, rows = (bulk.LNP, bulk.lnp_rows(path)) if args.what == "lnp" else (bulk.NPANXX, bulk.npanxx_rows(path))
+    try:
+        with postgres.connect(settings.database_url) as conn:
+            count = bulk.load(conn, table, rows)
+    except (bulk.BulkError, OSError) as exc:
+        print(f"warp: {path}: {exc} (nothing loaded)", file=sys.stderr)
+        return 1
+    _say(f"{count} rows loaded into {table.name}")
+    return 0
+
+
 def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "up":
         setup(settings, with_demo=False)
@@ -391,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("action", choices=["migrate", "demo"])
     p = sub.add_parser("exec")
     p.add_argument("command", nargs=argparse.REMAINDER)
+    p = sub.add_parser("load", help="bulk-load a CSV file: lnp (tn,lrn) or npanxx")
+    p.add_argument("what", choices=["lnp", "npanxx"])
+    p.add_argument("file")
     sub.add_parser("kamailio")
     sub.add_parser("cdr-emitter")
     p = sub.add_parser("route")
@@ -414,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
         "run": cmd_run, "start": cmd_start, "stop": cmd_stop, "status": cmd_status,
         "exec": cmd_exec, "kamailio": cmd_kamailio, "cdr-emitter": cmd_cdr_emitter,
-        "stack": cmd_stack, "route": cmd_explain,
+        "stack": cmd_stack, "route": cmd_explain, "load": cmd_load,
         "setup": lambda s, a: (setup(s), 0)[1],
         "db": lambda s, a: cmd_migrate(s, a) if a.action == "migrate" else cmd_demo(s, a),
     }

@@ -4,7 +4,8 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "routing_engine"
-DOMAIN = ["numbers", "auth", "lcr", "decision", "cdr", "snapshot"]
+DOMAIN = ["numbers", "auth", "lcr", "decision", "cdr", "snapshot", "lrn", "jurisdiction", "translation", "failover",
+          "strategies/__init__", "strategies/least_cost", "strategies/priority", "strategies/weighted"]
 FORBIDDEN = {"redis", "psycopg", "KSR", "routing_engine.adapters", "socket", "subprocess"}
 
 
