@@ -51,7 +51,7 @@ def lnp_rows(path: Path) -> Iterator[tuple[str, ...]]:
             yield _nanp(row[0], line, "tn"), _nanp(row[1], line, "lrn")
 
 
-def npanxx_rows(path: Path) -> Iterator[tuple[str, ...]]:
+def npanxx_rows(path: Path) -> Iterator[tuple[str | None, ...]]:
     """npanxx,country,state,lata,ocn,rate_center per line (header optional)."""
     with path.open(newline="") as fh:
         for line, row in enumerate(csv.reader(fh), start=1):
@@ -65,10 +65,10 @@ def npanxx_rows(path: Path) -> Iterator[tuple[str, ...]]:
             if not row[2].strip():
                 raise BulkError(f"line {line}: state is empty")
             rest = [c.strip() or None for c in row[3:6]] + [None] * (6 - max(len(row), 3))
-            yield (npanxx, row[1].strip() or "US", row[2].strip(), *rest[:3])  # type: ignore[misc]
+            yield (npanxx, row[1].strip() or "US", row[2].strip(), *rest[:3])
 
 
-def load(conn: psycopg.Connection, table: Table, rows: Iterator[tuple[str, ...]]) -> int:
+def load(conn: psycopg.Connection, table: Table, rows: Iterator[tuple[str | None, ...]]) -> int:
     """Upsert every row in one transaction; returns the number of rows in the file."""
     cols = ", ".join(table.columns)
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in table.columns if c != table.key)
