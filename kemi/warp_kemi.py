@@ -25,6 +25,7 @@ if str(_PROJECT) not in sys.path:
     sys.path.insert(0, str(_PROJECT))
 
 import functools  # noqa: E402
+import ipaddress  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import traceback  # noqa: E402
@@ -35,12 +36,13 @@ from typing import Any  # noqa: E402
 
 import KSR  # noqa: E402  (provided by app_python3)
 
-from routing_engine import bootstrap, failover  # noqa: E402
+from routing_engine import auth, bootstrap, failover, inbound, registrar  # noqa: E402
 from routing_engine.cdr import CdrRecord, billable_duration, compact_trace  # noqa: E402
 from routing_engine.decision import CallRequest, Reject, Relay, decide_invite  # noqa: E402
 
 log = logging.getLogger("warp.kemi")
 
+AUTH_STALE_NONCE, AUTH_NO_CREDENTIALS = -4, -5  # auth module result codes
 PROC_INIT = -127  # Kamailio's rank for the init call made in the main process before forking
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO, PRACK, NOTIFY, REFER"
 CALL_VAR = "$dlg_var(warp)"  # the call's context, kept with its dialog until the CDR is written
@@ -146,6 +148,8 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             return 1  # ACK without a transaction to belong to: nothing to do
         if KSR.is_INVITE() > 0:
             return self._new_call()
+        if KSR.is_REGISTER() > 0:
+            return self._register()
         KSR.hdr.append_to_reply(f"Allow: {ALLOW}\r\n")
         KSR.sl.sl_send_reply(405, "Method Not Allowed")
         return 1
@@ -163,10 +167,8 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         KSR.sl.sl_send_reply(404, "Not Here")
         return 1
 
-    def _new_call(self) -> int:
-        app = self._app()
-        now = datetime.now(UTC)
-        request = CallRequest(
+    def _request(self) -> CallRequest:
+        return CallRequest(
             call_id=_pv("$ci"),
             source_ip=_pv("$si"),
             source_port=int(_pv("$sp") or 0),
@@ -174,16 +176,165 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             dialed=_pv("$rU"),
             caller=_pv("$fU"),
         )
-        decision = decide_invite(request, app.snapshot(), now, app.settings.routing.default_region,
-                                 **({"lrn_lookup": app.lrn_lookup} if app.lrn_lookup else {}))
+
+    def _new_call(self) -> int:
+        app = self._app()
+        now = datetime.now(UTC)
+        request = self._request()
+        snapshot = app.snapshot()
+        if not request.caller:
+            KSR.sl.sl_send_reply(400, "Bad From")
+            return 1
+        gateway = snapshot.gateway_hosts.get(_canonical_ip(request.source_ip))
+        if gateway is not None:
+            return self._inbound(request, gateway, now)
+        found = auth.identify(snapshot, request.source_ip, request.source_port, request.transport,
+                              request.dialed)
+        trunk_id, method = (found.trunk_id, "acl") if found else (None, "acl")
+        if found is None:
+            trunk_id = self._digest(request, now)
+            if trunk_id is None:
+                return 1  # challenged, refused or dropped already
+            method = "digest"
+        decision = decide_invite(request, snapshot, now, app.settings.routing.default_region,
+                                 **({"lrn_lookup": app.lrn_lookup} if app.lrn_lookup else {}),
+                                 trunk_id=trunk_id, method=method)
         if isinstance(decision, Reject):
-            if decision.reason_header:
-                KSR.hdr.append_to_reply(decision.reason_header + "\r\n")
-            KSR.sl.sl_send_reply(decision.code, decision.reason)
-            app.emit_cdr(self._cdr(request, now, decision.code, decision.reason, decision=decision))
-            log.info("call %s refused %d %s", request.call_id, decision.code, decision.reason)
+            self._refuse(request, now, decision)
             return 1
         return self._relay(request, decision, now)
+
+    def _refuse(self, request: CallRequest, now: datetime, decision: Reject, direction: str = "outbound") -> None:
+        if decision.reason_header:
+            KSR.hdr.append_to_reply(decision.reason_header + "\r\n")
+        KSR.sl.sl_send_reply(decision.code, decision.reason)
+        self._app().emit_cdr(self._cdr(request, now, decision.code, decision.reason, decision=decision,
+                                       direction=direction))
+        log.info("call %s refused %d %s", request.call_id, decision.code, decision.reason)
+
+    def _digest(self, request: CallRequest, now: datetime) -> Any:
+        """The trunk proven by digest credentials; None when a challenge, a refusal or nothing
+        (blocked source, flood) has been sent instead."""
+        app = self._app()
+        realm = app.settings.auth.realm
+        try:
+            if app.defence.is_blocked(request.source_ip):
+                return None  # blocked for brute force: silence tells a scanner nothing
+        except Exception as exc:
+            log.warning("block check skipped, Redis unavailable: %s", exc)
+        if KSR.pike.pike_check_req() < 0:
+            return None  # flooding this node: drop
+        if KSR.auth.has_credentials(realm) < 0:
+            KSR.auth.auth_challenge(realm, 1)
+            return None
+        credential = auth.credential(app.snapshot(), _pv("$au"))
+        # An unknown user is checked against a random HA1: it fails exactly like a wrong password.
+        ha1 = credential.ha1 if credential is not None else app.unknown_user_ha1
+        result = KSR.auth.pv_auth_check(realm, ha1, 1, 0)
+        if result == 1 and credential is not None:
+            KSR.auth.consume_credentials()
+            return credential.trunk_id
+        if result in (AUTH_STALE_NONCE, AUTH_NO_CREDENTIALS):
+            KSR.auth.auth_challenge(realm, 1 | (16 if result == AUTH_STALE_NONCE else 0))
+            return None
+        blocked = False
+        try:
+            blocked = app.defence.record_failure(request.source_ip)
+        except Exception as exc:
+            log.warning("auth failure not counted, Redis unavailable: %s", exc)
+        if blocked:
+            log.warning("source %s blocked after repeated digest failures", request.source_ip)
+        KSR.sl.sl_send_reply(403, "Forbidden")
+        if KSR.is_INVITE() > 0:
+            app.emit_cdr(self._cdr(request, now, 403, "Forbidden", decision=Reject(403, "Forbidden")))
+        return None
+
+    def _register(self) -> int:
+        app = self._app()
+        now = datetime.now(UTC)
+        request = self._request()
+        trunk_id = self._digest(request, now)
+        if trunk_id is None:
+            return 1
+        snapshot = app.snapshot()
+        trunk = snapshot.trunks[trunk_id]
+        account = snapshot.accounts.get(trunk.account_id)
+        if account is None or account.status.value in ("suspended", "closed") or not trunk.enabled:
+            KSR.sl.sl_send_reply(403, f"Account {account.status.value}" if account else "Forbidden")
+            return 1
+        a = app.settings.auth
+        values = [_pv(f"$(hdr(Contact)[{i}])") for i in range(int(_pv("$hdrc(Contact)") or 0))]
+        expires_text = _pv("$hdr(Expires)").strip()
+        try:
+            contacts = registrar.parse_contacts(values)
+            wanted = registrar.plan(contacts, int(expires_text) if expires_text.isdigit() else None,
+                                    minimum=a.register_min_expires, maximum=a.register_max_expires,
+                                    default=a.register_default_expires)
+        except registrar.RegisterError as exc:
+            if exc.min_expires is not None:
+                KSR.hdr.append_to_reply(f"Min-Expires: {exc.min_expires}\r\n")
+            KSR.sl.sl_send_reply(exc.code, exc.reason)
+            return 1
+        received = f"sip:{_uri_host(request.source_ip)}:{request.source_port};transport={request.transport}"
+        try:
+            if contacts == []:
+                bindings = app.registrations.bindings(trunk_id, now.timestamp())
+            else:
+                bindings = app.registrations.apply(trunk_id, wanted, now.timestamp(), received,
+                                                   trunk.max_contacts, request.call_id, _pv("$ua"))
+        except Exception as exc:
+            log.error("REGISTER of trunk %s not stored: %s", trunk.name, exc)
+            KSR.hdr.append_to_reply("Retry-After: 30\r\n")
+            KSR.sl.sl_send_reply(503, "Service Unavailable")
+            return 1
+        for b in bindings:
+            KSR.hdr.append_to_reply(f"Contact: <{b.uri}>;expires={b.expires_in}\r\n")
+        KSR.sl.sl_send_reply(200, "OK")
+        log.info("trunk %s registered from %s: %d contact(s)", trunk.name, received, len(bindings))
+        return 1
+
+    def _inbound(self, request: CallRequest, gateway: Any, now: datetime) -> int:
+        app = self._app()
+        snapshot = app.snapshot()
+        decision = inbound.decide_inbound(
+            request.dialed, request.caller, gateway, snapshot,
+            lambda trunk_id: app.registrations.contacts(trunk_id, now.timestamp()),
+            app.settings.routing.default_region)
+        if isinstance(decision, Reject):
+            self._refuse(request, now, decision, direction="inbound")
+            return 1
+        vendor = snapshot.vendors.get(gateway.vendor_id)
+        KSR.dialog.dlg_manage()
+        ctx = decision.context
+        call = {
+            "call_id": request.call_id, "direction": "inbound", "invite_at": now.isoformat(),
+            "dialed": request.dialed, "caller": request.caller,
+            "account_id": str(ctx.account_id), "trunk_id": str(ctx.trunk_id),
+            "from_e164": ctx.from_e164, "to_e164": ctx.to_e164,
+            "trace": compact_trace(decision.trace),
+            "policy": failover.Policy(frozenset(), 1).to_json(),
+            "routes": [{"vendor_id": str(gateway.vendor_id), "vendor": vendor.name if vendor else "",
+                        "gateway": gateway.gateway.name, "ruri": t.ruri, "from": None, "rate": None}
+                       for t in decision.targets[:1]],
+        }
+        KSR.pv.sets(CALL_VAR, json.dumps(call, separators=(",", ":")))
+        KSR.pv.sets(ROUTE_VAR, "0")
+        KSR.rr.record_route()
+        # every registered contact rings at once; the first to answer takes the call
+        for target in decision.targets[1:]:
+            KSR.pv.sets("$ru", target.ruri)
+            if target.dst:
+                KSR.pv.sets("$du", target.dst)
+            KSR.corex.append_branch()
+            KSR.pv.sets("$du", "")  # each branch keeps its own; the next one starts clean
+        first = decision.targets[0]
+        KSR.pv.sets("$ru", first.ruri)
+        if first.dst:
+            KSR.pv.sets("$du", first.dst)
+        KSR.tm.t_on_failure("ksr_failure_route")
+        if KSR.tm.t_relay() < 0:
+            self._relay_failed(call, [])
+        return 1
 
     def _relay(self, request: CallRequest, decision: Relay, now: datetime) -> int:
         KSR.dialog.dlg_manage()
@@ -314,11 +465,11 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         return self.app
 
     def _cdr(self, request: CallRequest, now: datetime, code: int, reason: str,
-             decision: Reject) -> CdrRecord:
+             decision: Reject, direction: str = "outbound") -> CdrRecord:
         ctx = decision.context
         return CdrRecord(
             cdr_id=uuid.uuid4(), call_id=request.call_id, node=self._app().settings.node.name,
-            invite_at=now, end_at=now, sip_code=code, sip_reason=reason,
+            invite_at=now, end_at=now, sip_code=code, sip_reason=reason, direction=direction,
             account_id=ctx.account_id, trunk_id=ctx.trunk_id,
             from_raw=request.caller, to_raw=request.dialed,
             from_e164=ctx.from_e164, to_e164=ctx.to_e164, lrn=ctx.lrn, jurisdiction=ctx.jurisdiction,
@@ -329,16 +480,16 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
                        answer_at: datetime | None = None,
                        attempts: list[failover.Attempt] | None = None) -> CdrRecord:
         route = call["routes"][int(_pv(ROUTE_VAR) or 0)] if call.get("routes") else {}
-        fields = {k: call[k] for k in ("call_id", "invite_at", "account_id", "trunk_id", "from_e164",
-                                       "to_e164", "lrn", "jurisdiction", "trace") if call.get(k)}
+        fields = {k: call[k] for k in ("call_id", "direction", "invite_at", "account_id", "trunk_id",
+                                       "from_e164", "to_e164", "lrn", "jurisdiction", "trace") if call.get(k)}
         return CdrRecord.from_fields({
             **fields,
             "cdr_id": str(uuid.uuid4()),
             "node": self._app().settings.node.name,
             "from_raw": call.get("caller") or "",
             "to_raw": call.get("dialed") or "",
-            **({"provider_id": route["vendor_id"], "gateway": route["gateway"],
-                "vendor_rate": route["rate"]} if route else {}),
+            **({"provider_id": route["vendor_id"], "gateway": route["gateway"]} if route else {}),
+            **({"vendor_rate": route["rate"]} if route.get("rate") else {}),
             "sip_code": str(code),
             "sip_reason": reason,
             **({"answer_at": answer_at.isoformat()} if answer_at else {}),
@@ -346,6 +497,20 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             "duration_s": str(billable_duration(answer_at, end_at)),
             **({"attempts": json.dumps([a.to_json() for a in attempts])} if attempts else {}),
         })
+
+
+def _canonical_ip(text: str) -> str:
+    try:
+        address = ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return text
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def _uri_host(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip and not ip.startswith("[") else ip
 
 
 def _attempts() -> list[failover.Attempt]:

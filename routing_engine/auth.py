@@ -1,34 +1,98 @@
-"""Auth: who is calling. This step identifies customer trunks by source address (IP ACL).
+"""Auth: who is calling — by source address (IP ACL, optionally with a tech prefix), or by SIP
+digest credentials (the `auth` module in Kamailio checks them; this module only finds the
+stored HA1).
 
-When ACL entries of different trunks overlap, the most specific one wins: a /32 beats a /24,
-and an entry pinned to a port or transport beats one that is not.
+ACL rules: entries of trunks that allow ACL authentication are matched against the source;
+when entries of different trunks overlap, the most specific wins (a /32 beats a /24, an entry
+pinned to a port or transport beats one that is not). When several customers share one IP,
+each of their trunks has a tech prefix: the matching trunk whose prefix starts the dialed
+number wins (the longest prefix if several do), and the prefix is removed before routing. A
+trunk without a tech prefix takes the calls that carry none.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from uuid import UUID
 
-from routing_engine.snapshot import AclEntry
+from routing_engine.snapshot import AclEntry, Credential, RoutingSnapshot
 
 
-def identify_by_acl(
-    entries_most_specific_first: tuple[AclEntry, ...], source_ip: str, source_port: int, transport: str
-) -> UUID | None:
-    """The trunk whose ACL best matches the source, or None."""
+@dataclass(frozen=True, slots=True)
+class Identified:
+    trunk_id: UUID
+    dialed: str  # the dialed number without the tech prefix
+    method: str  # acl | digest
+    tech_prefix: str | None = None
+
+
+def _address(source_ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         address = ipaddress.ip_address(source_ip)
     except ValueError:
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    transport = transport.lower()
+        return address.ipv4_mapped
+    return address
+
+
+def _matches(entry: AclEntry, address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+             port: int, transport: str) -> bool:
+    return (
+        address.version == entry.network.version
+        and address in entry.network
+        and (entry.port is None or entry.port == port)
+        and (entry.transport is None or entry.transport == transport)
+    )
+
+
+def identify_by_acl(
+    entries_most_specific_first: tuple[AclEntry, ...], source_ip: str, source_port: int, transport: str
+) -> UUID | None:
+    """The trunk whose ACL entry best matches the source, or None (no tech prefixes involved)."""
+    address = _address(source_ip)
+    if address is None:
+        return None
     for entry in entries_most_specific_first:
-        if (
-            address.version == entry.network.version
-            and address in entry.network
-            and (entry.port is None or entry.port == source_port)
-            and (entry.transport is None or entry.transport == transport)
-        ):
+        if _matches(entry, address, source_port, transport.lower()):
             return entry.trunk_id
     return None
+
+
+def identify(snapshot: RoutingSnapshot, source_ip: str, source_port: int, transport: str,
+             dialed: str) -> Identified | None:
+    """The trunk a call from this source, dialing this number, belongs to — by ACL."""
+    address = _address(source_ip)
+    if address is None:
+        return None
+    transport = transport.lower()
+    matching = []
+    for rank, entry in enumerate(snapshot.acl_by_specificity):
+        trunk = snapshot.trunks.get(entry.trunk_id)
+        if trunk is not None and trunk.allows_acl and _matches(entry, address, source_port, transport):
+            matching.append((rank, trunk))
+    prefixed = [(rank, t) for rank, t in matching if t.tech_prefix and dialed.startswith(t.tech_prefix)]
+    if prefixed:
+        _, trunk = min(prefixed, key=lambda rt: (-len(rt[1].tech_prefix or ""), rt[0]))
+        prefix = trunk.tech_prefix or ""
+        return Identified(trunk.id, dialed[len(prefix):], "acl", prefix)
+    for _, trunk in matching:
+        if not trunk.tech_prefix:
+            return Identified(trunk.id, dialed, "acl")
+    return None
+
+
+def credential(snapshot: RoutingSnapshot, username: str) -> Credential | None:
+    """The stored credential for a digest username, if its trunk accepts digest."""
+    found = snapshot.credentials.get(username)
+    if found is None:
+        return None
+    trunk = snapshot.trunks.get(found.trunk_id)
+    return found if trunk is not None and trunk.allows_digest else None
+
+
+def strip_tech_prefix(snapshot: RoutingSnapshot, trunk_id: UUID, dialed: str) -> str:
+    trunk = snapshot.trunks.get(trunk_id)
+    prefix = trunk.tech_prefix if trunk else None
+    return dialed[len(prefix):] if prefix and dialed.startswith(prefix) else dialed

@@ -11,6 +11,7 @@ import fcntl
 import json
 import logging
 import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ import redis
 
 from routing_engine import lrn
 from routing_engine.adapters import lrn_sources, postgres, redis_store
+from routing_engine.adapters.registrations import Defence, RegistrationStore
 from routing_engine.cdr import CdrRecord
 from routing_engine.decision import LrnLookup
 from routing_engine.lrn import LrnSource
@@ -32,7 +34,7 @@ log = logging.getLogger("warp.bootstrap")
 
 def load_snapshot(settings: Settings) -> RoutingSnapshot:
     with postgres.connect(settings.database_url, settings.database.connect_timeout_s) as conn:
-        snapshot = postgres.load_snapshot(conn, datetime.now(UTC))
+        snapshot = postgres.load_snapshot(conn, datetime.now(UTC), settings.auth.realm)
     return snapshot
 
 
@@ -60,6 +62,10 @@ class App:
     cdr_stream: redis_store.CdrStream
     _snapshot: RoutingSnapshot
     lrn_lookup: LrnLookup | None = None
+    registrations: Any = None
+    defence: Any = None
+    # checked against for unknown digest users, so they fail exactly like a wrong password
+    unknown_user_ha1: str = field(default_factory=lambda: secrets.token_hex(16))
     _spool: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -93,4 +99,7 @@ def build_app(environ: Mapping[str, str] | None = None) -> App:
     snapshot = load_snapshot(settings)
     log.info("routing snapshot %s loaded: %d trunks, %d vendors, %d plans", snapshot.version,
              len(snapshot.trunks), len(snapshot.vendors), len(snapshot.plans))
-    return App(settings, stream, snapshot, lrn_lookup(settings, client))
+    a = settings.auth
+    return App(settings, stream, snapshot, lrn_lookup(settings, client),
+               registrations=RegistrationStore(client),
+               defence=Defence(client, a.failures_before_block, a.failure_window_s, a.block_s))

@@ -10,6 +10,8 @@
     warp cdr-emitter            the CDR emitter (Redis stream -> Postgres)
     warp route explain ...      what the engine would do with a call, and why
     warp load lnp|npanxx FILE   bulk-load ported numbers or NPA-NXX homes from CSV
+    warp credentials set ...    a trunk's digest username/password, stored as HA1
+    warp blocks list | clear IP source addresses blocked for digest brute force
 """
 
 from __future__ import annotations
@@ -308,6 +310,58 @@ def cmd_load(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_credentials(settings: Settings, args: argparse.Namespace) -> int:
+    """Store a trunk's digest credentials as HA1 hashes; the password is read, never stored."""
+    import getpass
+
+    from routing_engine.adapters import postgres
+    from routing_engine.credentials import ha1_md5, ha1_sha256
+
+    password = sys.stdin.readline().rstrip("\n") if not sys.stdin.isatty() else getpass.getpass("password: ")
+    if len(password) < 8:
+        print("warp: refusing a password shorter than 8 characters", file=sys.stderr)
+        return 2
+    realm = settings.auth.realm
+    with postgres.connect(settings.database_url) as conn:
+        ban, _, name = args.trunk.partition("/")
+        row = conn.execute("SELECT t.id, t.account_id FROM trunks.trunks t JOIN accounts.accounts a"
+                           " ON a.id = t.account_id WHERE a.ban = %s AND t.name = %s AND t.deleted_at IS NULL",
+                           (ban, name)).fetchone()
+        if row is None:
+            print(f"warp: no trunk {args.trunk!r} (give BAN/trunk-name)", file=sys.stderr)
+            return 1
+        conn.execute(
+            "INSERT INTO trunks.trunk_auth (account_id, trunk_id, username, realm, ha1, ha1_sha256)"
+            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (username, realm) DO UPDATE SET"
+            " trunk_id = EXCLUDED.trunk_id, account_id = EXCLUDED.account_id, ha1 = EXCLUDED.ha1,"
+            " ha1_sha256 = EXCLUDED.ha1_sha256, deleted_at = NULL",
+            (row[1], row[0], args.username, realm, ha1_md5(args.username, realm, password),
+             ha1_sha256(args.username, realm, password)))
+    _say(f"credentials of {args.trunk} set for user {args.username!r} in realm {realm!r} (stored as HA1)")
+    return 0
+
+
+def cmd_blocks(settings: Settings, args: argparse.Namespace) -> int:
+    from routing_engine.adapters import redis_store
+    from routing_engine.adapters.registrations import Defence
+
+    a = settings.auth
+    defence = Defence(redis_store.connect(settings.redis_url, 2000), a.failures_before_block,
+                      a.failure_window_s, a.block_s)
+    if args.action == "clear":
+        if not args.ip:
+            print("warp: blocks clear needs an IP address", file=sys.stderr)
+            return 2
+        _say(f"{args.ip} unblocked" if defence.clear(args.ip) else f"{args.ip} was not blocked")
+        return 0
+    blocks = defence.blocks()
+    for ip, ttl in blocks:
+        print(f"{ip:40} blocked for {ttl} s more")
+    if not blocks:
+        _say("no source is blocked")
+    return 0
+
+
 def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "up":
         setup(settings, with_demo=False)
@@ -411,6 +465,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("load", help="bulk-load a CSV file: lnp (tn,lrn) or npanxx")
     p.add_argument("what", choices=["lnp", "npanxx"])
     p.add_argument("file")
+    p = sub.add_parser("credentials", help="set a trunk's digest credentials (password on stdin)")
+    p.add_argument("action", choices=["set"])
+    p.add_argument("--trunk", required=True, help="BAN/trunk-name, e.g. BAN1001/trunk-2")
+    p.add_argument("--username", required=True)
+    p = sub.add_parser("blocks", help="source IPs blocked for digest brute force")
+    p.add_argument("action", choices=["list", "clear"])
+    p.add_argument("ip", nargs="?")
     sub.add_parser("kamailio")
     sub.add_parser("cdr-emitter")
     p = sub.add_parser("route")
@@ -435,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": cmd_run, "start": cmd_start, "stop": cmd_stop, "status": cmd_status,
         "exec": cmd_exec, "kamailio": cmd_kamailio, "cdr-emitter": cmd_cdr_emitter,
         "stack": cmd_stack, "route": cmd_explain, "load": cmd_load,
+        "credentials": cmd_credentials, "blocks": cmd_blocks,
         "setup": lambda s, a: (setup(s), 0)[1],
         "db": lambda s, a: cmd_migrate(s, a) if a.action == "migrate" else cmd_demo(s, a),
     }

@@ -104,24 +104,25 @@ def decide_invite(
     lrn_lookup: LrnLookup = _no_lrn,
     trunk_id: UUID | None = None,
     price_ceiling: Decimal | None = None,
+    method: str = "given",
 ) -> Decision:
-    """``trunk_id`` skips source identification (explain for a named trunk); ``price_ceiling``
-    is the customer's price per minute when rating knows it (vendors above it are dropped)."""
+    """``trunk_id`` skips source identification: the trunk was identified by digest
+    (``method="digest"``) or named for an explanation. ``price_ceiling`` is the customer's
+    price per minute when rating knows it (vendors above it are dropped)."""
     trace: dict[str, object] = {"snapshot": snapshot.version}
     if trunk_id is None:
-        trunk_id = auth.identify_by_acl(
-            snapshot.acl_by_specificity, request.source_ip, request.source_port, request.transport
-        )
-        method = "acl"
+        found = auth.identify(snapshot, request.source_ip, request.source_port, request.transport,
+                              request.dialed)
     else:
-        method = "given"
-    trunk = snapshot.trunks.get(trunk_id) if trunk_id is not None else None
-    if trunk is None:
+        found = auth.Identified(trunk_id, auth.strip_tech_prefix(snapshot, trunk_id, request.dialed), method)
+    trunk = snapshot.trunks.get(found.trunk_id) if found is not None else None
+    if found is None or trunk is None:
         trace["auth"] = f"no trunk ACL matches {request.source_ip}"
         return Reject(403, "Forbidden", trace=trace)
     account = snapshot.accounts.get(trunk.account_id)
     context = CallContext(account_id=trunk.account_id, trunk_id=trunk.id)
-    trace["auth"] = {"method": method, "trunk": trunk.name}
+    trace["auth"] = {"method": found.method, "trunk": trunk.name,
+                     **({"tech_prefix": found.tech_prefix} if found.tech_prefix else {})}
     if not trunk.enabled:
         return Reject(403, "Trunk disabled", context, trace)
     if account is None or account.status in (AccountStatus.SUSPENDED, AccountStatus.CLOSED):
@@ -136,7 +137,7 @@ def decide_invite(
     except NumberError:
         caller = None  # a missing or odd caller ID does not stop routing; it is recorded
     try:
-        dialed = normalise(translation.dialed_from_trunk(request.dialed, trunk), default_region)
+        dialed = normalise(translation.dialed_from_trunk(found.dialed, trunk), default_region)
     except NumberError as exc:
         trace["number"] = str(exc)
         return Reject(484, "Address Incomplete", context, trace, q850_cause=28)
@@ -174,7 +175,7 @@ def decide_invite(
                            price_ceiling)
     kept = order([c for c in verdicts if c.kept], random.Random(_seed(request.call_id)))
     trace["candidates"] = [c.explain() for c in kept + [c for c in verdicts if not c.kept]]
-    found = tuple(
+    routes = tuple(
         lcr.Route(c.vendor_id, c.vendor_name, gw, c.rate, c.prefix,
                   ruri_user=translation.dialed_for_vendor(dialed, dip, vendor.translation),
                   from_user=translation.caller_for_vendor(caller, vendor.translation))
@@ -184,7 +185,7 @@ def decide_invite(
         for gw in vendor.gateways
         if gw.enabled
     )
-    if not found:
+    if not routes:
         if any(c.rate is not None for c in verdicts):
             return Reject(503, "No Route Available", context, trace, q850_cause=34)
         return Reject(404, "No Route", context, trace, q850_cause=3)
@@ -192,9 +193,9 @@ def decide_invite(
     trace["routes"] = [
         {"vendor": r.vendor_name, "gateway": r.gateway.name, "ruri": r.ruri,
          **({"from": r.from_user} if r.from_user else {})}
-        for r in found[: policy.max_attempts]
+        for r in routes[: policy.max_attempts]
     ]
-    return Relay(found, context, trace, policy)
+    return Relay(routes, context, trace, policy)
 
 
 def _seed(call_id: str) -> int:

@@ -86,6 +86,20 @@ class RoutingSettings:
 
 
 @dataclass(frozen=True)
+class AuthSettings:
+    realm: str = "warp.local"
+    # Nonce secret shared by every node (so a nonce from one node verifies on another);
+    # empty: each Kamailio makes its own at start.
+    nonce_secret: str = ""
+    failures_before_block: int = 5  # digest failures from one source IP within the window...
+    failure_window_s: int = 60
+    block_s: int = 600              # ...block it (all nodes) for this long
+    register_min_expires: int = 60
+    register_max_expires: int = 3600
+    register_default_expires: int = 3600
+
+
+@dataclass(frozen=True)
 class LrnSettings:
     source: str = "local"  # local (routing.lnp in Postgres) | http | none
     http_url: str = ""
@@ -112,6 +126,7 @@ class Settings:
     kamailio: KamailioSettings = field(default_factory=KamailioSettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     lrn: LrnSettings = field(default_factory=LrnSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
     cdr: CdrSettings = field(default_factory=CdrSettings)
     config_path: str = ""
 
@@ -249,6 +264,12 @@ def _check(settings: Settings) -> None:
         "database.connect_timeout_s": settings.database.connect_timeout_s,
         "redis.socket_timeout_ms": settings.redis.socket_timeout_ms,
         "lrn.timeout_ms": settings.lrn.timeout_ms,
+        "auth.failures_before_block": settings.auth.failures_before_block,
+        "auth.failure_window_s": settings.auth.failure_window_s,
+        "auth.block_s": settings.auth.block_s,
+        "auth.register_min_expires": settings.auth.register_min_expires,
+        "auth.register_max_expires": settings.auth.register_max_expires,
+        "auth.register_default_expires": settings.auth.register_default_expires,
         "lrn.cache_ttl_s": settings.lrn.cache_ttl_s,
     }
     for key, value in positive.items():
@@ -275,6 +296,12 @@ def _check(settings: Settings) -> None:
     ):
         if url is not None and not url.startswith(schemes):
             raise SettingsError(f"{key}: expected a URL starting with {' or '.join(schemes)}")
+    a = settings.auth
+    if not a.register_min_expires <= a.register_default_expires <= a.register_max_expires:
+        raise SettingsError("auth.register_default_expires: must lie between register_min_expires and "
+                            "register_max_expires")
+    if not a.realm or any(c in a.realm for c in ' "'):
+        raise SettingsError(f"auth.realm: expected a domain-like name, got {a.realm!r}")
     if settings.lrn.source not in ("local", "http", "none"):
         raise SettingsError(f"lrn.source: expected local, http or none, got {settings.lrn.source!r}")
     if settings.lrn.source == "http" and not settings.lrn.http_url.startswith(("http://", "https://")):

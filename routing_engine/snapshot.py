@@ -67,6 +67,18 @@ class Trunk:
     enabled: bool = True
     strip_digits: int = 0  # applied to what the customer dials, before the number is read
     add_prefix: str = ""
+    tech_prefix: str | None = None  # tells apart customers behind one IP, e.g. "1234#"
+    auth_mode: str = "acl"          # acl | digest | both
+    inbound_uri: str | None = None  # static delivery of the trunk's DIDs (else its registrations)
+    max_contacts: int = 5
+
+    @property
+    def allows_acl(self) -> bool:
+        return self.auth_mode in ("acl", "both")
+
+    @property
+    def allows_digest(self) -> bool:
+        return self.auth_mode in ("digest", "both")
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +203,19 @@ class Location:
     rate_center: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Credential:
+    trunk_id: UUID
+    username: str
+    ha1: str  # MD5(username:realm:password); the password itself is never stored
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayRef:
+    vendor_id: UUID
+    gateway: Gateway
+
+
 @dataclass(frozen=True)
 class RoutingSnapshot:
     version: str
@@ -201,6 +226,10 @@ class RoutingSnapshot:
     vendors: Mapping[UUID, Vendor]
     plans: Mapping[UUID, RoutingPlan]
     npanxx: Mapping[str, Location] = field(default_factory=lambda: MappingProxyType({}))
+    credentials: Mapping[str, Credential] = field(default_factory=lambda: MappingProxyType({}))
+    dids: Mapping[str, UUID] = field(default_factory=lambda: MappingProxyType({}))  # E.164 digits -> trunk
+    # vendor gateways by IP address: a request from one of them is an inbound (origination) call
+    gateway_hosts: Mapping[str, GatewayRef] = field(init=False, repr=False)
     # ACL entries most specific first, so the first match is the best one.
     _acl_by_specificity: tuple[AclEntry, ...] = field(init=False, repr=False)
 
@@ -210,6 +239,15 @@ class RoutingSnapshot:
             key=lambda e: (-e.network.prefixlen, e.port is None, e.transport is None, str(e.trunk_id)),
         )
         object.__setattr__(self, "_acl_by_specificity", tuple(ordered))
+        hosts: dict[str, GatewayRef] = {}
+        for vendor in self.vendors.values():
+            for gw in vendor.gateways:
+                try:
+                    key = str(ipaddress.ip_address(gw.host))
+                except ValueError:
+                    continue  # a DNS name cannot be matched against a source address
+                hosts.setdefault(key, GatewayRef(vendor.id, gw))
+        object.__setattr__(self, "gateway_hosts", MappingProxyType(hosts))
 
     @property
     def acl_by_specificity(self) -> tuple[AclEntry, ...]:

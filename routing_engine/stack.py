@@ -219,6 +219,8 @@ def kamailio_command(settings: Settings, run_dir: Path) -> list[str]:
            "-P", str(run_dir / "kamailio.pid")]
     for sock in s.listen:
         cmd += ["-l", sock]
+    if settings.auth.nonce_secret:
+        defines["WARP_NONCE_SECRET"] = f'"{settings.auth.nonce_secret}"'
     for name, value in defines.items():
         cmd += ["-A", f"{name}={value}"]
     return cmd

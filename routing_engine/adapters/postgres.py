@@ -19,6 +19,7 @@ from routing_engine.snapshot import (
     Account,
     AccountStatus,
     AclEntry,
+    Credential,
     Gateway,
     Location,
     NumberFormat,
@@ -38,7 +39,7 @@ def connect(url: str, timeout_s: int = 5, autocommit: bool = True) -> psycopg.Co
                            application_name="warp")
 
 
-def load_snapshot(conn: psycopg.Connection, now: datetime) -> RoutingSnapshot:
+def load_snapshot(conn: psycopg.Connection, now: datetime, realm: str = "warp.local") -> RoutingSnapshot:
     """Read every routing table in one repeatable-read transaction and build a snapshot."""
     digest = hashlib.sha256()
     with conn.transaction():
@@ -56,9 +57,22 @@ def load_snapshot(conn: psycopg.Connection, now: datetime) -> RoutingSnapshot:
                           " FROM accounts.accounts WHERE deleted_at IS NULL ORDER BY id")
         }
         trunks = {
-            r[0]: Trunk(r[0], r[1], r[2], r[3], r[4], r[5], r[6])
+            r[0]: Trunk(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10])
             for r in rows("SELECT id, account_id, name, routing_plan_id, enabled, strip_digits,"
-                          " add_prefix FROM trunks.trunks WHERE deleted_at IS NULL ORDER BY id")
+                          " add_prefix, tech_prefix, auth_mode, inbound_uri, max_contacts"
+                          " FROM trunks.trunks WHERE deleted_at IS NULL ORDER BY id")
+        }
+        credentials: dict[str, Credential] = {}
+        for r in conn.execute("SELECT trunk_id, username, ha1 FROM trunks.trunk_auth"
+                              " WHERE deleted_at IS NULL AND realm = %s ORDER BY id", (realm,)).fetchall():
+            digest.update(repr(r).encode())
+            if r[0] in trunks:
+                credentials[r[1]] = Credential(r[0], r[1], r[2])
+        dids = {
+            r[0][1:]: r[1]
+            for r in rows("SELECT n.e164, a.trunk_id FROM numbers.number_assignments a"
+                          " JOIN numbers.number_inventory n ON n.id = a.number_id"
+                          " WHERE a.released_at IS NULL AND n.deleted_at IS NULL ORDER BY n.e164")
         }
         blocked_vendor: dict[UUID, list[str]] = {}
         blocked_plan: dict[UUID, list[str]] = {}
@@ -117,6 +131,8 @@ def load_snapshot(conn: psycopg.Connection, now: datetime) -> RoutingSnapshot:
         vendors=MappingProxyType(vendors),
         plans=MappingProxyType(plans),
         npanxx=MappingProxyType(npanxx),
+        credentials=MappingProxyType(credentials),
+        dids=MappingProxyType(dids),
     )
 
 

@@ -128,8 +128,16 @@ def test_cancel_reaches_the_vendor_and_the_attempt_is_recorded_as_487(
     assert (row["sip_code"], row["answer_at"], row["duration_s"]) == (487, None, 0)
 
 
+def test_unknown_source_is_challenged_and_never_routed(node: Node, tmp_path: Path) -> None:
+    with vendor("vendor_answer.xml", CHEAP_VENDOR, tmp_path) as cheap:
+        uac = sipp(scenario_expecting(407, tmp_path), STRANGER, tmp_path, remote=node.target,
+                   service=DIALED, keys={"caller": CALLER})
+        assert uac.wait() == 0, uac.report()
+        assert cheap.received("INVITE") == []
+    assert 'Proxy-Authenticate: Digest realm="warp.local"' in uac.trace()
+
+
 @pytest.mark.parametrize("source, dialed, code", [
-    (STRANGER, DIALED, 403),             # no trunk ACL matches
     (SUSPENDED_CUSTOMER, DIALED, 403),   # account suspended
     (CUSTOMER, "12", 484),               # not a number
     (CUSTOMER, "81312345678", 404),      # Japan: no vendor sells it
