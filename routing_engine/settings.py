@@ -100,6 +100,16 @@ class AuthSettings:
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    listen: str = "127.0.0.1:8080"
+    jwt_secret: str = ""        # HS256 shared secret; or
+    jwks_url: str = ""          # a JWKS URL for RS256/ES256 tokens
+    issuer: str = "warp"
+    audience: str = "warp-admin"
+    max_body_bytes: int = 50_000_000
+
+
+@dataclass(frozen=True)
 class LrnSettings:
     source: str = "local"  # local (routing.lnp in Postgres) | http | none
     http_url: str = ""
@@ -127,6 +137,7 @@ class Settings:
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     lrn: LrnSettings = field(default_factory=LrnSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
     cdr: CdrSettings = field(default_factory=CdrSettings)
     config_path: str = ""
 
