@@ -24,6 +24,7 @@ site.addsitedir(str(_VENV / "lib" / f"python{sys.version_info[0]}.{sys.version_i
 if str(_PROJECT) not in sys.path:
     sys.path.insert(0, str(_PROJECT))
 
+import contextlib  # noqa: E402
 import functools  # noqa: E402
 import ipaddress  # noqa: E402
 import json  # noqa: E402
@@ -32,11 +33,12 @@ import traceback  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
+from decimal import Decimal  # noqa: E402
 from typing import Any  # noqa: E402
 
 import KSR  # noqa: E402  (provided by app_python3)
 
-from routing_engine import auth, bootstrap, failover, inbound, registrar  # noqa: E402
+from routing_engine import auth, bootstrap, failover, inbound, rating, registrar  # noqa: E402
 from routing_engine.cdr import CdrRecord, billable_duration, compact_trace  # noqa: E402
 from routing_engine.decision import CallRequest, Reject, Relay, decide_invite  # noqa: E402
 
@@ -204,9 +206,11 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             return 1
         return self._relay(request, decision, now)
 
-    def _refuse(self, request: CallRequest, now: datetime, decision: Reject, direction: str = "outbound") -> None:
-        if decision.reason_header:
-            KSR.hdr.append_to_reply(decision.reason_header + "\r\n")
+    def _refuse(self, request: CallRequest, now: datetime, decision: Reject, direction: str = "outbound",
+                headers: tuple[str, ...] = ()) -> None:
+        for extra in (decision.reason_header, *headers):
+            if extra:
+                KSR.hdr.append_to_reply(extra + "\r\n")
         KSR.sl.sl_send_reply(decision.code, decision.reason)
         self._app().emit_cdr(self._cdr(request, now, decision.code, decision.reason, decision=decision,
                                        direction=direction))
@@ -336,10 +340,73 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             self._relay_failed(call, [])
         return 1
 
+    def _admit(self, request: CallRequest, decision: Relay, now: datetime) -> tuple[int, int] | None:
+        """Limits, then funds. Returns (reserved micros, max call seconds), or None when a refusal
+        has been sent. Redis unavailable: refused too (money is never guessed)."""
+        app = self._app()
+        snapshot = app.snapshot()
+        ctx = decision.context
+        trunk = snapshot.trunks[ctx.trunk_id]  # type: ignore[index]
+        account = snapshot.accounts[ctx.account_id]  # type: ignore[index]
+        cap = app.settings.sip.max_call_duration_s
+        hold = cap + app.settings.sip.fr_inv_timeout_ms // 1000 + 60
+        reject = Reject(503, "Service Unavailable", ctx, decision.trace)
+        try:
+            admission = app.limits.admit(request.call_id, trunk.id, account.id, now.timestamp(), hold,
+                                         trunk.cps_limit, account.cps_limit, trunk.max_concurrent,
+                                         account.max_concurrent)
+        except Exception as exc:
+            log.error("call %s refused: limits unavailable (%s)", request.call_id, exc)
+            self._refuse(request, now, reject, headers=("Retry-After: 5",))
+            return None
+        if not admission.ok:
+            reason = "CPS limit exceeded" if admission.limit == "cps" else "Call limit reached"
+            decision.trace["limits"] = f"{admission.scope} {admission.limit} limit reached"
+            self._refuse(request, now, Reject(503, reason, ctx, decision.trace),
+                         headers=(f"Retry-After: {1 if admission.limit == 'cps' else 5}",))
+            return None
+        price = decision.price
+        credit = rating.to_micros(account.credit_limit) if account.billing_type == "postpaid" else 0
+        try:
+            reservation = app.wallet.reserve(
+                request.call_id, account.id, now.timestamp(), hold,
+                rating.to_micros(rating.charge(1, price)), rating.to_micros(rating.charge(cap, price)), credit)
+        except Exception as exc:
+            log.error("call %s refused: funds unavailable (%s)", request.call_id, exc)
+            self._release_limits(request.call_id, trunk.id, account.id)
+            self._refuse(request, now, reject, headers=("Retry-After: 5",))
+            return None
+        max_s = rating.max_duration(rating.from_micros(reservation.micros), price, cap) if reservation.micros else 0
+        if max_s <= 0:
+            decision.trace["funds"] = {"available": str(rating.from_micros(reservation.available))}
+            self._release_limits(request.call_id, trunk.id, account.id)
+            self._refuse(request, now, Reject(402, "Insufficient funds", ctx, decision.trace))
+            return None
+        decision.trace["funds"] = {"reserved": str(rating.from_micros(reservation.micros)), "max_s": max_s}
+        # now the call's real limit is known, its place in the limits heals sooner if a node dies
+        with contextlib.suppress(Exception):
+            app.limits.extend(request.call_id, trunk.id, account.id, now.timestamp() + max_s + hold - cap)
+        return reservation.micros, max_s
+
+    def _release_limits(self, call_id: str, trunk_id: Any, account_id: Any) -> None:
+        try:
+            self._app().limits.release(call_id, trunk_id, account_id)
+        except Exception as exc:  # the entry expires by itself
+            log.warning("limits of %s not released now (%s); they expire on their own", call_id, exc)
+
     def _relay(self, request: CallRequest, decision: Relay, now: datetime) -> int:
+        admitted = self._admit(request, decision, now)
+        if admitted is None:
+            return 1
+        reserved, max_s = admitted
         KSR.dialog.dlg_manage()
+        KSR.dialog.dlg_set_timeout(max_s)  # the dialog module sends BYE both ways when it runs out
         ctx = decision.context
         call = {
+            "limited": True,
+            "reserved": reserved,
+            "max_s": max_s,
+            "price": rating.price_to_json(decision.price),
             "call_id": request.call_id,
             "invite_at": now.isoformat(),
             "dialed": request.dialed,
@@ -380,8 +447,15 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         route = call["routes"][int(_pv(ROUTE_VAR) or 0)]
         attempts.append(failover.Attempt(route["vendor"], route["gateway"], 500, "Relay failed"))
         KSR.sl.send_reply(500, "Relay failed")
-        self._app().emit_cdr(self._cdr_from_call(call, 500, "Relay failed", end_at=datetime.now(UTC),
-                                                 attempts=attempts))
+        self._finish(call, 500, "Relay failed", datetime.now(UTC), attempts=attempts)
+
+    def _finish(self, call: dict[str, Any], code: int, reason: str, end_at: datetime,
+                answer_at: datetime | None = None, attempts: list[failover.Attempt] | None = None) -> None:
+        """Every end of a relayed call comes here once: limits released, the CDR (with its money)
+        emitted; the emitter charges it and releases the funds reservation."""
+        if call.get("limited"):
+            self._release_limits(call["call_id"], call["trunk_id"], call["account_id"])
+        self._app().emit_cdr(self._cdr_from_call(call, code, reason, end_at, answer_at, attempts))
 
     # ------------------------------------------------------------------ replies and failures
     @_guarded
@@ -408,8 +482,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         if KSR.tm.t_is_canceled() > 0:
             # the customer gave up: tm answers 487 itself; nothing more is tried
             attempts.append(failover.Attempt(route["vendor"], route["gateway"], 487, "Request Terminated"))
-            self._app().emit_cdr(self._cdr_from_call(call, 487, "Request Terminated",
-                                                     end_at=datetime.now(UTC), attempts=attempts))
+            self._finish(call, 487, "Request Terminated", datetime.now(UTC), attempts=attempts)
             return 1
         code = int(_pv("$T_reply_code") or 500)
         reason = _pv("$T_reply_reason") or "Vendor failure"
@@ -427,8 +500,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         # Answered by us, not relayed: a relayed 503 would be turned into 500 (RFC 3261 16.7),
         # but a carrier's 503 is what tells the customer's switch to try elsewhere.
         KSR.tm.t_reply(final_code, final_reason)
-        self._app().emit_cdr(self._cdr_from_call(call, final_code, final_reason,
-                                                 end_at=datetime.now(UTC), attempts=attempts))
+        self._finish(call, final_code, final_reason, datetime.now(UTC), attempts=attempts)
         return 1
 
     @_guarded
@@ -452,10 +524,8 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             call = json.loads(raw)
             route = call["routes"][int(_pv(ROUTE_VAR) or 0)]
             attempts = [*_attempts(), failover.Attempt(route["vendor"], route["gateway"], 200, "OK")]
-            self._app().emit_cdr(self._cdr_from_call(
-                call, 200, "OK", end_at=datetime.now(UTC),
-                answer_at=datetime.fromisoformat(answer) if answer else None, attempts=attempts,
-            ))
+            self._finish(call, 200, "OK", datetime.now(UTC),
+                         answer_at=datetime.fromisoformat(answer) if answer else None, attempts=attempts)
         return 1
 
     # ------------------------------------------------------------------ helpers
@@ -480,6 +550,15 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
                        answer_at: datetime | None = None,
                        attempts: list[failover.Attempt] | None = None) -> CdrRecord:
         route = call["routes"][int(_pv(ROUTE_VAR) or 0)] if call.get("routes") else {}
+        duration = billable_duration(answer_at, end_at)
+        money: dict[str, str] = {}
+        if call.get("price"):
+            price = rating.price_from_json(call["price"])
+            vendor_rate = Decimal(route["rate"]) if route.get("rate") else None
+            owed = rating.bill(duration, int(call.get("max_s") or 0), price, vendor_rate)
+            money = {"billable_s": str(owed.billable_s), "customer_rate": str(price.per_minute),
+                     "customer_price": str(owed.customer_price), "vendor_cost": str(owed.vendor_cost),
+                     "margin": str(owed.margin), "settle": str(bool(call.get("reserved")))}
         fields = {k: call[k] for k in ("call_id", "direction", "invite_at", "account_id", "trunk_id",
                                        "from_e164", "to_e164", "lrn", "jurisdiction", "trace") if call.get(k)}
         return CdrRecord.from_fields({
@@ -494,7 +573,8 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             "sip_reason": reason,
             **({"answer_at": answer_at.isoformat()} if answer_at else {}),
             "end_at": end_at.isoformat(),
-            "duration_s": str(billable_duration(answer_at, end_at)),
+            "duration_s": str(duration),
+            **money,
             **({"attempts": json.dumps([a.to_json() for a in attempts])} if attempts else {}),
         })
 

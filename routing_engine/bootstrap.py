@@ -22,6 +22,7 @@ import redis
 
 from routing_engine import lrn
 from routing_engine.adapters import lrn_sources, postgres, redis_store
+from routing_engine.adapters.money import Limits, Wallet
 from routing_engine.adapters.registrations import Defence, RegistrationStore
 from routing_engine.cdr import CdrRecord
 from routing_engine.decision import LrnLookup
@@ -64,6 +65,8 @@ class App:
     lrn_lookup: LrnLookup | None = None
     registrations: Any = None
     defence: Any = None
+    limits: Any = None
+    wallet: Any = None
     # checked against for unknown digest users, so they fail exactly like a wrong password
     unknown_user_ha1: str = field(default_factory=lambda: secrets.token_hex(16))
     _spool: Path = field(init=False)
@@ -102,4 +105,5 @@ def build_app(environ: Mapping[str, str] | None = None) -> App:
     a = settings.auth
     return App(settings, stream, snapshot, lrn_lookup(settings, client),
                registrations=RegistrationStore(client),
-               defence=Defence(client, a.failures_before_block, a.failure_window_s, a.block_s))
+               defence=Defence(client, a.failures_before_block, a.failure_window_s, a.block_s),
+               limits=Limits(client), wallet=Wallet(client))

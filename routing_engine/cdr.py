@@ -42,6 +42,12 @@ class CdrRecord:
     lrn: str | None = None
     jurisdiction: str | None = None
     attempts: str | None = None  # JSON list: vendor, gateway, final code, reason per attempt
+    billable_s: int = 0
+    customer_rate: Decimal | None = None
+    customer_price: Decimal | None = None
+    vendor_cost: Decimal | None = None
+    margin: Decimal | None = None
+    settle: bool = False  # funds were reserved: the emitter charges customer_price and releases them
 
     def to_fields(self) -> dict[str, str]:
         """Flat string map for a Redis stream entry; None fields are left out."""
@@ -85,10 +91,14 @@ def _parse(name: str, raw: str) -> Any:
         if value.tzinfo is None:
             raise ValueError("timestamp without time zone")
         return value
-    if name in ("sip_code", "duration_s"):
+    if name in ("sip_code", "duration_s", "billable_s"):
         return int(raw)
-    if name == "vendor_rate":
+    if name in ("vendor_rate", "customer_rate", "customer_price", "vendor_cost", "margin"):
         return Decimal(raw)
+    if name == "settle":
+        if raw not in ("True", "False"):
+            raise ValueError("expected True or False")
+        return raw == "True"
     return raw
 
 

@@ -12,6 +12,7 @@
     warp load lnp|npanxx FILE   bulk-load ported numbers or NPA-NXX homes from CSV
     warp credentials set ...    a trunk's digest username/password, stored as HA1
     warp blocks list | clear IP source addresses blocked for digest brute force
+    warp funds show|topup BAN [AMOUNT]  live and ledger balance; top-ups
 """
 
 from __future__ import annotations
@@ -241,38 +242,64 @@ def cmd_kamailio(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_cdr_emitter(settings: Settings, args: argparse.Namespace) -> int:
+    """The companion: CDRs and ledger entries from Redis streams into Postgres, balance seeding."""
+    import threading
+
     from routing_engine.adapters import redis_store
-    from routing_engine.emitter import Emitter, PostgresSink, replay_spool
+    from routing_engine.adapters.money import LEDGER_STREAM, Wallet, ledger_entry
+    from routing_engine.emitter import Emitter, LedgerSink, PostgresSink, replay_spool, seed_balances
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    stop = False
+    stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        nonlocal stop
-        stop = True
+        stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    client = redis_store.connect(settings.redis_url, 5000)
-    stream = redis_store.CdrStream(client, settings.cdr.stream, settings.cdr.group,
-                                   settings.cdr.stream_maxlen)
-    while not stop:
-        try:
-            stream.ensure_group()
-            break
-        except Exception as exc:
-            log.warning("Redis not reachable yet (%s); retrying", exc)
-            time.sleep(1)
-    emitter = Emitter(
-        stream=stream,
-        sink=PostgresSink(settings.database_url, settings.database.connect_timeout_s),
-        consumer=f"{settings.node.name}-emitter",
-        batch_size=settings.cdr.batch_size,
-        batch_seconds=settings.cdr.batch_seconds,
-        on_idle=lambda: replay_spool(settings, stream),
-    )
-    log.info("CDR emitter following %s as %s", settings.cdr.stream, emitter.consumer)
-    emitter.run(lambda: stop)
+
+    def stream_for(name: str) -> redis_store.CdrStream:
+        client = redis_store.connect(settings.redis_url, 5000)
+        stream = redis_store.CdrStream(client, name, settings.cdr.group, settings.cdr.stream_maxlen)
+        while not stop.is_set():
+            try:
+                stream.ensure_group()
+                break
+            except Exception as exc:
+                log.warning("Redis not reachable yet (%s); retrying", exc)
+                stop.wait(1)
+        return stream
+
+    cdrs = stream_for(settings.cdr.stream)
+    ledger = stream_for(LEDGER_STREAM)
+    wallet = Wallet(ledger.client)
+    last_seed = [0.0]
+
+    def ledger_idle() -> None:
+        if time.monotonic() - last_seed[0] >= 30:
+            seeded = seed_balances(settings.database_url, wallet)
+            last_seed[0] = time.monotonic()
+            if seeded:
+                log.info("seeded %d live balances from the ledger", seeded)
+
+    consumer = f"{settings.node.name}-emitter"
+    workers = [
+        Emitter(stream=cdrs, sink=PostgresSink(settings.database_url, settings.database.connect_timeout_s,
+                                               wallet=Wallet(cdrs.client)),
+                consumer=consumer, batch_size=settings.cdr.batch_size, batch_seconds=settings.cdr.batch_seconds,
+                on_idle=lambda: replay_spool(settings, cdrs)),
+        Emitter(stream=ledger, sink=LedgerSink(settings.database_url, settings.database.connect_timeout_s),
+                consumer=consumer, batch_size=settings.cdr.batch_size, batch_seconds=settings.cdr.batch_seconds,
+                on_idle=ledger_idle, parse=ledger_entry, what="ledger entries"),
+    ]
+    threads = [threading.Thread(target=w.run, args=(stop.is_set,), name=w.what) for w in workers]
+    log.info("emitter following %s and %s as %s", settings.cdr.stream, LEDGER_STREAM, consumer)
+    for t in threads:
+        t.start()
+    while not stop.is_set():
+        stop.wait(0.5)
+    for t in threads:
+        t.join()
     return 0
 
 
@@ -338,6 +365,45 @@ def cmd_credentials(settings: Settings, args: argparse.Namespace) -> int:
             (row[1], row[0], args.username, realm, ha1_md5(args.username, realm, password),
              ha1_sha256(args.username, realm, password)))
     _say(f"credentials of {args.trunk} set for user {args.username!r} in realm {realm!r} (stored as HA1)")
+    return 0
+
+
+def cmd_funds(settings: Settings, args: argparse.Namespace) -> int:
+    """Top up a prepaid balance (or adjust one), and show live and ledger balances."""
+    import uuid as uuidlib
+    from decimal import Decimal, InvalidOperation
+
+    from routing_engine.adapters import postgres, redis_store
+    from routing_engine.adapters.money import Wallet
+    from routing_engine.rating import from_micros, to_micros
+
+    with postgres.connect(settings.database_url) as conn:
+        row = conn.execute("SELECT account_id, billing_type, credit_limit, balance FROM billing.account_balances"
+                           " WHERE ban = %s", (args.ban,)).fetchone()
+    if row is None:
+        print(f"warp: no account with BAN {args.ban!r}", file=sys.stderr)
+        return 1
+    account_id, billing_type, credit_limit, ledger_balance = row
+    wallet = Wallet(redis_store.connect(settings.redis_url, 2000))
+    if args.action == "topup":
+        try:
+            amount = Decimal(args.amount or "")
+        except InvalidOperation:
+            amount = Decimal(0)
+        if amount <= 0 or amount != amount.quantize(Decimal("0.000001")):
+            print("warp: give a positive amount with at most 6 decimal places", file=sys.stderr)
+            return 2
+        if wallet.balance(account_id) is None:
+            wallet.seed({account_id: to_micros(ledger_balance)})
+        now = datetime.now(UTC)
+        live = wallet.topup(account_id, to_micros(amount), f"topup-{uuidlib.uuid4()}", now.isoformat())
+        _say(f"{args.ban}: +{amount}; live balance {from_micros(live)} (written to the ledger by the emitter)")
+        return 0
+    live_micros = wallet.balance(account_id)
+    print(f"account        {args.ban} ({billing_type}, credit limit {credit_limit})")
+    print(f"live balance   {from_micros(live_micros) if live_micros is not None else 'not loaded yet'}")
+    print(f"reserved       {from_micros(wallet.reserved(account_id))} by calls in progress")
+    print(f"ledger balance {ledger_balance} (Postgres; charges arrive within a batch interval)")
     return 0
 
 
@@ -414,7 +480,7 @@ def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     trace = decision.trace
     print(f"snapshot      {snapshot.version}   at {at.isoformat()}")
-    for key in ("auth", "account", "numbers", "plan", "lrn", "jurisdiction", "blocked", "error", "number"):
+    for key in ("auth", "account", "numbers", "plan", "lrn", "jurisdiction", "rating", "blocked", "error", "number"):
         if key in trace:
             print(f"{key:13} {_flat(trace[key])}")
     for c in cast(list[dict[str, Any]], trace.get("candidates", [])):
@@ -469,6 +535,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("action", choices=["set"])
     p.add_argument("--trunk", required=True, help="BAN/trunk-name, e.g. BAN1001/trunk-2")
     p.add_argument("--username", required=True)
+    p = sub.add_parser("funds", help="an account's balance: show, or top up")
+    p.add_argument("action", choices=["show", "topup"])
+    p.add_argument("ban")
+    p.add_argument("amount", nargs="?")
     p = sub.add_parser("blocks", help="source IPs blocked for digest brute force")
     p.add_argument("action", choices=["list", "clear"])
     p.add_argument("ip", nargs="?")
@@ -496,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": cmd_run, "start": cmd_start, "stop": cmd_stop, "status": cmd_status,
         "exec": cmd_exec, "kamailio": cmd_kamailio, "cdr-emitter": cmd_cdr_emitter,
         "stack": cmd_stack, "route": cmd_explain, "load": cmd_load,
-        "credentials": cmd_credentials, "blocks": cmd_blocks,
+        "credentials": cmd_credentials, "blocks": cmd_blocks, "funds": cmd_funds,
         "setup": lambda s, a: (setup(s), 0)[1],
         "db": lambda s, a: cmd_migrate(s, a) if a.action == "migrate" else cmd_demo(s, a),
     }

@@ -14,10 +14,13 @@ trunk disabled                         403   Trunk disabled
 account suspended / closed             403   Account suspended / Account closed
 dialed number unreadable               484   Address Incomplete (Q.850 cause 28)
 destination blocked by the plan        403   Destination blocked (Q.850 cause 21)
+no customer rate for the destination   403   No customer rate (Q.850 cause 57)
 trunk (and account) has no plan        503   No routing plan (Q.850 cause 47)
 plan's strategy unknown                503   Routing plan misconfigured (Q.850 cause 47)
 no vendor of the plan has a rate       404   No Route (Q.850 cause 3)
 vendors priced but none usable now     503   No Route Available (Q.850 cause 34)
+(e.g. all cost more than the customer
+pays, unless the plan allows it)
 =====================================  ====  ==========================================
 
 404 is final for the customer (the destination is not one we sell); 503 tells the customer's
@@ -31,14 +34,14 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from uuid import UUID
 
 from routing_engine import auth, lcr, lrn, translation
 from routing_engine.failover import Policy
 from routing_engine.jurisdiction import classify
 from routing_engine.numbers import E164, NumberError, normalise
-from routing_engine.snapshot import AccountStatus, RoutingSnapshot, longest_blocked
+from routing_engine.rating import Price
+from routing_engine.snapshot import AccountStatus, RoutingSnapshot, longest_blocked, rate_plan_of
 from routing_engine.strategies import UnknownStrategy, strategy
 
 LrnLookup = Callable[[E164], lrn.LrnResult]
@@ -72,6 +75,7 @@ class Relay:
     context: CallContext
     trace: dict[str, object]
     policy: Policy
+    price: Price  # what the customer pays for this call
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,12 +107,10 @@ def decide_invite(
     default_region: str = "US",
     lrn_lookup: LrnLookup = _no_lrn,
     trunk_id: UUID | None = None,
-    price_ceiling: Decimal | None = None,
     method: str = "given",
 ) -> Decision:
     """``trunk_id`` skips source identification: the trunk was identified by digest
-    (``method="digest"``) or named for an explanation. ``price_ceiling`` is the customer's
-    price per minute when rating knows it (vendors above it are dropped)."""
+    (``method="digest"``) or named for an explanation."""
     trace: dict[str, object] = {"snapshot": snapshot.version}
     if trunk_id is None:
         found = auth.identify(snapshot, request.source_ip, request.source_port, request.transport,
@@ -171,8 +173,18 @@ def decide_invite(
                           lrn=("+" + dip.lrn) if dip.lrn else None,
                           jurisdiction=classification.kind.value)
 
-    verdicts = lcr.examine(plan, snapshot, dialed.digits, destination, classification.kind, now,
-                           price_ceiling)
+    rate_plan = rate_plan_of(snapshot, trunk)
+    customer_rate = rate_plan.rate_for(destination, now) if rate_plan else None
+    if customer_rate is None:
+        trace["rating"] = {"plan": rate_plan.name if rate_plan else None, "rate": None}
+        return Reject(403, "No customer rate", context, trace, q850_cause=57)
+    price = Price(customer_rate.price_for(classification.kind), customer_rate.initial_s,
+                  customer_rate.subsequent_s, customer_rate.min_duration_s, customer_rate.connection_fee,
+                  customer_rate.prefix)
+    trace["rating"] = {"plan": rate_plan.name if rate_plan else None, **price.explain()}
+    # Margin protection: a vendor may cost at most the price minus the plan's minimum margin.
+    ceiling = None if plan.allow_negative_margin else price.per_minute - plan.min_margin
+    verdicts = lcr.examine(plan, snapshot, dialed.digits, destination, classification.kind, now, ceiling)
     kept = order([c for c in verdicts if c.kept], random.Random(_seed(request.call_id)))
     trace["candidates"] = [c.explain() for c in kept + [c for c in verdicts if not c.kept]]
     routes = tuple(
@@ -195,7 +207,7 @@ def decide_invite(
          **({"from": r.from_user} if r.from_user else {})}
         for r in routes[: policy.max_attempts]
     ]
-    return Relay(routes, context, trace, policy)
+    return Relay(routes, context, trace, policy, price)
 
 
 def _seed(call_id: str) -> int:

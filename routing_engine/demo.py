@@ -4,7 +4,8 @@
 vendors with rate decks (US by NPA-NXX with interstate/intrastate/indeterminate rates, five
 international countries by prefix, toll-free); three routing plans; NPA-NXX homes of the demo
 NPAs (two rate centres each) and a few ported numbers. Every simulated customer trunk and every
-vendor gateway has its own loopback address:
+vendor gateway has its own loopback address. Every customer pays the "retail" price list (30%
+above the dearest vendor); prepaid customers start with a 25.00 top-up.
 
     customer n (1-10), trunk t (1-5)  ->  127.0.0.(100 + 5*(n-1) + t)
     vendor v (1-4)                    ->  127.0.0.(200 + v), port 5060
@@ -71,6 +72,10 @@ class DemoSummary:
     ported: int = 0
 
 
+def _markup(value: Decimal | None) -> Decimal | None:
+    return None if value is None else (value * Decimal("1.3")).quantize(Decimal("0.000001"))
+
+
 def _money(value: float) -> Decimal:
     return Decimal(str(round(value, 6))).quantize(Decimal("0.000001"))
 
@@ -78,6 +83,7 @@ def _money(value: float) -> Decimal:
 def load(conn: psycopg.Connection, seed: int = 20251) -> DemoSummary:
     rnd = random.Random(seed)
     counts = {"accounts": 0, "trunks": 0, "dids": 0, "vendors": 0, "rates": 0}
+    dearest: dict[str, list[Decimal | None]] = {}  # prefix -> highest vendor rate, inter, intra
     with conn.transaction(), conn.cursor() as cur:
         # vendors, gateways, rate decks
         for v, name in enumerate(VENDORS, start=1):
@@ -106,6 +112,11 @@ def load(conn: psycopg.Connection, seed: int = 20251) -> DemoSummary:
                 rows.append((mobile, f"{country} mobile", _money(fixed * (1.5 + rnd.random())), None, None))
             rows = list({r[0]: r for r in rows}.values())  # one row per prefix
             for prefix, desc, rate, inter_rate, intra_rate in rows:
+                top = dearest.setdefault(prefix, [None, None, None])
+                for i, value in enumerate((rate, inter_rate, intra_rate)):
+                    current = top[i]
+                    if value is not None and (current is None or value > current):
+                        top[i] = value
                 cur.execute(
                     "INSERT INTO routing.rates (id, provider_id, prefix, description, rate,"
                     " interstate_rate, intrastate_rate) VALUES (%s, %s, %s, %s, %s, %s, %s)"
@@ -121,6 +132,19 @@ def load(conn: psycopg.Connection, seed: int = 20251) -> DemoSummary:
                 cur.execute("INSERT INTO routing.routing_plan_providers (id, routing_plan_id,"
                             " provider_id, priority) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
                             (uid("plan-member", plan, member), pid, uid("vendor", member), priority))
+        # the customers' price list: 30% above the dearest vendor, so every demo call has a margin
+        retail = uid("rate-plan", "retail")
+        cur.execute("INSERT INTO billing.rate_plans (id, name) VALUES (%s, 'retail') ON CONFLICT DO NOTHING",
+                    (retail,))
+        for prefix, (top_rate, top_inter, top_intra) in dearest.items():
+            nanp = prefix.startswith("1") and prefix[:4] not in TOLL_FREE
+            increments = (6, 6) if nanp else (60, 60)
+            cur.execute(
+                "INSERT INTO billing.rate_plan_rates (id, rate_plan_id, prefix, rate, interstate_rate,"
+                " intrastate_rate, initial_increment, subsequent_increment) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT DO NOTHING",
+                (uid("retail-rate", prefix), retail, prefix, _markup(top_rate), _markup(top_inter),
+                 _markup(top_intra), *increments))
         # customers, trunks, ACLs, DIDs
         plan_names = list(PLANS)
         for n, status in enumerate(STATUSES, start=1):
@@ -132,6 +156,11 @@ def load(conn: psycopg.Connection, seed: int = 20251) -> DemoSummary:
                         " ON CONFLICT DO NOTHING",
                         (aid, f"BAN{1000 + n}", f"Demo Customer {n:02d}", status, reason, billing,
                          Decimal("0") if billing == "prepaid" else Decimal(500 * n)))
+            cur.execute("UPDATE accounts.accounts SET rate_plan_id = %s WHERE id = %s AND rate_plan_id IS NULL",
+                        (retail, aid))
+            if billing == "prepaid":  # an opening top-up in the ledger
+                cur.execute("INSERT INTO billing.balance_updates (account_id, amount, kind, reference)"
+                            " VALUES (%s, 25.00, 'topup', %s) ON CONFLICT DO NOTHING", (aid, f"demo-opening-{n}"))
             counts["accounts"] += 1
             trunk_count = 2 + rnd.randint(0, 3)
             trunk_ids = []

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Protocol
 
 from routing_engine.cdr import CdrRecord
@@ -24,7 +25,7 @@ log = logging.getLogger("warp.emitter")
 class Sink(Protocol):
     """Where batches go (Postgres now; BigQuery later behind the same interface)."""
 
-    def write(self, records: list[CdrRecord]) -> int: ...
+    def write(self, records: list[Any]) -> int: ...
 
 
 class Stream(Protocol):
@@ -50,6 +51,8 @@ class Emitter:
     min_backoff_s: float = 0.5
     max_backoff_s: float = 30.0
     on_idle: Callable[[], object] | None = None  # e.g. replay the local spool into the stream
+    parse: Callable[[dict[str, str]], Any] = CdrRecord.from_fields
+    what: str = "CDRs"
 
     def run(self, should_stop: Callable[[], bool]) -> None:
         """Drain what this consumer left unacknowledged, then follow the stream until stopped."""
@@ -80,19 +83,19 @@ class Emitter:
 
     def flush(self, entries: list[tuple[str, dict[str, str]]]) -> int:
         """Write one batch and acknowledge it; raises if the sink fails (nothing acknowledged)."""
-        records: list[CdrRecord] = []
+        records: list[Any] = []
         ids: list[str] = []
         for entry_id, data in entries:
             try:
-                records.append(CdrRecord.from_fields(data))
+                records.append(self.parse(data))
                 ids.append(entry_id)
             except ValueError as exc:
-                log.error("CDR entry %s unreadable, moved to dead letters: %s", entry_id, exc)
+                log.error("%s entry %s unreadable, moved to dead letters: %s", self.what, entry_id, exc)
                 self.stream.dead_letter(entry_id, data, str(exc))
                 self.stream.ack([entry_id])
         added = self.sink.write(records)
         self.stream.ack(ids)
-        log.info("wrote %d CDRs (%d new)", len(records), added)
+        log.info("wrote %d %s (%d new)", len(records), self.what, added)
         return added
 
     def _flush_with_retry(
@@ -104,8 +107,8 @@ class Emitter:
                 self.flush(entries)
                 return
             except Exception as exc:  # the sink is down: keep the batch, back off, try again
-                log.warning("CDR batch of %d not written (%s); retrying in %.1fs",
-                            len(entries), exc, delay)
+                log.warning("%s batch of %d not written (%s); retrying in %.1fs",
+                            self.what, len(entries), exc, delay)
                 if should_stop():
                     return  # unacknowledged: delivered again on the next start
                 time.sleep(delay)
@@ -113,16 +116,28 @@ class Emitter:
 
 
 class PostgresSink(Sink):
-    """Writes batches into cdr.cdrs; reconnects after a failure."""
+    """Writes batches into cdr.cdrs; reconnects after a failure.
 
-    def __init__(self, url: str, timeout_s: int) -> None:
+    With a wallet, it first settles the calls that reserved funds: the exact charge, once per
+    Call-ID, and the reservation released. Settling before the insert and acknowledging after
+    it means a crash anywhere repeats only idempotent steps.
+    """
+
+    def __init__(self, url: str, timeout_s: int, wallet: Any = None) -> None:
         self.url = url
         self.timeout_s = timeout_s
+        self.wallet = wallet
         self._conn: Any = None
 
     def write(self, records: list[CdrRecord]) -> int:
         from routing_engine.adapters import postgres
+        from routing_engine.rating import to_micros
 
+        if self.wallet is not None:
+            for r in records:
+                if r.settle and r.account_id is not None:
+                    at = (r.end_at or r.invite_at).isoformat()
+                    self.wallet.settle(r.call_id, r.account_id, to_micros(r.customer_price or Decimal(0)), at)
         if self._conn is None or self._conn.closed:
             self._conn = postgres.connect(self.url, self.timeout_s)
         try:
@@ -133,6 +148,47 @@ class PostgresSink(Sink):
             finally:
                 self._conn = None
             raise
+
+
+class LedgerSink(Sink):
+    """Writes balance changes into billing.balance_updates; (kind, reference) makes it idempotent."""
+
+    def __init__(self, url: str, timeout_s: int) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self._conn: Any = None
+
+    def write(self, records: list[Any]) -> int:
+        from routing_engine.adapters import postgres
+        from routing_engine.rating import from_micros
+
+        if self._conn is None or self._conn.closed:
+            self._conn = postgres.connect(self.url, self.timeout_s)
+        try:
+            added = 0
+            with self._conn.transaction(), self._conn.cursor() as cur:
+                for r in records:
+                    cur.execute("INSERT INTO billing.balance_updates (account_id, amount, kind, reference, created_at)"
+                                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (kind, reference) DO NOTHING",
+                                (r["account_id"], from_micros(r["amount_micros"]), r["kind"], r["reference"], r["at"]))
+                    added += cur.rowcount
+            return added
+        except Exception:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+            raise
+
+
+def seed_balances(database_url: str, wallet: Any) -> int:
+    """Give every account without a live balance in Redis its balance from the Postgres ledger."""
+    from routing_engine.adapters import postgres
+    from routing_engine.rating import to_micros
+
+    with postgres.connect(database_url) as conn:
+        rows = conn.execute("SELECT account_id, balance FROM billing.account_balances").fetchall()
+    return int(wallet.seed({r[0]: to_micros(r[1]) for r in rows}))
 
 
 def replay_spool(settings: Any, stream: Any) -> int:

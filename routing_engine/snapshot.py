@@ -56,6 +56,11 @@ class Account:
     status: AccountStatus
     status_reason: str | None = None
     routing_plan_id: UUID | None = None
+    billing_type: str = "postpaid"  # prepaid: spends its balance; postpaid: balance + credit limit
+    credit_limit: Decimal = Decimal(0)
+    rate_plan_id: UUID | None = None
+    cps_limit: int | None = None
+    max_concurrent: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +76,9 @@ class Trunk:
     auth_mode: str = "acl"          # acl | digest | both
     inbound_uri: str | None = None  # static delivery of the trunk's DIDs (else its registrations)
     max_contacts: int = 5
+    rate_plan_id: UUID | None = None  # else the account's
+    cps_limit: int | None = None
+    max_concurrent: int | None = None
 
     @property
     def allows_acl(self) -> bool:
@@ -136,6 +144,53 @@ class VendorRate:
 
 
 @dataclass(frozen=True, slots=True)
+class CustomerRate(VendorRate):
+    """A row of a customer's rate plan: a vendor-style rate plus its billing rules."""
+
+    initial_s: int = 60
+    subsequent_s: int = 60
+    min_duration_s: int = 0
+    connection_fee: Decimal = Decimal(0)
+
+
+def longest_rate(rates: Mapping[str, tuple[VendorRate, ...]], max_len: int, digits: str,
+                 now: datetime) -> VendorRate | None:
+    """The rate of the longest prefix of ``digits`` that has one in force at ``now``."""
+    for length in range(min(len(digits), max_len), 0, -1):
+        entries = rates.get(digits[:length])
+        if entries:
+            for entry in reversed(entries):  # newest first
+                if entry.active_at(now):
+                    return entry
+    return None
+
+
+def index_rates(rates: Iterable[VendorRate]) -> tuple[Mapping[str, tuple[VendorRate, ...]], int]:
+    by_prefix: dict[str, list[VendorRate]] = {}
+    for rate in rates:
+        by_prefix.setdefault(rate.prefix, []).append(rate)
+    indexed = {p: tuple(sorted(rs, key=lambda r: r.effective_at)) for p, rs in by_prefix.items()}
+    return MappingProxyType(indexed), max((len(p) for p in indexed), default=0)
+
+
+@dataclass(frozen=True, slots=True)
+class RatePlan:
+    id: UUID
+    name: str
+    rates: Mapping[str, tuple[VendorRate, ...]]
+    max_prefix_len: int = 0
+
+    def rate_for(self, digits: str, now: datetime) -> CustomerRate | None:
+        found = longest_rate(self.rates, self.max_prefix_len, digits, now)
+        return found if isinstance(found, CustomerRate) else None
+
+
+def build_rate_plan(id: UUID, name: str, rates: Iterable[CustomerRate]) -> RatePlan:
+    indexed, max_len = index_rates(rates)
+    return RatePlan(id, name, indexed, max_len)
+
+
+@dataclass(frozen=True, slots=True)
 class Translation:
     """How a vendor wants numbers written in the Request-URI (and From, if asked)."""
 
@@ -161,13 +216,7 @@ class Vendor:
 
     def rate_for(self, digits: str, now: datetime) -> VendorRate | None:
         """Longest prefix of ``digits`` with a rate in force at ``now``."""
-        for length in range(min(len(digits), self.max_prefix_len), 0, -1):
-            entries = self.rates.get(digits[:length])
-            if entries:
-                for entry in reversed(entries):  # newest first
-                    if entry.active_at(now):
-                        return entry
-        return None
+        return longest_rate(self.rates, self.max_prefix_len, digits, now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +236,8 @@ class RoutingPlan:
     max_attempts: int = 3
     attempt_timeout_ms: int | None = None
     blocked: frozenset[str] = frozenset()
+    min_margin: Decimal = Decimal(0)
+    allow_negative_margin: bool = False
 
     def retries_on(self, code: int) -> bool:
         return code in self.failover_codes and code not in NEVER_FAILOVER
@@ -228,6 +279,7 @@ class RoutingSnapshot:
     npanxx: Mapping[str, Location] = field(default_factory=lambda: MappingProxyType({}))
     credentials: Mapping[str, Credential] = field(default_factory=lambda: MappingProxyType({}))
     dids: Mapping[str, UUID] = field(default_factory=lambda: MappingProxyType({}))  # E.164 digits -> trunk
+    rate_plans: Mapping[UUID, RatePlan] = field(default_factory=lambda: MappingProxyType({}))
     # vendor gateways by IP address: a request from one of them is an inbound (origination) call
     gateway_hosts: Mapping[str, GatewayRef] = field(init=False, repr=False)
     # ACL entries most specific first, so the first match is the best one.
@@ -262,6 +314,15 @@ class RoutingSnapshot:
         return self.plans.get(plan_id) if plan_id is not None else None
 
 
+def rate_plan_of(snapshot: RoutingSnapshot, trunk: Trunk) -> RatePlan | None:
+    """The customer price list for a trunk: its own, else its account's."""
+    plan_id = trunk.rate_plan_id
+    if plan_id is None:
+        account = snapshot.accounts.get(trunk.account_id)
+        plan_id = account.rate_plan_id if account else None
+    return snapshot.rate_plans.get(plan_id) if plan_id is not None else None
+
+
 def longest_blocked(blocked: frozenset[str], digits: str) -> str | None:
     """The blocked prefix that covers ``digits``, if any."""
     for length in range(len(digits), 0, -1):
@@ -280,17 +341,14 @@ def build_vendor(
     blocked: Iterable[str] = (),
 ) -> Vendor:
     """A vendor with its rate deck indexed by prefix."""
-    by_prefix: dict[str, list[VendorRate]] = {}
-    for rate in rates:
-        by_prefix.setdefault(rate.prefix, []).append(rate)
-    indexed = {p: tuple(sorted(rs, key=lambda r: r.effective_at)) for p, rs in by_prefix.items()}
+    indexed, max_len = index_rates(rates)
     return Vendor(
         id=id,
         name=name,
         gateways=tuple(sorted(gateways, key=lambda g: (g.priority, g.name))),
-        rates=MappingProxyType(indexed),
+        rates=indexed,
         enabled=enabled,
-        max_prefix_len=max((len(p) for p in indexed), default=0),
+        max_prefix_len=max_len,
         translation=translation or Translation(),
         blocked=frozenset(blocked),
     )

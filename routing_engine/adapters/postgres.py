@@ -20,6 +20,7 @@ from routing_engine.snapshot import (
     AccountStatus,
     AclEntry,
     Credential,
+    CustomerRate,
     Gateway,
     Location,
     NumberFormat,
@@ -29,6 +30,7 @@ from routing_engine.snapshot import (
     Translation,
     Trunk,
     VendorRate,
+    build_rate_plan,
     build_vendor,
 )
 
@@ -52,15 +54,16 @@ def load_snapshot(conn: psycopg.Connection, now: datetime, realm: str = "warp.lo
             return result
 
         accounts = {
-            r[0]: Account(r[0], r[1], r[2], AccountStatus(r[3]), r[4], r[5])
-            for r in rows("SELECT id, ban, name, status, status_reason, routing_plan_id"
+            r[0]: Account(r[0], r[1], r[2], AccountStatus(r[3]), r[4], r[5], r[6], r[7], r[8], r[9], r[10])
+            for r in rows("SELECT id, ban, name, status, status_reason, routing_plan_id, billing_type,"
+                          " credit_limit, rate_plan_id, cps_limit, max_concurrent"
                           " FROM accounts.accounts WHERE deleted_at IS NULL ORDER BY id")
         }
         trunks = {
-            r[0]: Trunk(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10])
+            r[0]: Trunk(*r)
             for r in rows("SELECT id, account_id, name, routing_plan_id, enabled, strip_digits,"
-                          " add_prefix, tech_prefix, auth_mode, inbound_uri, max_contacts"
-                          " FROM trunks.trunks WHERE deleted_at IS NULL ORDER BY id")
+                          " add_prefix, tech_prefix, auth_mode, inbound_uri, max_contacts, rate_plan_id,"
+                          " cps_limit, max_concurrent FROM trunks.trunks WHERE deleted_at IS NULL ORDER BY id")
         }
         credentials: dict[str, Credential] = {}
         for r in conn.execute("SELECT trunk_id, username, ha1 FROM trunks.trunk_auth"
@@ -112,10 +115,20 @@ def load_snapshot(conn: psycopg.Connection, now: datetime, realm: str = "warp.lo
             members.setdefault(r[0], []).append(PlanVendor(r[1], r[2], r[3]))
         plans = {
             r[0]: RoutingPlan(r[0], r[1], r[2], tuple(members.get(r[0], ())), frozenset(r[3]), r[4],
-                              r[5], frozenset(blocked_plan.get(r[0], ())))
+                              r[5], frozenset(blocked_plan.get(r[0], ())), r[6], r[7])
             for r in rows("SELECT id, name, strategy, failover_codes, max_attempts,"
-                          " attempt_timeout_ms FROM routing.routing_plans"
+                          " attempt_timeout_ms, min_margin, allow_negative_margin FROM routing.routing_plans"
                           " WHERE deleted_at IS NULL ORDER BY id")
+        }
+        customer_rates: dict[UUID, list[CustomerRate]] = {}
+        for r in rows("SELECT rate_plan_id, prefix, rate, effective_at, ends_at, interstate_rate,"
+                      " intrastate_rate, indeterminate_rate, initial_increment, subsequent_increment,"
+                      " min_duration_s, connection_fee FROM billing.rate_plan_rates"
+                      " ORDER BY rate_plan_id, prefix, effective_at"):
+            customer_rates.setdefault(r[0], []).append(CustomerRate(*r[1:]))
+        rate_plans = {
+            r[0]: build_rate_plan(r[0], r[1], customer_rates.get(r[0], ()))
+            for r in rows("SELECT id, name FROM billing.rate_plans WHERE deleted_at IS NULL ORDER BY id")
         }
         npanxx = {
             r[0]: Location(r[1].strip(), r[2], r[3], r[4], r[5])
@@ -133,6 +146,7 @@ def load_snapshot(conn: psycopg.Connection, now: datetime, realm: str = "warp.lo
         npanxx=MappingProxyType(npanxx),
         credentials=MappingProxyType(credentials),
         dids=MappingProxyType(dids),
+        rate_plans=MappingProxyType(rate_plans),
     )
 
 
@@ -140,6 +154,7 @@ _CDR_COLUMNS = (
     "cdr_id", "call_id", "node", "direction", "account_id", "trunk_id", "provider_id", "gateway",
     "from_raw", "to_raw", "from_e164", "to_e164", "invite_at", "answer_at", "end_at",
     "duration_s", "sip_code", "sip_reason", "vendor_rate", "trace", "lrn", "jurisdiction", "attempts",
+    "billable_s", "customer_rate", "customer_price", "vendor_cost", "margin",
 )
 _INSERT_CDR = (
     f"INSERT INTO cdr.cdrs ({', '.join(_CDR_COLUMNS)}) "

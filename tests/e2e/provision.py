@@ -34,10 +34,25 @@ def plan(db: psycopg.Connection, name: str, vendor_ids: list[uuid.UUID]) -> uuid
     return pid
 
 
+def retail_plan(db: psycopg.Connection) -> uuid.UUID:
+    """A price list that pays 1.00/min for everything: tests about routing never hit margins."""
+    row = db.execute("SELECT id FROM billing.rate_plans WHERE name = 'e2e-retail'").fetchone()
+    if row:
+        return row[0]  # type: ignore[no-any-return]
+    (pid,) = db.execute("INSERT INTO billing.rate_plans (name) VALUES ('e2e-retail') RETURNING id").fetchone()
+    for digit in "123456789":
+        db.execute("INSERT INTO billing.rate_plan_rates (rate_plan_id, prefix, rate) VALUES (%s, %s, 1.00)",
+                   (pid, digit))
+    return pid  # type: ignore[no-any-return]
+
+
 def customer(db: psycopg.Connection, ban: str, cidr: str, plan_id: uuid.UUID | None,
-             status: str = "active") -> tuple[uuid.UUID, uuid.UUID]:
-    (aid,) = db.execute("INSERT INTO accounts.accounts (ban, name, status) VALUES (%s, %s, %s)"
-                        " RETURNING id", (ban, f"Customer {ban}", status)).fetchone()
+             status: str = "active", rate_plan: uuid.UUID | None = None,
+             billing_type: str = "postpaid", credit_limit: str = "1000") -> tuple[uuid.UUID, uuid.UUID]:
+    (aid,) = db.execute("INSERT INTO accounts.accounts (ban, name, status, rate_plan_id, billing_type, credit_limit)"
+                        " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+                        (ban, f"Customer {ban}", status, rate_plan or retail_plan(db), billing_type,
+                         credit_limit)).fetchone()
     (tid,) = db.execute("INSERT INTO trunks.trunks (account_id, name, routing_plan_id)"
                         " VALUES (%s, 'main', %s) RETURNING id", (aid, plan_id)).fetchone()
     db.execute("INSERT INTO trunks.trunk_access_lists (account_id, trunk_id, cidr) VALUES (%s, %s, %s)",

@@ -12,14 +12,17 @@ from routing_engine.snapshot import (
     Account,
     AccountStatus,
     AclEntry,
+    CustomerRate,
     Gateway,
     Location,
     PlanVendor,
+    RatePlan,
     RoutingPlan,
     RoutingSnapshot,
     Translation,
     Trunk,
     VendorRate,
+    build_rate_plan,
     build_vendor,
 )
 
@@ -31,6 +34,12 @@ def rate(prefix: str, price: str, effective: datetime = EPOCH, ends: datetime | 
          inter: str | None = None, intra: str | None = None) -> VendorRate:
     return VendorRate(prefix, Decimal(price), effective, ends,
                       Decimal(inter) if inter else None, Decimal(intra) if intra else None)
+
+
+def customer_rate(prefix: str, price: str, initial: int = 60, subsequent: int = 60, fee: str = "0",
+                  minimum: int = 0, inter: str | None = None, intra: str | None = None) -> CustomerRate:
+    return CustomerRate(prefix, Decimal(price), EPOCH, None, Decimal(inter) if inter else None,
+                        Decimal(intra) if intra else None, None, initial, subsequent, minimum, Decimal(fee))
 
 
 def gateway(host: str, name: str = "gw1", enabled: bool = True, priority: int = 0) -> Gateway:
@@ -47,6 +56,14 @@ class World:
         self.vendors: dict = {}
         self.plans: dict[uuid.UUID, RoutingPlan] = {}
         self.npanxx: dict[str, Location] = {}
+        self.rate_plans: dict[uuid.UUID, RatePlan] = {}
+        # customers pay 1.00/min everywhere unless a test gives them a plan of their own
+        self.retail = self.rate_plan("retail", [customer_rate(str(d), "1.00") for d in range(1, 10)])
+
+    def rate_plan(self, name: str, rates: list[CustomerRate]) -> uuid.UUID:
+        pid = uuid.uuid4()
+        self.rate_plans[pid] = build_rate_plan(pid, name, rates)
+        return pid
 
     def vendor(self, name: str, rates: list[VendorRate], gateways: list[Gateway] | None = None,
                enabled: bool = True, translation: Translation | None = None,
@@ -66,9 +83,11 @@ class World:
 
     def customer(self, cidr: str, plan_id: uuid.UUID | None, status: AccountStatus = AccountStatus.ACTIVE,
                  trunk_enabled: bool = True, port: int | None = None,
-                 transport: str | None = None, name: str = "trunk-1") -> uuid.UUID:
+                 transport: str | None = None, name: str = "trunk-1",
+                 rate_plan: uuid.UUID | None | str = "retail") -> uuid.UUID:
         aid = uuid.uuid4()
-        self.accounts[aid] = Account(aid, f"BAN{len(self.accounts) + 1}", f"Customer {aid}", status)
+        self.accounts[aid] = Account(aid, f"BAN{len(self.accounts) + 1}", f"Customer {aid}", status,
+                                     rate_plan_id=self.retail if rate_plan == "retail" else rate_plan)  # type: ignore[arg-type]
         tid = uuid.uuid4()
         self.trunks[tid] = Trunk(tid, aid, name, plan_id, trunk_enabled)
         self.acl.append(AclEntry(tid, ipaddress.ip_network(cidr), port, transport))
@@ -80,4 +99,5 @@ class World:
             accounts=MappingProxyType(dict(self.accounts)), trunks=MappingProxyType(dict(self.trunks)),
             acl=tuple(self.acl), vendors=MappingProxyType(dict(self.vendors)),
             plans=MappingProxyType(dict(self.plans)), npanxx=MappingProxyType(dict(self.npanxx)),
+            rate_plans=MappingProxyType(dict(self.rate_plans)),
         )

@@ -1,13 +1,15 @@
 """Decisions that need the LCR inputs: LRN, jurisdiction, blocks, translation, strategies."""
 
+from dataclasses import replace
 from decimal import Decimal
 
 from routing_engine.decision import CallRequest, Reject, Relay, decide_invite
 from routing_engine.lrn import LrnResult
 from routing_engine.numbers import E164
+from routing_engine.rating import Price
 from routing_engine.snapshot import Location, NumberFormat, Translation
 
-from .factories import NOW, World, rate
+from .factories import NOW, World, customer_rate, rate
 
 
 def call(dialed: str = "12125551234", caller: str = "13055550100") -> CallRequest:
@@ -87,15 +89,54 @@ def test_vendor_translation_shapes_the_request_uri_and_from() -> None:
     assert d.trace["routes"][0]["ruri"] == "sip:4455#2125551234;rn=3055559999;npdi@192.0.2.1:5060"  # type: ignore[index]
 
 
-def test_price_ceiling_drops_vendors_that_would_lose_money() -> None:
+def margin_world(min_margin: str = "0", allow_negative: bool = False) -> World:
     w = World()
     dear = w.vendor("dear", [rate("1", "0.020")])
     ok = w.vendor("ok", [rate("1", "0.008")])
-    w.customer("10.0.0.1/32", w.plan("p", [dear, ok]))
-    d = decide_invite(call(), w.snapshot(), NOW, price_ceiling=Decimal("0.010"))
+    plan = w.plan("p", [dear, ok])
+    w.plans[plan] = replace(w.plans[plan], min_margin=Decimal(min_margin), allow_negative_margin=allow_negative)
+    w.customer("10.0.0.1/32", plan, rate_plan=w.rate_plan("cheap", [customer_rate("1", "0.010")]))
+    return w
+
+
+def test_vendor_costing_more_than_the_customer_pays_is_dropped() -> None:
+    d = decide_invite(call(), margin_world().snapshot(), NOW)
     assert isinstance(d, Relay) and [r.vendor_name for r in d.routes] == ["ok"]
-    none_left = decide_invite(call(), w.snapshot(), NOW, price_ceiling=Decimal("0.001"))
-    assert isinstance(none_left, Reject) and none_left.code == 503
+    assert {"vendor": "dear", "kept": False, "rate": "0.020", "prefix": "1",
+            "reason": "cost above the customer's price (price 0.010)"} in d.trace["candidates"]  # type: ignore[operator]
+
+
+def test_minimum_margin_can_leave_no_vendor_and_the_call_is_refused() -> None:
+    d = decide_invite(call(), margin_world(min_margin="0.005").snapshot(), NOW)
+    assert isinstance(d, Reject) and (d.code, d.reason) == (503, "No Route Available")
+
+
+def test_a_plan_may_allow_negative_margin() -> None:
+    d = decide_invite(call(), margin_world(allow_negative=True).snapshot(), NOW)
+    assert isinstance(d, Relay) and [r.vendor_name for r in d.routes] == ["ok", "dear"]
+
+
+def test_no_customer_price_means_no_call() -> None:
+    w = World()
+    v = w.vendor("v", [rate("1", "0.001")])
+    w.customer("10.0.0.1/32", w.plan("p", [v]), rate_plan=w.rate_plan("uk-only", [customer_rate("44", "0.05")]))
+    w.customer("10.0.0.2/32", w.plan("q", [v]), rate_plan=None)
+    s = w.snapshot()
+    for source in ("10.0.0.1", "10.0.0.2"):
+        d = decide_invite(CallRequest("c", source, 5060, "udp", "12125551234", "13055550100"), s, NOW)
+        assert isinstance(d, Reject) and (d.code, d.reason, d.q850_cause) == (403, "No customer rate", 57)
+
+
+def test_customer_price_follows_the_lrn_and_jurisdiction() -> None:
+    w = us_world()
+    v = w.vendor("v", [rate("1", "0.001")])
+    plan = w.rate_plan("nanp", [customer_rate("1212555", "0.05", inter="0.03", intra="0.04"),
+                                customer_rate("1305555", "0.02", initial=6, subsequent=6, fee="0.01")])
+    w.customer("10.0.0.1/32", w.plan("p", [v]), rate_plan=plan)
+    ported = decide_invite(call(), w.snapshot(), NOW, lrn_lookup=ported_to_miami)
+    home = decide_invite(call(dialed="12125557777"), w.snapshot(), NOW)
+    assert isinstance(ported, Relay) and ported.price == Price(Decimal("0.02"), 6, 6, 0, Decimal("0.01"), "1305555")
+    assert isinstance(home, Relay) and home.price.per_minute == Decimal("0.03")  # FL -> NY: interstate
 
 
 def test_priority_strategy_ignores_price() -> None:

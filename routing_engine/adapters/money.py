@@ -1,0 +1,214 @@
+"""Limits and funds in Redis, atomic across every Kamailio node (one Lua script per step).
+
+Call limits
+  CPS: a token bucket per trunk and per account (capacity = the limit, refilled continuously).
+  Concurrent calls: a sorted set per trunk and per account, member = Call-ID, score = the time
+  it expires if nobody releases it (a node that dies mid-call leaks nothing for long). A call
+  is admitted only if every bucket has a token and every set has room; then all are taken in
+  the same script, so two nodes can never both take the last place.
+
+Funds (amounts in whole millionths, so Redis does exact integer arithmetic)
+  ``warp:bal:<account>``    live balance; seeded from the Postgres ledger when missing
+  ``warp:resv:<account>``   reservations of calls in progress (Call-ID -> expiry / amount)
+  available = balance + credit limit (postpaid only) - reservations in force.
+  A call reserves what it may spend (up to the price of the longest call allowed), and is cut
+  when that runs out (the dialog timeout). At its end it is charged exactly once (a marker per
+  Call-ID), the reservation is released, and the charge is appended to the ``warp:ledger``
+  stream, which the companion writes to ``billing.balance_updates``.
+
+Time is passed in by the caller (``now``, seconds since the epoch).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+LEDGER_STREAM = "warp:ledger"
+CHARGED_TTL_S = 7 * 86400
+
+_ADMIT = """
+local now = tonumber(ARGV[1])
+local call = ARGV[2]
+local expiry = tonumber(ARGV[3])
+local checks = {}
+for i = 0, 1 do
+  local rate = tonumber(ARGV[4 + i])
+  if rate > 0 then
+    local b = redis.call('HMGET', KEYS[1 + i], 't', 'ts')
+    local tokens = tonumber(b[1]) or rate
+    local ts = tonumber(b[2]) or now
+    tokens = math.min(rate, tokens + math.max(0, now - ts) * rate)
+    if tokens < 1 then return {'cps', i == 0 and 'trunk' or 'account'} end
+    checks[#checks + 1] = {KEYS[1 + i], tokens - 1}
+  end
+end
+for i = 0, 1 do
+  local max = tonumber(ARGV[6 + i])
+  redis.call('ZREMRANGEBYSCORE', KEYS[3 + i], '-inf', now)
+  if max > 0 and redis.call('ZSCORE', KEYS[3 + i], call) == false
+     and redis.call('ZCARD', KEYS[3 + i]) >= max then
+    return {'concurrent', i == 0 and 'trunk' or 'account'}
+  end
+end
+for _, c in ipairs(checks) do
+  redis.call('HSET', c[1], 't', tostring(c[2]), 'ts', tostring(now))
+  redis.call('EXPIRE', c[1], 120)
+end
+for i = 0, 1 do
+  redis.call('ZADD', KEYS[3 + i], expiry, call)
+  redis.call('EXPIREAT', KEYS[3 + i], math.ceil(expiry) + 60)
+end
+return {'ok', ''}
+"""
+
+_RESERVE = """
+local now = tonumber(ARGV[1])
+local call = ARGV[2]
+local expiry = tonumber(ARGV[3])
+local first = tonumber(ARGV[4])
+local want = tonumber(ARGV[5])
+local credit = tonumber(ARGV[6])
+local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
+if #stale > 0 then
+  redis.call('HDEL', KEYS[3], unpack(stale))
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+end
+local balance = tonumber(redis.call('GET', KEYS[1]) or '0')
+local held = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[3])) do held = held + tonumber(v) end
+local mine = tonumber(redis.call('HGET', KEYS[3], call) or '0')
+local available = balance + credit - held + mine
+if available < first then return {0, available} end
+local amount = math.min(available, want)
+redis.call('HSET', KEYS[3], call, amount)
+redis.call('ZADD', KEYS[2], expiry, call)
+redis.call('EXPIREAT', KEYS[2], math.ceil(expiry) + 60)
+redis.call('EXPIREAT', KEYS[3], math.ceil(expiry) + 60)
+return {amount, available}
+"""
+
+_SETTLE = """
+local call = ARGV[1]
+local cost = tonumber(ARGV[2])
+local charged = 0
+if cost > 0 and redis.call('SET', KEYS[4], '1', 'NX', 'EX', tonumber(ARGV[5])) then
+  redis.call('DECRBY', KEYS[1], cost)
+  redis.call('XADD', KEYS[5], '*', 'account_id', ARGV[3], 'amount_micros', tostring(-cost),
+             'kind', 'call_charge', 'reference', call, 'at', ARGV[4])
+  charged = 1
+end
+redis.call('ZREM', KEYS[2], call)
+redis.call('HDEL', KEYS[3], call)
+return charged
+"""
+
+_TOPUP = """
+redis.call('INCRBY', KEYS[1], tonumber(ARGV[1]))
+redis.call('XADD', KEYS[2], '*', 'account_id', ARGV[2], 'amount_micros', ARGV[1], 'kind', ARGV[4],
+           'reference', ARGV[3], 'at', ARGV[5])
+return redis.call('GET', KEYS[1])
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    ok: bool
+    limit: str = ""   # cps | concurrent
+    scope: str = ""   # trunk | account
+
+
+class Limits:
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._admit = client.register_script(_ADMIT)
+
+    @staticmethod
+    def _keys(trunk_id: UUID, account_id: UUID) -> list[str]:
+        return [f"warp:cps:trunk:{trunk_id}", f"warp:cps:account:{account_id}",
+                f"warp:active:trunk:{trunk_id}", f"warp:active:account:{account_id}"]
+
+    def admit(self, call_id: str, trunk_id: UUID, account_id: UUID, now: float, hold_s: int,
+              trunk_cps: int | None, account_cps: int | None,
+              trunk_max: int | None, account_max: int | None) -> Admission:
+        result = self._admit(keys=self._keys(trunk_id, account_id), args=[
+            repr(now), call_id, repr(now + hold_s), trunk_cps or 0, account_cps or 0,
+            trunk_max or 0, account_max or 0])
+        verdict, scope = (str(x) for x in result)
+        return Admission(True) if verdict == "ok" else Admission(False, verdict, scope)
+
+    def extend(self, call_id: str, trunk_id: UUID, account_id: UUID, until: float) -> None:
+        """Move the self-healing expiry of an admitted call (once its real length is known)."""
+        pipe = self.client.pipeline()
+        for key in self._keys(trunk_id, account_id)[2:]:
+            pipe.zadd(key, {call_id: until}, xx=True)
+            pipe.expireat(key, int(until) + 60, gt=True)
+        pipe.execute()
+
+    def release(self, call_id: str, trunk_id: UUID, account_id: UUID) -> None:
+        pipe = self.client.pipeline()
+        for key in self._keys(trunk_id, account_id)[2:]:
+            pipe.zrem(key, call_id)
+        pipe.execute()
+
+    def active(self, trunk_id: UUID, account_id: UUID, now: float) -> tuple[int, int]:
+        keys = self._keys(trunk_id, account_id)[2:]
+        return tuple(int(self.client.zcount(k, now, "+inf")) for k in keys)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    micros: int          # reserved for this call; 0 means refused
+    available: int       # what the account had available before
+
+
+class Wallet:
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._reserve = client.register_script(_RESERVE)
+        self._settle = client.register_script(_SETTLE)
+        self._topup = client.register_script(_TOPUP)
+
+    @staticmethod
+    def _keys(account_id: UUID) -> list[str]:
+        return [f"warp:bal:{account_id}", f"warp:resv:{account_id}", f"warp:resvamt:{account_id}"]
+
+    def reserve(self, call_id: str, account_id: UUID, now: float, hold_s: int, first_micros: int,
+                want_micros: int, credit_micros: int) -> Reservation:
+        amount, available = self._reserve(keys=self._keys(account_id), args=[
+            repr(now), call_id, repr(now + hold_s), first_micros, want_micros, credit_micros])
+        return Reservation(int(amount), int(available))
+
+    def settle(self, call_id: str, account_id: UUID, cost_micros: int, at_iso: str) -> bool:
+        """Charge once (by Call-ID) and release the reservation; True if this call charged."""
+        keys = [*self._keys(account_id), f"warp:charged:{call_id}", LEDGER_STREAM]
+        return bool(self._settle(keys=keys, args=[call_id, cost_micros, str(account_id), at_iso, CHARGED_TTL_S]))
+
+    def topup(self, account_id: UUID, micros: int, reference: str, at_iso: str, kind: str = "topup") -> int:
+        keys = [self._keys(account_id)[0], LEDGER_STREAM]
+        return int(self._topup(keys=keys, args=[micros, str(account_id), reference, kind, at_iso]))
+
+    def balance(self, account_id: UUID) -> int | None:
+        value = self.client.get(self._keys(account_id)[0])
+        return None if value is None else int(value)
+
+    def reserved(self, account_id: UUID) -> int:
+        return sum(int(v) for v in self.client.hvals(self._keys(account_id)[2]))
+
+    def seed(self, balances: dict[UUID, int]) -> int:
+        """Set live balances that are missing from the durable ledger; never overwrites."""
+        pipe = self.client.pipeline()
+        for account_id, micros in balances.items():
+            pipe.set(self._keys(account_id)[0], micros, nx=True)
+        return sum(1 for r in pipe.execute() if r)
+
+
+def ledger_entry(data: dict[str, str]) -> dict[str, Any]:
+    """A ledger stream entry, checked, as the row billing.balance_updates takes."""
+    try:
+        return {"account_id": UUID(data["account_id"]), "amount_micros": int(data["amount_micros"]),
+                "kind": data["kind"], "reference": data["reference"], "at": data["at"]}
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"ledger entry unreadable: {json.dumps(data)[:200]}") from exc

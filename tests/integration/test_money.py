@@ -1,0 +1,144 @@
+"""Limits and funds Lua scripts against the real Redis; the ledger and CDR sinks against Postgres."""
+
+import threading
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import psycopg
+import redis
+
+from routing_engine.adapters.money import LEDGER_STREAM, Limits, Wallet, ledger_entry
+from routing_engine.cdr import CdrRecord
+from routing_engine.emitter import LedgerSink, PostgresSink, seed_balances
+from routing_engine.rating import to_micros
+
+T = 1_800_000_000.0
+TRUNK, ACCOUNT = uuid.uuid4(), uuid.uuid4()
+
+
+def admit(limits: Limits, call: str, now: float = T, **kw: int | None):
+    args = {"trunk_cps": None, "account_cps": None, "trunk_max": None, "account_max": None, **kw}
+    return limits.admit(call, TRUNK, ACCOUNT, now, 60, **args)  # type: ignore[arg-type]
+
+
+def test_concurrency_limit_is_shared_by_every_node(redis_client: redis.Redis) -> None:
+    node_a = Limits(redis_client)
+    node_b = Limits(redis.Redis(**redis_client.connection_pool.connection_kwargs))  # its own connection
+    assert admit(node_a, "c1", trunk_max=2).ok and admit(node_b, "c2", trunk_max=2).ok
+    third = admit(node_a, "c3", trunk_max=2)
+    assert (third.ok, third.limit, third.scope) == (False, "concurrent", "trunk")
+    node_b.release("c1", TRUNK, ACCOUNT)
+    assert admit(node_b, "c3", trunk_max=2).ok
+    assert node_a.active(TRUNK, ACCOUNT, T) == (2, 2)
+
+
+def test_account_limit_applies_across_its_trunks(redis_client: redis.Redis) -> None:
+    limits = Limits(redis_client)
+    assert limits.admit("a1", uuid.uuid4(), ACCOUNT, T, 60, None, None, None, 1).ok
+    refused = limits.admit("a2", uuid.uuid4(), ACCOUNT, T, 60, None, None, None, 1)
+    assert (refused.limit, refused.scope) == ("concurrent", "account")
+
+
+def test_a_forgotten_call_frees_its_place_when_it_expires(redis_client: redis.Redis) -> None:
+    limits = Limits(redis_client)
+    assert admit(limits, "lost", trunk_max=1).ok  # its node died: nobody releases it
+    assert not admit(limits, "next", T + 30, trunk_max=1).ok
+    assert admit(limits, "next", T + 61, trunk_max=1).ok
+
+
+def test_cps_bucket_refills_over_time(redis_client: redis.Redis) -> None:
+    limits = Limits(redis_client)
+    results = [admit(limits, f"c{i}", T, trunk_cps=3).ok for i in range(5)]
+    assert results == [True, True, True, False, False]
+    assert admit(limits, "later", T + 0.34, trunk_cps=3).ok  # one token back after 1/3 s
+    refused = admit(limits, "again", T + 0.35, trunk_cps=3)
+    assert (refused.limit, refused.scope) == ("cps", "trunk")
+
+
+def test_a_refused_call_takes_nothing(redis_client: redis.Redis) -> None:
+    limits = Limits(redis_client)
+    assert admit(limits, "c1", trunk_cps=10, trunk_max=1).ok
+    assert not admit(limits, "c2", trunk_cps=10, trunk_max=1).ok  # concurrency refuses...
+    limits.release("c1", TRUNK, ACCOUNT)
+    # ...and took no token: 8 more fit in this second (10 - c1 - c3)
+    assert sum(admit(limits, f"d{i}", trunk_cps=10, trunk_max=100).ok for i in range(10)) == 9
+
+
+def test_reservations_share_the_funds_and_the_balance_never_goes_below_zero(redis_client: redis.Redis) -> None:
+    wallet = Wallet(redis_client)
+    wallet.topup(ACCOUNT, to_micros(Decimal("1.00")), "t1", "2026-11-22T00:00:00+00:00")
+    first = wallet.reserve("c1", ACCOUNT, T, 3600, to_micros(Decimal("0.10")), to_micros(Decimal("0.70")), 0)
+    second = wallet.reserve("c2", ACCOUNT, T, 3600, to_micros(Decimal("0.10")), to_micros(Decimal("0.70")), 0)
+    third = wallet.reserve("c3", ACCOUNT, T, 3600, to_micros(Decimal("0.10")), to_micros(Decimal("0.70")), 0)
+    assert (first.micros, second.micros, third.micros) == (700_000, 300_000, 0)
+    assert wallet.settle("c1", ACCOUNT, 650_000, "x") and wallet.settle("c2", ACCOUNT, 300_000, "x")
+    assert wallet.balance(ACCOUNT) == 50_000 and wallet.reserved(ACCOUNT) == 0
+
+
+def test_a_call_is_charged_once_however_often_it_is_settled(redis_client: redis.Redis) -> None:
+    wallet = Wallet(redis_client)
+    wallet.topup(ACCOUNT, 1_000_000, "t1", "x")
+    wallet.reserve("c1", ACCOUNT, T, 60, 1, 500_000, 0)
+    assert [wallet.settle("c1", ACCOUNT, 400_000, "x") for _ in range(3)] == [True, False, False]
+    assert wallet.balance(ACCOUNT) == 600_000
+    assert redis_client.xlen(LEDGER_STREAM) == 2  # the top-up and one charge
+
+
+def test_postpaid_accounts_spend_their_credit_limit(redis_client: redis.Redis) -> None:
+    wallet = Wallet(redis_client)
+    r = wallet.reserve("c1", ACCOUNT, T, 60, 1000, 5_000_000, credit_micros=2_000_000)
+    assert r.micros == 2_000_000 and r.available == 2_000_000
+
+
+def test_concurrent_reservations_never_overspend(redis_client: redis.Redis) -> None:
+    wallet = Wallet(redis_client)
+    wallet.topup(ACCOUNT, 1_000_000, "t1", "x")
+    got: list[int] = []
+
+    def grab(i: int) -> None:
+        client = redis.Redis(connection_pool=redis_client.connection_pool)
+        got.append(Wallet(client).reserve(f"c{i}", ACCOUNT, T, 60, 10_000, 30_000, 0).micros)
+
+    threads = [threading.Thread(target=grab, args=(i,)) for i in range(60)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(got) == 1_000_000 and wallet.reserved(ACCOUNT) == 1_000_000
+    assert (got.count(30_000), got.count(10_000), got.count(0)) == (33, 1, 26)
+
+
+def test_ledger_entries_and_settlement_reach_postgres_once(
+        db: psycopg.Connection, database: str, redis_client: redis.Redis) -> None:
+    (account,) = db.execute("INSERT INTO accounts.accounts (ban, name, billing_type) VALUES ('L1', 'L', 'prepaid')"
+                            " RETURNING id").fetchone()
+    wallet = Wallet(redis_client)
+    wallet.topup(account, 2_000_000, "topup-1", "2026-11-22T10:00:00+00:00")
+    wallet.reserve("call-1", account, T, 60, 1, 1_000_000, 0)
+    record = CdrRecord(cdr_id=uuid.uuid4(), call_id="call-1", node="n", sip_code=200, account_id=account,
+                       invite_at=datetime(2026, 11, 22, 10, tzinfo=UTC), customer_price=Decimal("0.250000"),
+                       settle=True)
+    sink = PostgresSink(database, 5, wallet=wallet)
+    sink.write([record])
+    sink.write([record])  # redelivered after a crash
+    entries = [ledger_entry(d) for _, d in redis_client.xrange(LEDGER_STREAM)]
+    LedgerSink(database, 5).write(entries)
+    LedgerSink(database, 5).write(entries)
+    rows = db.execute("SELECT kind, amount FROM billing.balance_updates ORDER BY kind").fetchall()
+    assert rows == [("call_charge", Decimal("-0.250000")), ("topup", Decimal("2.000000"))]
+    assert wallet.balance(account) == 1_750_000 and wallet.reserved(account) == 0
+    assert db.execute("SELECT balance FROM billing.account_balances WHERE account_id = %s",
+                      (account,)).fetchone() == (Decimal("1.750000"),)
+
+
+def test_live_balances_are_seeded_from_the_ledger_without_overwriting(
+        db: psycopg.Connection, database: str, redis_client: redis.Redis) -> None:
+    (a1,) = db.execute("INSERT INTO accounts.accounts (ban, name) VALUES ('S1', 'S') RETURNING id").fetchone()
+    (a2,) = db.execute("INSERT INTO accounts.accounts (ban, name) VALUES ('S2', 'S') RETURNING id").fetchone()
+    db.execute("INSERT INTO billing.balance_updates (account_id, amount, kind, reference) VALUES"
+               " (%s, 5.5, 'topup', 'r1'), (%s, 1, 'topup', 'r2')", (a1, a2))
+    wallet = Wallet(redis_client)
+    redis_client.set(f"warp:bal:{a2}", 42)
+    seed_balances(database, wallet)
+    assert (wallet.balance(a1), wallet.balance(a2)) == (5_500_000, 42)
