@@ -200,7 +200,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             method = "digest"
         decision = decide_invite(request, snapshot, now, app.settings.routing.default_region,
                                  **({"lrn_lookup": app.lrn_lookup} if app.lrn_lookup else {}),
-                                 trunk_id=trunk_id, method=method)
+                                 trunk_id=trunk_id, method=method, gateway_up=app.gateway_up)
         if isinstance(decision, Reject):
             self._refuse(request, now, decision)
             return 1

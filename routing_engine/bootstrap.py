@@ -13,7 +13,7 @@ import logging
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,9 @@ import redis
 
 from routing_engine import lrn
 from routing_engine.adapters import lrn_sources, postgres, redis_store
+from routing_engine.adapters.health import HealthView
 from routing_engine.adapters.money import Limits, Wallet
+from routing_engine.adapters.snapshots import SnapshotFollower, SnapshotStore
 from routing_engine.adapters.registrations import Defence, RegistrationStore
 from routing_engine.cdr import CdrRecord
 from routing_engine.decision import LrnLookup
@@ -43,6 +45,24 @@ def spool_dir(settings: Settings) -> Path:
     return settings.data_dir / "spool" / settings.node.name
 
 
+def snapshot_store(settings: Settings) -> SnapshotStore:
+    return SnapshotStore(settings.data_dir / "snapshots" / settings.node.name, settings.snapshot.keep)
+
+
+def initial_snapshot(settings: Settings) -> RoutingSnapshot:
+    """Straight from Postgres, the source of truth; if it cannot be reached, the last snapshot
+    the companion published (routing continues on the last good configuration)."""
+    try:
+        return load_snapshot(settings)
+    except Exception as exc:
+        store = snapshot_store(settings)
+        published = store.current()
+        if published is None:
+            raise
+        log.warning("Postgres unreachable (%s): starting on published snapshot %s", exc, published.version)
+        return replace(store.load(published.version), loaded_at=datetime.now(UTC))
+
+
 def lrn_lookup(settings: Settings, client: Any) -> LrnLookup:
     """The LRN resolver for these settings: Redis cache in front of the configured source."""
     source: LrnSource | None
@@ -61,12 +81,13 @@ def lrn_lookup(settings: Settings, client: Any) -> LrnLookup:
 class App:
     settings: Settings
     cdr_stream: redis_store.CdrStream
-    _snapshot: RoutingSnapshot
+    follower: SnapshotFollower
     lrn_lookup: LrnLookup | None = None
     registrations: Any = None
     defence: Any = None
     limits: Any = None
     wallet: Any = None
+    health: Any = None
     # checked against for unknown digest users, so they fail exactly like a wrong password
     unknown_user_ha1: str = field(default_factory=lambda: secrets.token_hex(16))
     _spool: Path = field(init=False)
@@ -75,7 +96,10 @@ class App:
         self._spool = spool_dir(self.settings)
 
     def snapshot(self) -> RoutingSnapshot:
-        return self._snapshot
+        return self.follower.get()
+
+    def gateway_up(self, gateway_id: object) -> bool:
+        return self.health.is_up(gateway_id) if self.health is not None else True
 
     def emit_cdr(self, record: CdrRecord) -> None:
         """Append to the Redis stream; if Redis cannot take it, to the local spool file."""
@@ -99,11 +123,12 @@ def build_app(environ: Mapping[str, str] | None = None) -> App:
     client = redis_store.connect(settings.redis_url, settings.redis.socket_timeout_ms)
     stream = redis_store.CdrStream(client, settings.cdr.stream, settings.cdr.group,
                                    settings.cdr.stream_maxlen)
-    snapshot = load_snapshot(settings)
+    snapshot = initial_snapshot(settings)
     log.info("routing snapshot %s loaded: %d trunks, %d vendors, %d plans", snapshot.version,
              len(snapshot.trunks), len(snapshot.vendors), len(snapshot.plans))
     a = settings.auth
-    return App(settings, stream, snapshot, lrn_lookup(settings, client),
+    follower = SnapshotFollower(snapshot_store(settings), snapshot, settings.snapshot.check_interval_ms / 1000)
+    return App(settings, stream, follower, lrn_lookup(settings, client), health=HealthView(client),
                registrations=RegistrationStore(client),
                defence=Defence(client, a.failures_before_block, a.failure_window_s, a.block_s),
                limits=Limits(client), wallet=Wallet(client))

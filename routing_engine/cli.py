@@ -13,6 +13,7 @@
     warp credentials set ...    a trunk's digest username/password, stored as HA1
     warp blocks list | clear IP source addresses blocked for digest brute force
     warp funds show|topup BAN [AMOUNT]  live and ledger balance; top-ups
+    warp snapshot status|rollback       the routing configuration in service
 """
 
 from __future__ import annotations
@@ -242,10 +243,14 @@ def cmd_kamailio(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_cdr_emitter(settings: Settings, args: argparse.Namespace) -> int:
-    """The companion: CDRs and ledger entries from Redis streams into Postgres, balance seeding."""
+    """The companion: CDRs and ledger entries from Redis streams into Postgres, balance seeding,
+    routing snapshots published on every configuration change, gateway health probes."""
     import threading
 
+    from routing_engine import publisher
     from routing_engine.adapters import redis_store
+    from routing_engine.adapters.health import Prober
+    from routing_engine.bootstrap import snapshot_store
     from routing_engine.adapters.money import LEDGER_STREAM, Wallet, ledger_entry
     from routing_engine.emitter import Emitter, LedgerSink, PostgresSink, replay_spool, seed_balances
 
@@ -293,6 +298,25 @@ def cmd_cdr_emitter(settings: Settings, args: argparse.Namespace) -> int:
                 on_idle=ledger_idle, parse=ledger_entry, what="ledger entries"),
     ]
     threads = [threading.Thread(target=w.run, args=(stop.is_set,), name=w.what) for w in workers]
+    latest: list[Any] = [None]
+    threads.append(threading.Thread(target=publisher.follow, name="snapshots",
+                                    args=(settings, snapshot_store(settings), stop,
+                                          lambda snapshot: latest.__setitem__(0, snapshot))))
+    h = settings.health
+    prober = Prober(redis_store.connect(settings.redis_url, 2000), h.probe_timeout_ms / 1000, h.down_after,
+                    h.probe_source)
+
+    def probe_loop() -> None:
+        while not stop.wait(h.probe_interval_ms / 1000):
+            snapshot = latest[0]
+            if snapshot is None:
+                continue
+            try:
+                prober.probe([gw for v in snapshot.vendors.values() for gw in v.gateways if gw.probe and gw.enabled])
+            except Exception as exc:
+                log.warning("gateway probes skipped: %s", exc)
+
+    threads.append(threading.Thread(target=probe_loop, name="probes"))
     log.info("emitter following %s and %s as %s", settings.cdr.stream, LEDGER_STREAM, consumer)
     for t in threads:
         t.start()
@@ -428,6 +452,32 @@ def cmd_blocks(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_snapshot(settings: Settings, args: argparse.Namespace) -> int:
+    """The routing snapshot in service: its version and age; roll back one step."""
+    from routing_engine.bootstrap import snapshot_store
+
+    store = snapshot_store(settings)
+    if args.action == "rollback":
+        try:
+            now = store.rollback()
+        except LookupError as exc:
+            print(f"warp: {exc}", file=sys.stderr)
+            return 1
+        _say(f"rolled back: {now.version} is in service again (was {now.previous}); workers switch within "
+             f"{settings.snapshot.check_interval_ms} ms")
+        return 0
+    current = store.current()
+    if current is None:
+        print("no snapshot published yet (is the companion running?)")
+        return 3
+    age = (datetime.now(UTC) - current.built_at).total_seconds()
+    print(f"version    {current.version}")
+    print(f"built      {current.built_at.isoformat(timespec='seconds')} ({age:.0f} s ago)")
+    print(f"published  {current.published_at.isoformat(timespec='seconds')}")
+    print(f"previous   {current.previous or '-'}")
+    return 0
+
+
 def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "up":
         setup(settings, with_demo=False)
@@ -461,8 +511,10 @@ def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
     client = redis_store.connect(settings.redis_url, settings.redis.socket_timeout_ms)
     request = CallRequest(call_id=args.call_id, source_ip=args.source or "", source_port=args.port,
                           transport=args.transport, dialed=args.to, caller=args.caller or "")
+    from routing_engine.adapters.health import HealthView
+
     decision = decide_invite(request, snapshot, at, settings.routing.default_region,
-                             lrn_lookup(settings, client), trunk_id=trunk_id)
+                             lrn_lookup(settings, client), trunk_id=trunk_id, gateway_up=HealthView(client).is_up)
     if isinstance(decision, Relay):
         result: dict[str, object] = {
             "decision": "relay",
@@ -535,6 +587,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("action", choices=["set"])
     p.add_argument("--trunk", required=True, help="BAN/trunk-name, e.g. BAN1001/trunk-2")
     p.add_argument("--username", required=True)
+    p = sub.add_parser("snapshot", help="the routing snapshot in service; roll back one step")
+    p.add_argument("action", choices=["status", "rollback"])
     p = sub.add_parser("funds", help="an account's balance: show, or top up")
     p.add_argument("action", choices=["show", "topup"])
     p.add_argument("ban")
@@ -543,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("action", choices=["list", "clear"])
     p.add_argument("ip", nargs="?")
     sub.add_parser("kamailio")
-    sub.add_parser("cdr-emitter")
+    sub.add_parser("cdr-emitter", aliases=["companion"])
     p = sub.add_parser("route")
     rsub = p.add_subparsers(dest="route_cmd", required=True)
     e = rsub.add_parser("explain", help="explain how a hypothetical call would be routed")
@@ -564,9 +618,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     handlers: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
         "run": cmd_run, "start": cmd_start, "stop": cmd_stop, "status": cmd_status,
-        "exec": cmd_exec, "kamailio": cmd_kamailio, "cdr-emitter": cmd_cdr_emitter,
+        "exec": cmd_exec, "kamailio": cmd_kamailio, "cdr-emitter": cmd_cdr_emitter, "companion": cmd_cdr_emitter,
         "stack": cmd_stack, "route": cmd_explain, "load": cmd_load,
-        "credentials": cmd_credentials, "blocks": cmd_blocks, "funds": cmd_funds,
+        "credentials": cmd_credentials, "blocks": cmd_blocks, "funds": cmd_funds, "snapshot": cmd_snapshot,
         "setup": lambda s, a: (setup(s), 0)[1],
         "db": lambda s, a: cmd_migrate(s, a) if a.action == "migrate" else cmd_demo(s, a),
     }

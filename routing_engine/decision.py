@@ -108,6 +108,7 @@ def decide_invite(
     lrn_lookup: LrnLookup = _no_lrn,
     trunk_id: UUID | None = None,
     method: str = "given",
+    gateway_up: Callable[[UUID], bool] = lambda gateway_id: True,
 ) -> Decision:
     """``trunk_id`` skips source identification: the trunk was identified by digest
     (``method="digest"``) or named for an explanation."""
@@ -184,7 +185,8 @@ def decide_invite(
     trace["rating"] = {"plan": rate_plan.name if rate_plan else None, **price.explain()}
     # Margin protection: a vendor may cost at most the price minus the plan's minimum margin.
     ceiling = None if plan.allow_negative_margin else price.per_minute - plan.min_margin
-    verdicts = lcr.examine(plan, snapshot, dialed.digits, destination, classification.kind, now, ceiling)
+    verdicts = lcr.examine(plan, snapshot, dialed.digits, destination, classification.kind, now, ceiling,
+                           gateway_up)
     kept = order([c for c in verdicts if c.kept], random.Random(_seed(request.call_id)))
     trace["candidates"] = [c.explain() for c in kept + [c for c in verdicts if not c.kept]]
     routes = tuple(
@@ -195,7 +197,7 @@ def decide_invite(
         if c.rate is not None and c.prefix is not None
         for vendor in (snapshot.vendors[c.vendor_id],)
         for gw in vendor.gateways
-        if gw.enabled
+        if gw.enabled and gateway_up(gw.id)
     )
     if not routes:
         if any(c.rate is not None for c in verdicts):

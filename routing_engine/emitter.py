@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -140,6 +141,9 @@ class PostgresSink(Sink):
                     self.wallet.settle(r.call_id, r.account_id, to_micros(r.customer_price or Decimal(0)), at)
         if self._conn is None or self._conn.closed:
             self._conn = postgres.connect(self.url, self.timeout_s)
+            # the next days' partitions exist before their first CDR, so the write path rarely locks
+            now = datetime.now(UTC)
+            postgres.ensure_cdr_partitions(self._conn, [now + timedelta(days=d) for d in range(3)])
         try:
             return postgres.insert_cdrs(self._conn, records)
         except Exception:

@@ -8,6 +8,7 @@ protection: a vendor costing more is dropped with that reason.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -90,6 +91,7 @@ def examine(
     jurisdiction: Jurisdiction,
     now: datetime,
     price_ceiling: Decimal | None = None,
+    gateway_up: Callable[[UUID], bool] = lambda gateway_id: True,
 ) -> list[Candidate]:
     """A verdict for every vendor of the plan, in plan order.
 
@@ -99,7 +101,7 @@ def examine(
     return [
         _verdict(member.vendor_id, member.priority, member.weight,
                  snapshot.vendors.get(member.vendor_id), dialed_digits, rating_digits,
-                 jurisdiction, now, price_ceiling)
+                 jurisdiction, now, price_ceiling, gateway_up)
         for member in plan.vendors
     ]
 
@@ -114,6 +116,7 @@ def _verdict(
     jurisdiction: Jurisdiction,
     now: datetime,
     price_ceiling: Decimal | None,
+    gateway_up: Callable[[UUID], bool],
 ) -> Candidate:
     if vendor is None:
         return Candidate(vendor_id, str(vendor_id), priority, weight, dropped=Drop.UNKNOWN_VENDOR)
@@ -129,6 +132,8 @@ def _verdict(
     priced = _with(base, rate=rate.price_for(jurisdiction), prefix=rate.prefix)
     if not any(gw.enabled for gw in vendor.gateways):
         return _with(priced, dropped=Drop.NO_GATEWAY)
+    if not any(gw.enabled and gateway_up(gw.id) for gw in vendor.gateways):
+        return _with(priced, dropped=Drop.NO_GATEWAY, detail="down: not answering OPTIONS")
     if price_ceiling is not None and priced.cost > price_ceiling:
         return _with(priced, dropped=Drop.ABOVE_PRICE, detail=f"price {price_ceiling}")
     return priced

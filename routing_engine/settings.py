@@ -110,6 +110,21 @@ class ApiSettings:
 
 
 @dataclass(frozen=True)
+class HealthSettings:
+    probe_interval_ms: int = 1000
+    probe_timeout_ms: int = 500
+    down_after: int = 2          # unanswered probes in a row before a gateway leaves service
+    probe_source: str = "0.0.0.0"
+
+
+@dataclass(frozen=True)
+class SnapshotSettings:
+    check_interval_ms: int = 100  # how often a SIP worker looks for a newly published snapshot
+    keep: int = 5                 # published versions kept on disk (for rollback)
+    rebuild_every_s: int = 60     # rebuild even without a notification (a missed one heals)
+
+
+@dataclass(frozen=True)
 class LrnSettings:
     source: str = "local"  # local (routing.lnp in Postgres) | http | none
     http_url: str = ""
@@ -138,6 +153,8 @@ class Settings:
     lrn: LrnSettings = field(default_factory=LrnSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    health: HealthSettings = field(default_factory=HealthSettings)
+    snapshot: SnapshotSettings = field(default_factory=SnapshotSettings)
     cdr: CdrSettings = field(default_factory=CdrSettings)
     config_path: str = ""
 
@@ -275,6 +292,12 @@ def _check(settings: Settings) -> None:
         "database.connect_timeout_s": settings.database.connect_timeout_s,
         "redis.socket_timeout_ms": settings.redis.socket_timeout_ms,
         "lrn.timeout_ms": settings.lrn.timeout_ms,
+        "health.probe_interval_ms": settings.health.probe_interval_ms,
+        "health.probe_timeout_ms": settings.health.probe_timeout_ms,
+        "health.down_after": settings.health.down_after,
+        "snapshot.check_interval_ms": settings.snapshot.check_interval_ms,
+        "snapshot.keep": settings.snapshot.keep,
+        "snapshot.rebuild_every_s": settings.snapshot.rebuild_every_s,
         "auth.failures_before_block": settings.auth.failures_before_block,
         "auth.failure_window_s": settings.auth.failure_window_s,
         "auth.block_s": settings.auth.block_s,

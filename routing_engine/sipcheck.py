@@ -12,6 +12,9 @@ def options_ping(host: str, port: int, timeout_s: float = 1.0, source: str = "12
     tag = secrets.token_hex(6)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((source, 0))
+        if source == "0.0.0.0":
+            s.connect((host, port))  # let the kernel pick the address replies can reach
+            source = s.getsockname()[0]
         local_port = s.getsockname()[1]
         message = (
             f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"

@@ -7,6 +7,7 @@ a half-applied edit is never visible: a reload builds a new snapshot and swaps i
 
 from __future__ import annotations
 
+import copyreg
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,14 @@ from types import MappingProxyType
 from uuid import UUID
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Snapshots are published to the SIP workers as pickled files; read-only mappings travel as dicts
+# and come back read-only.
+def _readonly(data: dict[object, object]) -> Mapping[object, object]:
+    return MappingProxyType(data)
+
+
+copyreg.pickle(MappingProxyType, lambda m: (_readonly, (dict(m),)))
 
 # Final responses that never move a call to the next vendor, whatever a plan says: the callee
 # was reached (busy, declined, not found) or the caller gave up.
@@ -106,6 +115,7 @@ class Gateway:
     transport: str = "udp"
     priority: int = 0
     enabled: bool = True
+    probe: bool = False  # probed with OPTIONS by the companion; out of service while it does not answer
 
     @property
     def hostport(self) -> str:

@@ -92,9 +92,9 @@ def load_snapshot(conn: psycopg.Connection, now: datetime, realm: str = "warp.lo
             if r[0] in trunks
         )
         gateways: dict[UUID, list[Gateway]] = {}
-        for r in rows("SELECT provider_id, id, name, host, port, transport, priority, enabled"
+        for r in rows("SELECT provider_id, id, name, host, port, transport, priority, enabled, probe"
                       " FROM routing.provider_gateways WHERE deleted_at IS NULL ORDER BY id"):
-            gateways.setdefault(r[0], []).append(Gateway(r[1], r[2], r[3], r[4], r[5], r[6], r[7]))
+            gateways.setdefault(r[0], []).append(Gateway(*r[1:]))
         rates: dict[UUID, list[VendorRate]] = {}
         for r in rows("SELECT provider_id, prefix, rate, effective_at, ends_at, interstate_rate,"
                       " intrastate_rate, indeterminate_rate FROM routing.rates"
@@ -173,8 +173,11 @@ def ensure_cdr_partitions(conn: psycopg.Connection, days: Iterable[datetime]) ->
         if exists and exists[0] is not None:
             continue
         # Rows of this day already in the default partition would block the new partition;
-        # move them across in the same transaction.
+        # move them across in the same transaction. Locks are taken parent first, as every
+        # reader takes them, so a concurrent query waits instead of deadlocking.
         with conn.transaction():
+            conn.execute("SET LOCAL lock_timeout = '5s'")
+            conn.execute("LOCK TABLE cdr.cdrs IN ACCESS EXCLUSIVE MODE")
             conn.execute("LOCK TABLE cdr.cdrs_default IN ACCESS EXCLUSIVE MODE")
             conn.execute("CREATE TEMP TABLE moving ON COMMIT DROP AS SELECT * FROM cdr.cdrs_default"
                          " WHERE invite_at >= %s AND invite_at < %s", (start, start + timedelta(days=1)))
