@@ -24,8 +24,8 @@ from routing_engine import lrn
 from routing_engine.adapters import lrn_sources, postgres, redis_store
 from routing_engine.adapters.health import HealthView
 from routing_engine.adapters.money import Limits, Wallet
-from routing_engine.adapters.snapshots import SnapshotFollower, SnapshotStore
 from routing_engine.adapters.registrations import Defence, RegistrationStore
+from routing_engine.adapters.snapshots import SnapshotFollower, SnapshotStore
 from routing_engine.cdr import CdrRecord
 from routing_engine.decision import LrnLookup
 from routing_engine.lrn import LrnSource

@@ -250,8 +250,8 @@ def cmd_cdr_emitter(settings: Settings, args: argparse.Namespace) -> int:
     from routing_engine import publisher
     from routing_engine.adapters import redis_store
     from routing_engine.adapters.health import Prober
-    from routing_engine.bootstrap import snapshot_store
     from routing_engine.adapters.money import LEDGER_STREAM, Wallet, ledger_entry
+    from routing_engine.bootstrap import snapshot_store
     from routing_engine.emitter import Emitter, LedgerSink, PostgresSink, replay_spool, seed_balances
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

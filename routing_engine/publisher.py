@@ -33,8 +33,9 @@ def build_and_publish(settings: Settings, conn: psycopg.Connection, store: Snaps
     built_ms = (time.perf_counter() - started) * 1000
     found = validation.problems(snapshot)
     if found:
+        in_service = store.current()
         log.error("snapshot %s refused, %d problem(s); %s stays in service:", snapshot.version, len(found),
-                  (store.current() or type("none", (), {"version": "nothing"})).version)
+                  in_service.version if in_service else "the configuration the workers started with")
         for problem in found[:50]:
             log.error("  %s", problem)
         return None

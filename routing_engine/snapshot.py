@@ -21,7 +21,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Snapshots are published to the SIP workers as pickled files; read-only mappings travel as dicts
 # and come back read-only.
-def _readonly(data: dict[object, object]) -> Mapping[object, object]:
+def _readonly(data: dict[object, object]) -> MappingProxyType[object, object]:
     return MappingProxyType(data)
 
 
