@@ -153,7 +153,7 @@ class Sipp:
 
 
 def sipp(scenario: str | Path, local_ip: str, workdir: Path, *, local_port: int = 5060,
-         remote: str | None = None, calls: int = 1, keys: dict[str, str] | None = None,
+         remote: str | None = None, calls: int | None = 1, keys: dict[str, str] | None = None,
          service: str | None = None, hold_ms: int = 200, transport: str = "u1",
          extra: list[str] | None = None) -> Sipp:
     """Start SIPp (UAC when ``remote`` is given, else UAS) in its own process group."""
@@ -163,7 +163,7 @@ def sipp(scenario: str | Path, local_ip: str, workdir: Path, *, local_port: int 
     path = Path(scenario)
     if not path.is_absolute():
         path = SCENARIOS / path
-    cmd = [SIPP, "-sf", str(path), "-i", local_ip, "-p", str(local_port), "-m", str(calls),
+    cmd = [SIPP, "-sf", str(path), "-i", local_ip, "-p", str(local_port), *(["-m", str(calls)] if calls else []),
            "-t", transport, "-nostdin", "-trace_msg", "-message_file", str(files.messages),
            "-trace_err", "-error_file", str(files.errors), "-d", str(hold_ms),
            "-timeout", "30s", "-timeout_error", "-cid_str", f"{name}-%u@%s"]

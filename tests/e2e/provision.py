@@ -48,7 +48,7 @@ def retail_plan(db: psycopg.Connection) -> uuid.UUID:
 
 def customer(db: psycopg.Connection, ban: str, cidr: str, plan_id: uuid.UUID | None,
              status: str = "active", rate_plan: uuid.UUID | None = None,
-             billing_type: str = "postpaid", credit_limit: str = "1000") -> tuple[uuid.UUID, uuid.UUID]:
+             billing_type: str = "postpaid", credit_limit: str = "100000") -> tuple[uuid.UUID, uuid.UUID]:
     (aid,) = db.execute("INSERT INTO accounts.accounts (ban, name, status, rate_plan_id, billing_type, credit_limit)"
                         " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
                         (ban, f"Customer {ban}", status, rate_plan or retail_plan(db), billing_type,

@@ -45,7 +45,7 @@ DIALED, CALLER = "12125551234", "13055550100"
 
 def trunk(db: psycopg.Connection, ban: str, name: str, status: str = "active", **columns: object) -> uuid.UUID:
     (aid,) = db.execute("INSERT INTO accounts.accounts (ban, name, status, rate_plan_id, credit_limit)"
-                        " VALUES (%s, %s, %s, %s, 1000) ON CONFLICT (ban) DO UPDATE SET status = EXCLUDED.status"
+                        " VALUES (%s, %s, %s, %s, 100000) ON CONFLICT (ban) DO UPDATE SET status = EXCLUDED.status"
                         " RETURNING id", (ban, ban, status, provision.retail_plan(db))).fetchone()
     plan = db.execute("SELECT id FROM routing.routing_plans WHERE name = 'auth-plan'").fetchone()[0]
     cols = {"account_id": aid, "name": name, "routing_plan_id": plan, **columns}

@@ -1,0 +1,63 @@
+"""Route explain through the API: the ops example of docs/API.md, and parity with the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from routing_engine import cli
+from tests.api.conftest import Api, Carrier
+from tests.conftest import test_environ
+
+
+def test_a_new_vendor_with_a_deck_attached_to_the_plan_takes_the_call(admin: Api, carrier: Carrier) -> None:
+    # 1. a vendor with a gateway and a rate deck (cheaper than vendor-echo, which has no rate yet)
+    vendor = admin.post("/vendors", json={"name": "vendor-fox", "number_format": "e164_plus"})["data"]
+    admin.post(f"/vendors/{vendor['id']}/gateways", json={"name": "fox-gw1", "host": "127.0.0.22", "port": 5070})
+    deck = "prefix,rate,effective_date\n1212,0.0040,2020-01-01\n44,0.0100,2020-01-01\n"
+    imported = admin.post(f"/vendors/{vendor['id']}/rates/import", expect=200,
+                          files={"file": ("fox.csv", deck, "text/csv")})["data"]
+    assert (imported["rows"], imported["applied"]) == (2, 2)
+    before = admin.get("/route/explain", params={"trunk": "BAN-A/trunk-1", "to": "12125551234"})["data"]
+    assert before["decision"] == "reject" and before["code"] == 404
+    # 2. into the customer's routing plan
+    admin.put(f"/routing-plans/{carrier.plan['id']}/vendors/{vendor['id']}", json={"priority": 1})
+    # 3. the call now routes to it, with the vendor's number format
+    after = admin.get("/route/explain", params={"source": "127.0.0.11", "to": "12125551234",
+                                                "from": "13055550100"})["data"]
+    assert after["decision"] == "relay", after
+    assert after["routes"][0]["vendor"] == "vendor-fox"
+    assert after["routes"][0]["ruri"] == "sip:+12125551234@127.0.0.22:5070"
+    assert after["routes"][0]["rate"] == "0.004000"
+
+
+def test_explain_answers_exactly_what_the_cli_prints(admin: Api, carrier: Carrier, capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    admin.post(f"/vendors/{carrier.vendor['id']}/rates", json={"prefix": "1", "rate": "0.01",
+                                                               "effective_at": "2020-01-01T00:00:00Z"})
+    args = {"trunk": "BAN-A/trunk-1", "to": "12125551234", "from": "13055550100", "at": "2026-06-01T12:00:00+00:00"}
+    api = admin.get("/route/explain", params=args)["data"]
+    for name in list(os.environ):
+        if name.startswith("WARP_") or name in ("DATABASE_URL", "REDIS_URL"):
+            monkeypatch.delenv(name)
+    for name, value in test_environ().items():
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    assert cli.main(["route", "explain", "--trunk", args["trunk"], "--to", args["to"], "--from", args["from"],
+                     "--at", args["at"], "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert api == printed
+    assert api["decision"] == "relay"
+
+
+def test_explain_needs_a_source_or_a_trunk_that_exists(admin: Api, carrier: Carrier) -> None:
+    assert admin.get("/route/explain", expect=422, params={"to": "12125551234"})["error"]["details"][0]["field"] \
+        == "query.source"
+    assert admin.get("/route/explain", expect=422, params={"to": "1", "trunk": "nope"})["success"] is False
+
+
+def test_an_unknown_source_is_refused_like_the_sip_side_would(admin: Api, carrier: Carrier) -> None:
+    got = admin.get("/route/explain", params={"source": "192.0.2.1", "to": "12125551234"})["data"]
+    assert (got["decision"], got["code"]) == ("reject", 403)

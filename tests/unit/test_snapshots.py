@@ -1,0 +1,114 @@
+"""Validation of snapshots, and how published snapshots reach a worker (files in a temp dir)."""
+
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from routing_engine.adapters.snapshots import SnapshotFollower, SnapshotStore
+from routing_engine.validation import problems
+
+from .factories import NOW, World, rate
+
+
+def valid_world() -> World:
+    w = World()
+    w.customer("10.0.0.1/32", w.plan("p", [w.vendor("v", [rate("1", "0.01")])]))
+    return w
+
+
+def test_a_sound_configuration_has_no_problems() -> None:
+    assert problems(valid_world().snapshot()) == []
+
+
+def test_overlapping_effective_periods_are_named() -> None:
+    w = valid_world()
+    w.vendor("dup", [rate("44", "0.01"), rate("44", "0.02", effective=NOW)])  # first one never ends
+    assert problems(w.snapshot()) == [
+        "vendor dup: rates for prefix 44 overlap: 1970-01-01T00:00:00+00:00 to open-ended and from "
+        f"{NOW.isoformat()}"]
+
+
+def test_back_to_back_periods_do_not_overlap() -> None:
+    w = valid_world()
+    w.vendor("ok", [rate("44", "0.01", ends=NOW), rate("44", "0.02", effective=NOW)])
+    assert problems(w.snapshot()) == []
+
+
+def test_negative_rates_empty_plans_and_dangling_references_are_named() -> None:
+    w = valid_world()
+    w.vendor("neg", [rate("33", "-0.01")])
+    empty = w.plan("empty", [])
+    ghost = w.plan("ghost", [w.vendor("gone", [rate("1", "0.01")])])
+    del w.vendors[next(v for v, x in w.vendors.items() if x.name == "gone")]
+    t = w.customer("10.0.0.9/32", empty)
+    w.trunks[t] = replace(w.trunks[t], rate_plan_id=ghost)  # a routing plan id is no rate plan
+    found = problems(w.snapshot())
+    assert "vendor neg: negative rate for prefix 33 (effective 1970-01-01T00:00:00+00:00)" in found
+    assert "routing plan empty: has no vendors" in found
+    assert any(p.startswith("routing plan ghost: vendor") and "does not exist" in p for p in found)
+    assert any(p.startswith("trunk trunk-1") and "rate plan" in p for p in found)
+
+
+def test_published_snapshots_round_trip_and_roll_back(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path, keep=2)
+    first = valid_world().snapshot()
+    second = replace(first, version="second")
+    assert store.publish(first) and not store.publish(first)
+    assert store.publish(second)
+    assert store.current().version == "second" and store.current().previous == first.version  # type: ignore[union-attr]
+    assert store.load("second").acl_by_specificity == first.acl_by_specificity
+    back = store.rollback()
+    assert (back.version, back.previous) == (first.version, "second")
+
+
+def test_rollback_needs_a_previous_version(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path)
+    store.publish(valid_world().snapshot())
+    with pytest.raises(LookupError):
+        store.rollback()
+
+
+def test_old_versions_are_pruned_but_the_previous_one_is_kept(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path, keep=2)
+    base = valid_world().snapshot()
+    for n in range(5):
+        store.publish(replace(base, version=f"v{n}"))
+    assert sorted(p.stem for p in tmp_path.glob("*.pickle")) == ["v3", "v4"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_a_worker_swaps_to_a_new_publication_at_its_next_check(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path)
+    initial = replace(valid_world().snapshot(), version="mine", loaded_at=NOW - timedelta(days=3650))
+    clock = Clock()
+    follower = SnapshotFollower(store, initial, check_interval_s=0.1, clock=clock)
+    assert follower.get().version == "mine"
+    store.publish(replace(initial, version="next"))
+    assert follower.get().version == "mine"  # not yet time to look
+    clock.t = 0.2
+    assert follower.get().version == "next"
+
+
+def test_a_publication_older_than_the_workers_start_is_not_news(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path)
+    store.publish(replace(valid_world().snapshot(), version="stale"))
+    fresh = replace(valid_world().snapshot(), version="fresh", loaded_at=NOW + timedelta(days=3650))
+    assert SnapshotFollower(store, fresh, clock=Clock()).get().version == "fresh"
+
+
+def test_an_unreadable_publication_leaves_the_worker_on_its_snapshot(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path)
+    initial = replace(valid_world().snapshot(), version="mine", loaded_at=NOW - timedelta(days=3650))
+    follower = SnapshotFollower(store, initial, clock=Clock())
+    store.publish(replace(initial, version="broken"))
+    (tmp_path / "broken.pickle").write_bytes(b"not a pickle")
+    assert follower.get().version == "mine"
