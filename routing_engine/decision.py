@@ -30,6 +30,7 @@ switch that trying another carrier makes sense.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -189,7 +190,8 @@ def decide_invite(
                            gateway_up)
     kept = order([c for c in verdicts if c.kept], random.Random(_seed(request.call_id)))
     trace["candidates"] = [c.explain() for c in kept + [c for c in verdicts if not c.kept]]
-    routes = tuple(
+    # only as many routes as the plan will try are built (each one costs a number translation)
+    routes = tuple(itertools.islice((
         lcr.Route(c.vendor_id, c.vendor_name, gw, c.rate, c.prefix,
                   ruri_user=translation.dialed_for_vendor(dialed, dip, vendor.translation),
                   from_user=translation.caller_for_vendor(caller, vendor.translation))
@@ -198,7 +200,7 @@ def decide_invite(
         for vendor in (snapshot.vendors[c.vendor_id],)
         for gw in vendor.gateways
         if gw.enabled and gateway_up(gw.id)
-    )
+    ), plan.max_attempts))
     if not routes:
         if any(c.rate is not None for c in verdicts):
             return Reject(503, "No Route Available", context, trace, q850_cause=34)

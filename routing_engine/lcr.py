@@ -9,7 +9,7 @@ protection: a vendor costing more is dropped with that reason.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -21,6 +21,7 @@ from routing_engine.snapshot import (
     RoutingPlan,
     RoutingSnapshot,
     Vendor,
+    VendorRate,
     longest_blocked,
 )
 
@@ -98,10 +99,11 @@ def examine(
     ``dialed_digits`` is checked against blocked destinations; ``rating_digits`` (the LRN when
     ported) finds the rate.
     """
+    rates = snapshot.rates_for(frozenset(m.vendor_id for m in plan.vendors), rating_digits, now)
     return [
         _verdict(member.vendor_id, member.priority, member.weight,
-                 snapshot.vendors.get(member.vendor_id), dialed_digits, rating_digits,
-                 jurisdiction, now, price_ceiling, gateway_up)
+                 snapshot.vendors.get(member.vendor_id), dialed_digits, rates.get(member.vendor_id),
+                 jurisdiction, price_ceiling, gateway_up)
         for member in plan.vendors
     ]
 
@@ -112,32 +114,30 @@ def _verdict(
     weight: int,
     vendor: Vendor | None,
     dialed_digits: str,
-    rating_digits: str,
+    rate: VendorRate | None,
     jurisdiction: Jurisdiction,
-    now: datetime,
     price_ceiling: Decimal | None,
     gateway_up: Callable[[UUID], bool],
 ) -> Candidate:
     if vendor is None:
         return Candidate(vendor_id, str(vendor_id), priority, weight, dropped=Drop.UNKNOWN_VENDOR)
-    base = Candidate(vendor.id, vendor.name, priority, weight)
+    name = vendor.name
     if not vendor.enabled:
-        return _with(base, dropped=Drop.VENDOR_DISABLED)
-    blocked = longest_blocked(vendor.blocked, dialed_digits)
-    if blocked is not None:
-        return _with(base, dropped=Drop.BLOCKED_BY_VENDOR, detail=f"prefix {blocked}")
-    rate = vendor.rate_for(rating_digits, now)
+        return Candidate(vendor_id, name, priority, weight, dropped=Drop.VENDOR_DISABLED)
+    if vendor.blocked:
+        blocked = longest_blocked(vendor.blocked, dialed_digits)
+        if blocked is not None:
+            return Candidate(vendor_id, name, priority, weight, dropped=Drop.BLOCKED_BY_VENDOR,
+                             detail=f"prefix {blocked}")
     if rate is None:
-        return _with(base, dropped=Drop.NO_RATE)
-    priced = _with(base, rate=rate.price_for(jurisdiction), prefix=rate.prefix)
+        return Candidate(vendor_id, name, priority, weight, dropped=Drop.NO_RATE)
+    price, prefix = rate.price_for(jurisdiction), rate.prefix
+    dropped: Drop | None = None
+    detail: str | None = None
     if not any(gw.enabled for gw in vendor.gateways):
-        return _with(priced, dropped=Drop.NO_GATEWAY)
-    if not any(gw.enabled and gateway_up(gw.id) for gw in vendor.gateways):
-        return _with(priced, dropped=Drop.NO_GATEWAY, detail="down: not answering OPTIONS")
-    if price_ceiling is not None and priced.cost > price_ceiling:
-        return _with(priced, dropped=Drop.ABOVE_PRICE, detail=f"price {price_ceiling}")
-    return priced
-
-
-def _with(c: Candidate, **changes: object) -> Candidate:
-    return replace(c, **changes)  # type: ignore[arg-type]
+        dropped = Drop.NO_GATEWAY
+    elif not any(gw.enabled and gateway_up(gw.id) for gw in vendor.gateways):
+        dropped, detail = Drop.NO_GATEWAY, "down: not answering OPTIONS"
+    elif price_ceiling is not None and price > price_ceiling:
+        dropped, detail = Drop.ABOVE_PRICE, f"price {price_ceiling}"
+    return Candidate(vendor_id, name, priority, weight, price, prefix, dropped, detail)

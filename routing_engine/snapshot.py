@@ -180,7 +180,8 @@ def index_rates(rates: Iterable[VendorRate]) -> tuple[Mapping[str, tuple[VendorR
     for rate in rates:
         by_prefix.setdefault(rate.prefix, []).append(rate)
     indexed = {p: tuple(sorted(rs, key=lambda r: r.effective_at)) for p, rs in by_prefix.items()}
-    return MappingProxyType(indexed), max((len(p) for p in indexed), default=0)
+    # a plain dict on the hot path (a read-only proxy costs a call per lookup); nothing writes it
+    return indexed, max((len(p) for p in indexed), default=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +293,10 @@ class RoutingSnapshot:
     rate_plans: Mapping[UUID, RatePlan] = field(default_factory=lambda: MappingProxyType({}))
     # vendor gateways by IP address: a request from one of them is an inbound (origination) call
     gateway_hosts: Mapping[str, GatewayRef] = field(init=False, repr=False)
+    # every vendor's rates in one index, prefix -> ((vendor id, rates), ...): a call's rates are
+    # found with one lookup per prefix length, not one per vendor and length
+    rate_index: Mapping[str, tuple[tuple[UUID, tuple[VendorRate, ...]], ...]] = field(init=False, repr=False)
+    rate_index_max_len: int = field(init=False, repr=False)
     # ACL entries most specific first, so the first match is the best one.
     _acl_by_specificity: tuple[AclEntry, ...] = field(init=False, repr=False)
 
@@ -310,6 +315,30 @@ class RoutingSnapshot:
                     continue  # a DNS name cannot be matched against a source address
                 hosts.setdefault(key, GatewayRef(vendor.id, gw))
         object.__setattr__(self, "gateway_hosts", MappingProxyType(hosts))
+        index: dict[str, list[tuple[UUID, tuple[VendorRate, ...]]]] = {}
+        for vendor in self.vendors.values():
+            for prefix, entries in vendor.rates.items():
+                index.setdefault(prefix, []).append((vendor.id, entries))
+        object.__setattr__(self, "rate_index", {p: tuple(v) for p, v in index.items()})
+        object.__setattr__(self, "rate_index_max_len", max((len(p) for p in index), default=0))
+
+    def rates_for(self, vendor_ids: frozenset[UUID], digits: str, now: datetime) -> dict[UUID, VendorRate]:
+        """Each of these vendors' rate for ``digits`` (longest prefix in force at ``now``)."""
+        found: dict[UUID, VendorRate] = {}
+        index = self.rate_index
+        for length in range(min(len(digits), self.rate_index_max_len), 0, -1):
+            entries = index.get(digits[:length])
+            if not entries:
+                continue
+            for vendor_id, rates in entries:
+                if vendor_id in vendor_ids and vendor_id not in found:
+                    for rate in reversed(rates):  # newest first
+                        if rate.active_at(now):
+                            found[vendor_id] = rate
+                            break
+            if len(found) == len(vendor_ids):
+                break
+        return found
 
     @property
     def acl_by_specificity(self) -> tuple[AclEntry, ...]:

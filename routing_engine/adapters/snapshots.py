@@ -9,6 +9,7 @@ never a mix. Rolling back is pointing ``current`` at the previous version.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -146,6 +147,7 @@ class SnapshotFollower:
                       self.snapshot.version, exc)
             return
         old, self.snapshot = self.snapshot.version, snapshot
+        gc.freeze()  # the snapshot's objects live until the next swap: keep the collector off them
         log.info("routing snapshot %s -> %s (built %s, loaded in %.1f ms)", old, snapshot.version,
                  published.built_at.astimezone(UTC).isoformat(timespec="seconds"),
                  (time.perf_counter() - started) * 1000)
