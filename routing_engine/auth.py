@@ -47,19 +47,6 @@ def _matches(entry: AclEntry, address: ipaddress.IPv4Address | ipaddress.IPv6Add
     )
 
 
-def identify_by_acl(
-    entries_most_specific_first: tuple[AclEntry, ...], source_ip: str, source_port: int, transport: str
-) -> UUID | None:
-    """The trunk whose ACL entry best matches the source, or None (no tech prefixes involved)."""
-    address = _address(source_ip)
-    if address is None:
-        return None
-    for entry in entries_most_specific_first:
-        if _matches(entry, address, source_port, transport.lower()):
-            return entry.trunk_id
-    return None
-
-
 def identify(snapshot: RoutingSnapshot, source_ip: str, source_port: int, transport: str,
              dialed: str) -> Identified | None:
     """The trunk a call from this source, dialing this number, belongs to — by ACL."""

@@ -225,10 +225,6 @@ class Vendor:
     translation: Translation = field(default_factory=Translation)
     blocked: frozenset[str] = frozenset()  # destination prefixes this vendor must not carry
 
-    def rate_for(self, digits: str, now: datetime) -> VendorRate | None:
-        """Longest prefix of ``digits`` with a rate in force at ``now``."""
-        return longest_rate(self.rates, self.max_prefix_len, digits, now)
-
 
 @dataclass(frozen=True, slots=True)
 class PlanVendor:

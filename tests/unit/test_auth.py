@@ -1,20 +1,28 @@
-from routing_engine.auth import identify_by_acl
+from uuid import UUID
+
+from routing_engine.auth import identify
+from routing_engine.snapshot import RoutingSnapshot
 
 from .factories import World
+
+
+def identify_by_acl(s: RoutingSnapshot, ip: str, port: int, transport: str) -> UUID | None:
+    found = identify(s, ip, port, transport, "12125551234")
+    return found.trunk_id if found else None
 
 
 def test_source_inside_a_trunk_cidr_identifies_that_trunk() -> None:
     w = World()
     trunk = w.customer("10.1.0.0/16", None)
     s = w.snapshot()
-    assert identify_by_acl(s.acl_by_specificity, "10.1.2.3", 5060, "udp") == trunk
+    assert identify_by_acl(s, "10.1.2.3", 5060, "udp") == trunk
 
 
 def test_unknown_source_identifies_no_trunk() -> None:
     w = World()
     w.customer("10.1.0.0/16", None)
     s = w.snapshot()
-    assert identify_by_acl(s.acl_by_specificity, "10.2.0.1", 5060, "udp") is None
+    assert identify_by_acl(s, "10.2.0.1", 5060, "udp") is None
 
 
 def test_most_specific_entry_wins_when_trunks_overlap() -> None:
@@ -22,8 +30,8 @@ def test_most_specific_entry_wins_when_trunks_overlap() -> None:
     wide = w.customer("10.0.0.0/8", None)
     narrow = w.customer("10.1.2.3/32", None)
     s = w.snapshot()
-    assert identify_by_acl(s.acl_by_specificity, "10.1.2.3", 5060, "udp") == narrow
-    assert identify_by_acl(s.acl_by_specificity, "10.1.2.4", 5060, "udp") == wide
+    assert identify_by_acl(s, "10.1.2.3", 5060, "udp") == narrow
+    assert identify_by_acl(s, "10.1.2.4", 5060, "udp") == wide
 
 
 def test_entry_pinned_to_port_and_transport_matches_only_those() -> None:
@@ -31,9 +39,9 @@ def test_entry_pinned_to_port_and_transport_matches_only_those() -> None:
     any_port = w.customer("10.1.2.3/32", None)
     pinned = w.customer("10.1.2.3/32", None, port=5080, transport="tcp")
     s = w.snapshot()
-    assert identify_by_acl(s.acl_by_specificity, "10.1.2.3", 5080, "tcp") == pinned
-    assert identify_by_acl(s.acl_by_specificity, "10.1.2.3", 5080, "udp") == any_port
-    assert identify_by_acl(s.acl_by_specificity, "10.1.2.3", 5060, "tcp") == any_port
+    assert identify_by_acl(s, "10.1.2.3", 5080, "tcp") == pinned
+    assert identify_by_acl(s, "10.1.2.3", 5080, "udp") == any_port
+    assert identify_by_acl(s, "10.1.2.3", 5060, "tcp") == any_port
 
 
 def test_ipv6_and_ipv4_mapped_sources_are_matched() -> None:
@@ -41,12 +49,12 @@ def test_ipv6_and_ipv4_mapped_sources_are_matched() -> None:
     v6 = w.customer("2001:db8::/32", None)
     v4 = w.customer("192.0.2.0/24", None)
     s = w.snapshot()
-    assert identify_by_acl(s.acl_by_specificity, "2001:db8::5", 5060, "udp") == v6
-    assert identify_by_acl(s.acl_by_specificity, "::ffff:192.0.2.9", 5060, "udp") == v4
+    assert identify_by_acl(s, "2001:db8::5", 5060, "udp") == v6
+    assert identify_by_acl(s, "::ffff:192.0.2.9", 5060, "udp") == v4
 
 
 def test_garbage_source_address_identifies_no_trunk() -> None:
     w = World()
     w.customer("0.0.0.0/0", None)
     s = w.snapshot()
-    assert identify_by_acl(s.acl_by_specificity, "not-an-ip", 5060, "udp") is None
+    assert identify_by_acl(s, "not-an-ip", 5060, "udp") is None

@@ -1,11 +1,10 @@
-import ipaddress
 import uuid
 from dataclasses import replace
 
 from routing_engine import auth
 from routing_engine.decision import Reject
 from routing_engine.inbound import Contact, Deliver, decide_inbound
-from routing_engine.snapshot import AccountStatus, AclEntry, Credential, GatewayRef
+from routing_engine.snapshot import AccountStatus, Credential, GatewayRef
 
 from .factories import World, gateway, rate
 
@@ -98,6 +97,3 @@ def test_inbound_to_a_suspended_account_is_refused() -> None:
     assert isinstance(d, Reject) and d.code == 403
 
 
-def test_acl_entry_helper_still_matches_ipv6() -> None:
-    entry = AclEntry(uuid.uuid4(), ipaddress.ip_network("2001:db8::/32"))
-    assert auth.identify_by_acl((entry,), "2001:db8::1", 5060, "udp") == entry.trunk_id
