@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 WARP   := $(VENV)/bin/warp
 
-.PHONY: help setup run start stop status test test-unit lint bench demo-call explain-demo clean
+.PHONY: help setup run start stop status test test-unit lint bench demo-call api openapi clean
 
 help:
 	@echo "make run        install what is missing, start the local stack + Kamailio (foreground)"
@@ -15,6 +15,8 @@ help:
 	@echo "make demo-call  place the demo call with SIPp against a running stack"
 	@echo "make lint       ruff + mypy"
 	@echo "make bench      benchmarks (see BENCHMARKS.md)"
+	@echo "make api        the admin API on api.listen (127.0.0.1:8080; see docs/API.md)"
+	@echo "make openapi    regenerate the committed openapi.json"
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -43,6 +45,12 @@ lint: setup
 
 bench: setup
 	@$(WARP) exec -- $(PY) -m benchmarks
+
+api: setup
+	@$(WARP) api
+
+openapi:
+	@$(PY) -m routing_engine.api.openapi > openapi.json
 
 demo-call:
 	@bash scripts/demo-call.sh

@@ -7,6 +7,7 @@ decision p99 <= 100 us). Everything in process: the same ``decide_invite`` a SIP
 from __future__ import annotations
 
 import gc
+import ipaddress
 import pickle
 import random
 import resource
@@ -75,11 +76,10 @@ def generate(vendors: int = 20, prefixes: int = 1_000_000, npanxx: int = 100_000
         vid = uuid.uuid4()
         built[vid] = build_vendor(vid, f"vendor-{v:02d}", [Gateway(uuid.uuid4(), "gw", f"192.0.2.{v + 1}")], rates)
     plan = RoutingPlan(uuid.uuid4(), "all", "least_cost", tuple(PlanVendor(v, i) for i, v in enumerate(built)))
-    retail = build_rate_plan(uuid.uuid4(), "retail", [CustomerRate(str(d), Decimal("1.0"), EPOCH) for d in range(1, 10)])
+    retail = build_rate_plan(uuid.uuid4(), "retail",
+                             [CustomerRate(str(d), Decimal("1.0"), EPOCH) for d in range(1, 10)])
     account = Account(uuid.uuid4(), "BAN1", "bench", AccountStatus.ACTIVE, rate_plan_id=retail.id)
     trunk = Trunk(uuid.uuid4(), account.id, "t", plan.id)
-    import ipaddress
-
     return RoutingSnapshot(
         version="bench", loaded_at=NOW, accounts=MappingProxyType({account.id: account}),
         trunks=MappingProxyType({trunk.id: trunk}),

@@ -14,6 +14,9 @@
     warp blocks list | clear IP source addresses blocked for digest brute force
     warp funds show|topup BAN [AMOUNT]  live and ledger balance; top-ups
     warp snapshot status|rollback       the routing configuration in service
+    warp api                    the admin API (HTTP/JSON) on api.listen
+    warp api-keys create|list|revoke  admin API keys (a new key is printed once)
+    warp rates import --vendor NAME FILE.csv   a vendor rate deck (or --rate-plan NAME) from CSV
 """
 
 from __future__ import annotations
@@ -487,6 +490,21 @@ def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    from routing_engine.api.server import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return serve(settings)
+
+
+def _delegate(module: str, config: str | None, rest: list[str]) -> int:
+    """Commands with a parser of their own (warp api-keys, warp rates)."""
+    import importlib
+
+    main_of = importlib.import_module(module).main
+    return int(main_of((["--config", config] if config else []) + rest))
+
+
 def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
     from routing_engine.adapters import redis_store
     from routing_engine.bootstrap import load_snapshot, lrn_lookup
@@ -610,7 +628,14 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--from", dest="caller", help="calling number")
     e.add_argument("--at", help="ISO time of the call (default: now)")
     e.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
+    sub.add_parser("api", help="serve the admin API on api.listen")
+    for name, text in (("api-keys", "admin API keys: create | list | revoke"),
+                       ("rates", "rate decks from CSV: import --vendor NAME FILE.csv")):
+        p = sub.add_parser(name, help=text, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.cmd not in ("api-keys", "rates"):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         settings = load_settings(args.config)
     except SettingsError as exc:
@@ -621,6 +646,9 @@ def main(argv: list[str] | None = None) -> int:
         "exec": cmd_exec, "kamailio": cmd_kamailio, "cdr-emitter": cmd_cdr_emitter, "companion": cmd_cdr_emitter,
         "stack": cmd_stack, "route": cmd_explain, "load": cmd_load,
         "credentials": cmd_credentials, "blocks": cmd_blocks, "funds": cmd_funds, "snapshot": cmd_snapshot,
+        "api": cmd_api,
+        "api-keys": lambda s, a: _delegate("routing_engine.api.keys_cli", a.config, a.rest + extra),
+        "rates": lambda s, a: _delegate("routing_engine.api.rates_cli", a.config, a.rest + extra),
         "setup": lambda s, a: (setup(s), 0)[1],
         "db": lambda s, a: cmd_migrate(s, a) if a.action == "migrate" else cmd_demo(s, a),
     }

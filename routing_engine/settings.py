@@ -106,7 +106,7 @@ class ApiSettings:
     jwks_url: str = ""          # a JWKS URL for RS256/ES256 tokens
     issuer: str = "warp"
     audience: str = "warp-admin"
-    max_body_bytes: int = 50_000_000
+    max_body_bytes: int = 100_000_000
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ CONFIG_TABLES = [
 
 def test_environ() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith("WARP_") and k not in ("DATABASE_URL", "REDIS_URL")}
+           if (not k.startswith("WARP_") or k.startswith("WARP_STACK__")) and k not in ("DATABASE_URL", "REDIS_URL")}
     env.update(TEST_ENV)
     return env
 

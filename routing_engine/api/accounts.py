@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from routing_engine.api import store, writes
 from routing_engine.api.envelope import Envelope, error_responses, not_found, ok, paged
-from routing_engine.api.openapi import PolicyRoute
 from routing_engine.api.fields import Amount, Ban, CreditLimit, Currency, Cursor, PageLimit, Text, unset
+from routing_engine.api.openapi import PolicyRoute
 from routing_engine.api.principals import ADMIN, READ_OWN, Caller
 from routing_engine.api.services import connection
 from routing_engine.api.tables import ACCOUNTS, BALANCE_UPDATES, PLANS, RATE_PLANS, must_exist

@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from routing_engine.adapters.registrations import Defence
 from routing_engine.api import audit, store, writes
 from routing_engine.api.envelope import ApiError, Envelope, error_responses, invalid, not_found, ok, paged
-from routing_engine.api.openapi import PolicyRoute
 from routing_engine.api.fields import Cursor, PageLimit, Prefix, Text
+from routing_engine.api.openapi import PolicyRoute
 from routing_engine.api.principals import OPERATE, READ, Caller
 from routing_engine.api.services import Services, connection, services
 from routing_engine.api.tables import BLOCKED, PLANS, VENDORS, must_exist

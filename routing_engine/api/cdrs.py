@@ -20,8 +20,8 @@ from psycopg.rows import dict_row
 from pydantic import AwareDatetime, BaseModel
 
 from routing_engine.api.envelope import Envelope, error_responses, invalid, paged
-from routing_engine.api.openapi import PolicyRoute
 from routing_engine.api.fields import PageLimit
+from routing_engine.api.openapi import PolicyRoute
 from routing_engine.api.principals import READ_OWN, Caller
 from routing_engine.api.services import connection
 
@@ -110,7 +110,7 @@ def search_cdrs(who: Caller = Depends(READ_OWN), conn: psycopg.Connection = Depe
     query = (f"SELECT {_COLUMNS} FROM cdr.cdrs WHERE {' AND '.join(conds)}"
              " ORDER BY invite_at DESC, cdr_id DESC LIMIT %s")
     with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(query, [*params, limit + 1]).fetchall()  # type: ignore[call-overload]
+        rows = cur.execute(query, [*params, limit + 1]).fetchall()
     if who.scope is not None:
         rows = [{**r, **dict.fromkeys(CARRIER_ONLY)} for r in rows]
     return paged(who.request_id, rows, limit, _cursor)

@@ -37,7 +37,6 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 Digits = Annotated[int, Field(ge=0, le=15)]
 Priority = Annotated[int, Field(ge=-10000, le=10000)]
 Weight = Annotated[int, Field(ge=0, le=10000)]
-Limit = Annotated[int, Field(ge=1, le=1_000_000)]
 Seconds = Annotated[int, Field(ge=1, le=3600)]
 MinSeconds = Annotated[int, Field(ge=0, le=3600)]
 

@@ -51,8 +51,9 @@ def create(conn: psycopg.Connection, name: str, role: Role, account_id: UUID | N
         raise KeyProblem("a customer-scoped key cannot be admin (use operator or read-only)")
     key = new_key()
     with conn.transaction():
-        if account_id is not None and conn.execute(
-                "SELECT 1 FROM accounts.accounts WHERE id = %s AND deleted_at IS NULL", (account_id,)).fetchone() is None:
+        found = account_id is None or conn.execute(
+            "SELECT 1 FROM accounts.accounts WHERE id = %s AND deleted_at IS NULL", (account_id,)).fetchone()
+        if not found:
             raise KeyProblem(f"no such account {account_id}")
         row = conn.execute(
             "INSERT INTO auth.api_keys (name, key_prefix, key_sha256, role, account_id, created_by, expires_at)"

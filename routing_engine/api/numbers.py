@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from routing_engine.api import audit, store, writes
 from routing_engine.api.envelope import ApiError, Envelope, error_responses, invalid, not_found, ok, paged
-from routing_engine.api.openapi import PolicyRoute
 from routing_engine.api.fields import E164, Cursor, PageLimit, unset
+from routing_engine.api.openapi import PolicyRoute
 from routing_engine.api.principals import OPERATE, OPERATE_OWN, READ_OWN, Caller
 from routing_engine.api.services import connection
 from routing_engine.api.tables import NUMBERS, TRUNKS

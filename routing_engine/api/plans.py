@@ -20,8 +20,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from routing_engine.api import audit, store, writes
 from routing_engine.api.envelope import ApiError, Envelope, error_responses, not_found, ok, paged
-from routing_engine.api.openapi import PolicyRoute
 from routing_engine.api.fields import Cursor, Margin, Name, PageLimit, Priority, Strategy, Text, Weight, unset
+from routing_engine.api.openapi import PolicyRoute
 from routing_engine.api.principals import OPERATE, READ, Caller
 from routing_engine.api.services import connection
 from routing_engine.api.tables import PLAN_VENDORS, PLANS, VENDORS
@@ -106,8 +106,10 @@ def list_routing_plans(who: Caller = Depends(READ), conn: psycopg.Connection = D
     return paged(who.request_id, rows, limit)
 
 
-@router.post("", status_code=201, response_model=Envelope[Plan], responses=error_responses(400, 401, 403, 409, 413, 422))
-def create_routing_plan(body: PlanCreate, who: Caller = Depends(OPERATE), conn: psycopg.Connection = Depends(connection)) -> Any:
+@router.post("", status_code=201, response_model=Envelope[Plan],
+             responses=error_responses(400, 401, 403, 409, 413, 422))
+def create_routing_plan(body: PlanCreate, who: Caller = Depends(OPERATE),
+                        conn: psycopg.Connection = Depends(connection)) -> Any:
     with conn.transaction():
         row = writes.create(conn, who, PLANS, "routing_plan", body.model_dump(exclude_unset=True))
     return ok(who.request_id, row)
@@ -128,7 +130,8 @@ def change_routing_plan(plan_id: UUID, body: PlanChange, who: Caller = Depends(O
 
 
 @router.delete("/{plan_id}", response_model=Envelope[Plan], responses=error_responses(401, 403, 404, 409, 422))
-def delete_routing_plan(plan_id: UUID, who: Caller = Depends(OPERATE), conn: psycopg.Connection = Depends(connection)) -> Any:
+def delete_routing_plan(plan_id: UUID, who: Caller = Depends(OPERATE),
+                        conn: psycopg.Connection = Depends(connection)) -> Any:
     with conn.transaction():
         before = _plan(conn, plan_id, lock=True)
         used = conn.execute(
@@ -155,7 +158,8 @@ def _member(conn: psycopg.Connection, plan_id: UUID, vendor_id: UUID) -> dict[st
 
 
 @router.get("/{plan_id}/vendors", response_model=Envelope[list[Member]], responses=error_responses(401, 403, 404, 422))
-def list_plan_vendors(plan_id: UUID, who: Caller = Depends(READ), conn: psycopg.Connection = Depends(connection)) -> Any:
+def list_plan_vendors(plan_id: UUID, who: Caller = Depends(READ),
+                      conn: psycopg.Connection = Depends(connection)) -> Any:
     _plan(conn, plan_id)
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(_MEMBERS + " WHERE m.routing_plan_id = %s AND v.deleted_at IS NULL"

@@ -143,7 +143,7 @@ class Authenticator:
         except jwt.PyJWTError as exc:
             raise AuthError(401, f"invalid bearer token: {exc}") from None
         try:
-            role = Role(claims.get("role"))
+            role = Role(str(claims.get("role")))
         except ValueError:
             raise AuthError(403, "the token's role claim must be admin, operator or read-only") from None
         account: UUID | None = None

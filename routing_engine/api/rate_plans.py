@@ -18,8 +18,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from routing_engine.api import decks, rates, store, writes
 from routing_engine.api.envelope import ApiError, Envelope, error_responses, not_found, ok, paged
-from routing_engine.api.openapi import PolicyRoute
 from routing_engine.api.fields import Currency, Cursor, Name, PageLimit, Prefix, unset
+from routing_engine.api.openapi import PolicyRoute
 from routing_engine.api.principals import OPERATE, READ_OWN, Caller
 from routing_engine.api.services import connection
 from routing_engine.api.tables import ACCOUNTS, PLAN_RATES, RATE_PLANS, must_exist

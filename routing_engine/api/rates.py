@@ -131,7 +131,8 @@ def _mapping(text: str | None) -> dict[str, str]:
 
 def upload(conn: psycopg.Connection, who: Caller, deck: decks.Deck, owner_id: UUID, file: UploadFile,
            mapping: str | None, mode: Literal["replace", "merge"], effective_at: datetime | None) -> dict[str, Any]:
-    text = io.TextIOWrapper(file.file, encoding="utf-8-sig", newline="")
+    # undecodable bytes become U+FFFD, which the row checks name with their line
+    text = io.TextIOWrapper(file.file, encoding="utf-8-sig", errors="replace", newline="")
     try:
         report = decks.import_deck(conn, deck, owner_id, csv.reader(text), _mapping(mapping), mode=mode,
                                    effective_at=effective_at, actor=who.actor, request_id=who.request_id)

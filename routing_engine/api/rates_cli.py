@@ -32,34 +32,45 @@ SHOWN_ERRORS = 20
 
 
 class ProgressBar:
-    """``[#######-----]  58%  580,000 rows  9.1 s`` on stderr, redrawn at most 5 times a second
-    (on a terminal; elsewhere one line per 10%)."""
+    """``[#######-----]  58%  580,000 rows  9.1 s`` on stderr while the file is read, redrawn at
+    most 5 times a second (on a terminal; elsewhere one line per 10%), then a line when the
+    database work starts."""
 
-    def __init__(self, total_bytes: int, position: Callable[[], int], out: IO[str] = sys.stderr) -> None:
+    def __init__(self, total_bytes: int, position: Callable[[], int], out: IO[str] | None = None) -> None:
         self.total = max(total_bytes, 1)
         self.position = position
-        self.out = out
-        self.tty = out.isatty()
+        self.out = out or sys.stderr
+        self.tty = self.out.isatty()
         self.started = time.monotonic()
+        self.rows = 0
         self._drawn = 0.0
         self._decile = -1
 
-    def __call__(self, rows: int, final: bool = False) -> None:
+    def __call__(self, rows: int) -> None:
+        self.rows = rows
+        self._draw(done=False)
+
+    def stage(self, name: str) -> None:
+        self._draw(done=True)
+        self.out.write(f"file read and valid; {name} in one transaction ...\n")
+        self.out.flush()
+
+    def _draw(self, done: bool) -> None:
         now = time.monotonic()
-        share = 1.0 if final else min(self.position() / self.total, 1.0)
+        share = 1.0 if done else min(self.position() / self.total, 1.0)
+        line = f"{share:4.0%}  {self.rows:,} rows  {now - self.started:.1f} s"
         if self.tty:
-            if not final and now - self._drawn < 0.2:
+            if not done and now - self._drawn < 0.2:
                 return
             self._drawn = now
             filled = int(share * 30)
-            self.out.write(f"\r[{'#' * filled}{'-' * (30 - filled)}] {share:4.0%}  {rows:,} rows  "
-                           f"{now - self.started:.1f} s" + ("\n" if final else ""))
+            self.out.write(f"\r[{'#' * filled}{'-' * (30 - filled)}] {line}" + ("\n" if done else ""))
         else:
             decile = int(share * 10)
-            if decile == self._decile and not final:
+            if decile == self._decile:
                 return
             self._decile = decile
-            self.out.write(f"{share:4.0%}  {rows:,} rows  {now - self.started:.1f} s\n")
+            self.out.write(line + "\n")
         self.out.flush()
 
 
@@ -115,10 +126,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warp: no {deck.entity} named {name!r}", file=sys.stderr)
             return 2
         bar = ProgressBar(os.fstat(raw.fileno()).st_size, raw.tell)
-        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
         try:
             report = decks.import_deck(conn, deck, row[0], csv.reader(text), mapping, mode=args.mode,
-                                       effective_at=effective, actor=f"cli:{getpass.getuser()}", progress=bar)
+                                       effective_at=effective, actor=f"cli:{getpass.getuser()}", progress=bar,
+                                       stage=bar.stage)
         except decks.DeckError as exc:
             print(f"warp: {exc}", file=sys.stderr)
             return 2
@@ -131,7 +143,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warp: ... and {report.error_count - SHOWN_ERRORS} more", file=sys.stderr)
         print(f"warp: {report.error_count} problems in {args.file}; nothing was imported", file=sys.stderr)
         return 1
-    bar(report.rows, final=True)
     replaced = f" (replaced {report.replaced:,} earlier rows)" if args.mode == "replace" else ""
     print(f"warp: {report.applied:,} rates loaded into {report.target}{replaced} in {report.seconds:.1f} s",
           file=sys.stderr)

@@ -15,9 +15,11 @@ from typing import Any
 import psycopg
 from fastapi import Request
 
+from routing_engine import bootstrap
 from routing_engine.adapters import postgres, redis_store
 from routing_engine.api.principals import Authenticator
 from routing_engine.api.store import Pool
+from routing_engine.decision import LrnLookup
 from routing_engine.settings import Settings
 from routing_engine.snapshot import RoutingSnapshot
 
@@ -54,6 +56,7 @@ class Services:
         self.authenticator = Authenticator(settings.api, self.pool)
         self.snapshots = SnapshotCache(self.pool, settings.auth.realm)
         self._redis: Any = None
+        self._lrn: LrnLookup | None = None
         self._lock = threading.Lock()
 
     def redis(self) -> Any:
@@ -61,6 +64,14 @@ class Services:
             if self._redis is None:
                 self._redis = redis_store.connect(self.settings.redis_url, 2000)
             return self._redis
+
+    def lrn_lookup(self) -> LrnLookup:
+        """The LRN resolver the SIP workers use (Redis cache, then the configured source)."""
+        client = self.redis()
+        with self._lock:
+            if self._lrn is None:
+                self._lrn = bootstrap.lrn_lookup(self.settings, client)
+            return self._lrn
 
     def close(self) -> None:
         self.pool.close()

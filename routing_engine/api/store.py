@@ -89,7 +89,7 @@ class Table:
         """The condition (and its parameters) that limits rows to one account."""
         if self.scope_sql is None:
             return sql.SQL("false"), []
-        return sql.SQL(self.scope_sql), [scope] * self.scope_sql.count("%s")  # type: ignore[arg-type]
+        return sql.SQL(self.scope_sql), [scope] * self.scope_sql.count("%s")
 
 
 TENANT = "account_id = %s"  # scope_sql of tables that carry the owning account
@@ -159,9 +159,9 @@ def listing(conn: psycopg.Connection, table: Table, filters: Mapping[str, Any], 
         if value is not None:
             conds.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
             params.append(value)
-    for condition, values in extra:
-        conds.append(sql.SQL(condition))  # type: ignore[arg-type]  # resource-module constants only
-        params.extend(values)
+    for text, args in extra:  # conditions written in the resource modules, never from a request
+        conds.append(sql.SQL(text))
+        params.extend(args)
     if after is not None:
         conds.append(sql.SQL("id > %s"))
         params.append(after)
@@ -171,5 +171,3 @@ def listing(conn: psycopg.Connection, table: Table, filters: Mapping[str, Any], 
         return cur.execute(query, [*params, limit]).fetchall()
 
 
-def exists(conn: psycopg.Connection, table: Table, id: UUID) -> bool:
-    return fetch(conn, table, id) is not None

@@ -42,7 +42,7 @@ VENDORS = Table("routing", "providers", (
     "id", "name", "enabled", "number_format", "strip_digits", "add_prefix", "tech_prefix",
     "translate_caller", "send_lrn", *_STAMPS), soft_delete=True)
 GATEWAYS = Table("routing", "provider_gateways", (
-    "id", "provider_id", "name", "host", "port", "transport", "priority", "enabled", *_STAMPS),
+    "id", "provider_id", "name", "host", "port", "transport", "priority", "enabled", "probe", *_STAMPS),
     soft_delete=True)
 VENDOR_RATES = Table("routing", "rates", (
     "id", "provider_id", "prefix", "description", "rate", "interstate_rate", "intrastate_rate",
@@ -66,8 +66,12 @@ PLAN_RATES = Table("billing", "rate_plan_rates", (
     "effective_at", "ends_at", *_STAMPS))
 
 
+_NOUNS = {"accounts": "account", "routing_plans": "routing plan", "rate_plans": "rate plan", "providers": "vendor",
+          "trunks": "trunk"}
+
+
 def must_exist(conn: psycopg.Connection, table: Table, id: UUID | None, field: str,
                scope: UUID | None = None) -> None:
     """A reference in a request body names a live row (one the caller may see), else 422."""
     if id is not None and fetch(conn, table, id, scope) is None:
-        raise invalid(field, f"no such {table.name.rstrip('s').replace('_', ' ')} {id}")
+        raise invalid(field, f"no such {_NOUNS.get(table.name, table.name)} {id}")

@@ -22,13 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from routing_engine.api import audit, store, writes
 from routing_engine.api.envelope import ApiError, Envelope, error_responses, invalid, not_found, ok, paged
-from routing_engine.api.openapi import PolicyRoute
 from routing_engine.api.fields import (
     Cidr,
     Cursor,
     DialPrefix,
-    Digits,
     DigestUser,
+    Digits,
     Name,
     PageLimit,
     Password,
@@ -39,6 +38,7 @@ from routing_engine.api.fields import (
     Transport,
     unset,
 )
+from routing_engine.api.openapi import PolicyRoute
 from routing_engine.api.principals import OPERATE_OWN, READ_OWN, Caller
 from routing_engine.api.services import Services, connection, services
 from routing_engine.api.tables import ACCOUNTS, ACL, CREDENTIALS, PLANS, RATE_PLANS, TRUNKS, must_exist

@@ -17,7 +17,6 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from routing_engine.api import decks, rates, store, writes
 from routing_engine.api.envelope import ApiError, Envelope, error_responses, not_found, ok, paged
-from routing_engine.api.openapi import PolicyRoute
 from routing_engine.api.fields import (
     Cursor,
     Digits,
@@ -32,6 +31,7 @@ from routing_engine.api.fields import (
     VendorTechPrefix,
     unset,
 )
+from routing_engine.api.openapi import PolicyRoute
 from routing_engine.api.principals import OPERATE, READ, Caller
 from routing_engine.api.services import connection
 from routing_engine.api.tables import GATEWAYS, VENDOR_RATES, VENDORS
@@ -79,6 +79,7 @@ class GatewayChange(BaseModel):
     transport: Transport = unset()
     priority: Priority = unset(description="lower is tried first")
     enabled: bool = unset()
+    probe: bool = unset(description="probe with SIP OPTIONS; a gateway that stops answering leaves the routes")
 
 
 class GatewayCreate(GatewayChange):
@@ -95,6 +96,7 @@ class Gateway(BaseModel):
     transport: str
     priority: int
     enabled: bool
+    probe: bool
     created_at: datetime
     updated_at: datetime
 

@@ -20,7 +20,7 @@ from routing_engine.api.store import Row, Table
 
 def _account(row: Mapping[str, Any], table: Table) -> UUID | None:
     if table.schema == "accounts" and table.name == "accounts":
-        return row.get("id")  # type: ignore[no-any-return]
+        return row.get("id")
     return row.get("account_id")
 
 

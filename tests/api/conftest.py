@@ -4,6 +4,7 @@ each role, and a small carrier made through the API itself."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,16 +18,41 @@ from fastapi.testclient import TestClient
 from routing_engine.api import keys
 from routing_engine.api.principals import Role
 from routing_engine.api.server import create_app
-from routing_engine.settings import Settings
+from routing_engine.settings import Settings, load_settings
+from tests.conftest import test_environ
 
 JWT_SECRET = "test-secret-of-at-least-thirty-two-characters"
 API_TABLES = ["auth.api_keys"]
 
 
+def api_environ() -> dict[str, str]:
+    """The shared test environment, keeping WARP_STACK__* so a run can use its own embedded
+    servers (WARP_STACK__DATA_DIR / _POSTGRES_PORT / _REDIS_PORT) instead of the default ones."""
+    env = test_environ()
+    env.update({k: v for k, v in os.environ.items() if k.startswith("WARP_STACK__")})
+    return env
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    """Overrides tests/conftest.py's: the same settings, on the servers WARP_STACK__* names."""
+    return load_settings(environ=api_environ())
+
+
+def use_test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For CLI entry points, which read os.environ: exactly the tests' settings."""
+    wanted = api_environ()
+    for name in list(os.environ):
+        if name.startswith("WARP_") or name in ("DATABASE_URL", "REDIS_URL"):
+            monkeypatch.delenv(name)
+    for name, value in wanted.items():
+        monkeypatch.setenv(name, value)
+
+
 @pytest.fixture(scope="session")
 def api_settings(settings: Settings) -> Settings:
     return dataclasses.replace(settings, api=dataclasses.replace(settings.api, jwt_secret=JWT_SECRET,
-                                                                 max_body_bytes=5_000_000))
+                                                                 max_body_bytes=20_000_000))
 
 
 @pytest.fixture

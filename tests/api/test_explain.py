@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
+import redis
 
 from routing_engine import cli
-from tests.api.conftest import Api, Carrier
-from tests.conftest import test_environ
+from routing_engine.adapters.health import KEY as HEALTH_KEY
+from tests.api.conftest import Api, Carrier, use_test_environment
 
 
 def test_a_new_vendor_with_a_deck_attached_to_the_plan_takes_the_call(admin: Api, carrier: Carrier) -> None:
@@ -39,17 +39,28 @@ def test_explain_answers_exactly_what_the_cli_prints(admin: Api, carrier: Carrie
                                                                "effective_at": "2020-01-01T00:00:00Z"})
     args = {"trunk": "BAN-A/trunk-1", "to": "12125551234", "from": "13055550100", "at": "2026-06-01T12:00:00+00:00"}
     api = admin.get("/route/explain", params=args)["data"]
-    for name in list(os.environ):
-        if name.startswith("WARP_") or name in ("DATABASE_URL", "REDIS_URL"):
-            monkeypatch.delenv(name)
-    for name, value in test_environ().items():
-        monkeypatch.setenv(name, value)
+    use_test_environment(monkeypatch)
     capsys.readouterr()
     assert cli.main(["route", "explain", "--trunk", args["trunk"], "--to", args["to"], "--from", args["from"],
                      "--at", args["at"], "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert api == printed
     assert api["decision"] == "relay"
+
+
+def test_a_gateway_the_probes_found_down_is_left_out_as_on_the_sip_side(admin: Api, carrier: Carrier,
+                                                                       redis_client: redis.Redis) -> None:
+    vendor = carrier.vendor["id"]
+    admin.post(f"/vendors/{vendor}/rates", json={"prefix": "1", "rate": "0.01", "effective_at": "2020-01-01T00:00:00Z"})
+    second = admin.post(f"/vendors/{vendor}/gateways", json={"name": "echo-gw2", "host": "127.0.0.23",
+                                                             "priority": 5, "probe": True})["data"]
+    assert second["probe"] is True
+    first = next(g for g in admin.get(f"/vendors/{vendor}/gateways")["data"] if g["name"] == "echo-gw1")
+    params = {"trunk": "BAN-A/trunk-1", "to": "12125551234"}
+    assert [r["gateway"] for r in admin.get("/route/explain", params=params)["data"]["routes"]] == [
+        "echo-gw1", "echo-gw2"]
+    redis_client.sadd(HEALTH_KEY, first["id"])
+    assert [r["gateway"] for r in admin.get("/route/explain", params=params)["data"]["routes"]] == ["echo-gw2"]
 
 
 def test_explain_needs_a_source_or_a_trunk_that_exists(admin: Api, carrier: Carrier) -> None:

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from routing_engine.api.principals import Role
 from tests.api.conftest import Keys
 
-R, O, A = Role.READ_ONLY, Role.OPERATOR, Role.ADMIN
+R, OP, A = Role.READ_ONLY, Role.OPERATOR, Role.ADMIN
 OWN = True  # customer-scoped callers allowed (their own rows only)
 
 ACCESS: dict[tuple[str, str], tuple[Role, bool]] = {
@@ -29,58 +29,58 @@ ACCESS: dict[tuple[str, str], tuple[Role, bool]] = {
     ("GET", "/accounts/{account_id}/balance"): (R, OWN),
     ("POST", "/accounts/{account_id}/topups"): (A, False),
     ("GET", "/trunks"): (R, OWN),
-    ("POST", "/trunks"): (O, OWN),
+    ("POST", "/trunks"): (OP, OWN),
     ("GET", "/trunks/{trunk_id}"): (R, OWN),
-    ("PATCH", "/trunks/{trunk_id}"): (O, OWN),
-    ("DELETE", "/trunks/{trunk_id}"): (O, OWN),
+    ("PATCH", "/trunks/{trunk_id}"): (OP, OWN),
+    ("DELETE", "/trunks/{trunk_id}"): (OP, OWN),
     ("GET", "/trunks/{trunk_id}/acl"): (R, OWN),
-    ("POST", "/trunks/{trunk_id}/acl"): (O, OWN),
-    ("DELETE", "/trunks/{trunk_id}/acl/{entry_id}"): (O, OWN),
+    ("POST", "/trunks/{trunk_id}/acl"): (OP, OWN),
+    ("DELETE", "/trunks/{trunk_id}/acl/{entry_id}"): (OP, OWN),
     ("GET", "/trunks/{trunk_id}/credentials"): (R, OWN),
-    ("PUT", "/trunks/{trunk_id}/credentials/{username}"): (O, OWN),
-    ("DELETE", "/trunks/{trunk_id}/credentials/{username}"): (O, OWN),
+    ("PUT", "/trunks/{trunk_id}/credentials/{username}"): (OP, OWN),
+    ("DELETE", "/trunks/{trunk_id}/credentials/{username}"): (OP, OWN),
     ("GET", "/numbers"): (R, OWN),
-    ("POST", "/numbers"): (O, False),
+    ("POST", "/numbers"): (OP, False),
     ("GET", "/numbers/{number_id}"): (R, OWN),
-    ("PATCH", "/numbers/{number_id}"): (O, False),
-    ("DELETE", "/numbers/{number_id}"): (O, False),
-    ("PUT", "/numbers/{number_id}/assignment"): (O, OWN),
-    ("DELETE", "/numbers/{number_id}/assignment"): (O, False),
+    ("PATCH", "/numbers/{number_id}"): (OP, False),
+    ("DELETE", "/numbers/{number_id}"): (OP, False),
+    ("PUT", "/numbers/{number_id}/assignment"): (OP, OWN),
+    ("DELETE", "/numbers/{number_id}/assignment"): (OP, False),
     ("GET", "/vendors"): (R, False),
-    ("POST", "/vendors"): (O, False),
+    ("POST", "/vendors"): (OP, False),
     ("GET", "/vendors/{vendor_id}"): (R, False),
-    ("PATCH", "/vendors/{vendor_id}"): (O, False),
-    ("DELETE", "/vendors/{vendor_id}"): (O, False),
+    ("PATCH", "/vendors/{vendor_id}"): (OP, False),
+    ("DELETE", "/vendors/{vendor_id}"): (OP, False),
     ("GET", "/vendors/{vendor_id}/gateways"): (R, False),
-    ("POST", "/vendors/{vendor_id}/gateways"): (O, False),
-    ("PATCH", "/vendors/{vendor_id}/gateways/{gateway_id}"): (O, False),
-    ("DELETE", "/vendors/{vendor_id}/gateways/{gateway_id}"): (O, False),
+    ("POST", "/vendors/{vendor_id}/gateways"): (OP, False),
+    ("PATCH", "/vendors/{vendor_id}/gateways/{gateway_id}"): (OP, False),
+    ("DELETE", "/vendors/{vendor_id}/gateways/{gateway_id}"): (OP, False),
     ("GET", "/vendors/{vendor_id}/rates"): (R, False),
-    ("POST", "/vendors/{vendor_id}/rates"): (O, False),
-    ("DELETE", "/vendors/{vendor_id}/rates/{rate_id}"): (O, False),
-    ("POST", "/vendors/{vendor_id}/rates/import"): (O, False),
+    ("POST", "/vendors/{vendor_id}/rates"): (OP, False),
+    ("DELETE", "/vendors/{vendor_id}/rates/{rate_id}"): (OP, False),
+    ("POST", "/vendors/{vendor_id}/rates/import"): (OP, False),
     ("GET", "/routing-plans"): (R, False),
-    ("POST", "/routing-plans"): (O, False),
+    ("POST", "/routing-plans"): (OP, False),
     ("GET", "/routing-plans/{plan_id}"): (R, False),
-    ("PATCH", "/routing-plans/{plan_id}"): (O, False),
-    ("DELETE", "/routing-plans/{plan_id}"): (O, False),
+    ("PATCH", "/routing-plans/{plan_id}"): (OP, False),
+    ("DELETE", "/routing-plans/{plan_id}"): (OP, False),
     ("GET", "/routing-plans/{plan_id}/vendors"): (R, False),
-    ("PUT", "/routing-plans/{plan_id}/vendors/{vendor_id}"): (O, False),
-    ("DELETE", "/routing-plans/{plan_id}/vendors/{vendor_id}"): (O, False),
+    ("PUT", "/routing-plans/{plan_id}/vendors/{vendor_id}"): (OP, False),
+    ("DELETE", "/routing-plans/{plan_id}/vendors/{vendor_id}"): (OP, False),
     ("GET", "/rate-plans"): (R, OWN),
-    ("POST", "/rate-plans"): (O, False),
+    ("POST", "/rate-plans"): (OP, False),
     ("GET", "/rate-plans/{plan_id}"): (R, OWN),
-    ("PATCH", "/rate-plans/{plan_id}"): (O, False),
-    ("DELETE", "/rate-plans/{plan_id}"): (O, False),
+    ("PATCH", "/rate-plans/{plan_id}"): (OP, False),
+    ("DELETE", "/rate-plans/{plan_id}"): (OP, False),
     ("GET", "/rate-plans/{plan_id}/rates"): (R, OWN),
-    ("POST", "/rate-plans/{plan_id}/rates"): (O, False),
-    ("DELETE", "/rate-plans/{plan_id}/rates/{rate_id}"): (O, False),
-    ("POST", "/rate-plans/{plan_id}/rates/import"): (O, False),
+    ("POST", "/rate-plans/{plan_id}/rates"): (OP, False),
+    ("DELETE", "/rate-plans/{plan_id}/rates/{rate_id}"): (OP, False),
+    ("POST", "/rate-plans/{plan_id}/rates/import"): (OP, False),
     ("GET", "/blocked-destinations"): (R, False),
-    ("POST", "/blocked-destinations"): (O, False),
-    ("DELETE", "/blocked-destinations/{blocked_id}"): (O, False),
+    ("POST", "/blocked-destinations"): (OP, False),
+    ("DELETE", "/blocked-destinations/{blocked_id}"): (OP, False),
     ("GET", "/ip-blocks"): (R, False),
-    ("DELETE", "/ip-blocks/{ip}"): (O, False),
+    ("DELETE", "/ip-blocks/{ip}"): (OP, False),
     ("GET", "/route/explain"): (R, False),
     ("GET", "/cdrs"): (R, OWN),
 }
@@ -114,9 +114,10 @@ def _names(path: str) -> list[str]:
 
 @pytest.fixture
 def keys_by_role(api_keys: Keys, api_db: psycopg.Connection) -> dict[str, str]:
-    (account,) = api_db.execute("INSERT INTO accounts.accounts (ban, name) VALUES ('BAN-X', 'x') RETURNING id").fetchone()
+    (account,) = api_db.execute(
+        "INSERT INTO accounts.accounts (ban, name) VALUES ('BAN-X', 'x') RETURNING id").fetchone()
     found = {role.value: api_keys.make(role) for role in Role}
-    for role in (R, O):
+    for role in (R, OP):
         found[f"customer {role.value}"] = api_keys.make(role, account, name="customer")
     return found
 
@@ -144,7 +145,7 @@ def test_every_operation_refuses_callers_its_policy_excludes(client: TestClient,
         expected: dict[str, set[int] | None] = {"": {401}, "bogus": {401}}
         for other in Role:
             expected[other.value] = {403} if other.rank < role.rank else None
-        for scoped in (R, O):
+        for scoped in (R, OP):
             allowed = customers and scoped.rank >= role.rank
             expected[f"customer {scoped.value}"] = None if allowed else {403}
         for who, statuses in expected.items():
