@@ -65,7 +65,7 @@ def test_compose_file_is_valid_for_docker_compose() -> None:
 def test_compose_defines_the_database_cache_migration_sip_node_and_cdr_emitter(
     config: dict[str, Any],
 ) -> None:
-    assert {"postgres", "redis", "migrate", "kamailio", "cdr-emitter"} <= set(config["services"])
+    assert {"postgres", "redis", "migrate", "kamailio", "cdr-emitter", "api"} <= set(config["services"])
 
 
 def test_kamailio_publishes_sip_on_5060_over_udp_and_tcp(config: dict[str, Any]) -> None:
@@ -75,7 +75,7 @@ def test_kamailio_publishes_sip_on_5060_over_udp_and_tcp(config: dict[str, Any])
     assert kamailio.get("network_mode") != "host"
 
 
-@pytest.mark.parametrize("name", ["kamailio", "cdr-emitter"])
+@pytest.mark.parametrize("name", ["kamailio", "cdr-emitter", "api"])
 def test_node_processes_use_the_postgres_and_redis_services(
     config: dict[str, Any], name: str
 ) -> None:
