@@ -91,6 +91,8 @@ def test_an_sql_edit_takes_effect_within_a_second_under_traffic_with_no_failed_c
     assert store.current().version != before  # type: ignore[union-attr]
     to_a, to_b = invite_times(a), invite_times(b)
     assert len(to_a) + len(to_b) == 240 and to_b, (len(to_a), len(to_b))
+    print(f"last call on the old version {max(to_a) - edited_at:+.3f} s after the commit, first on the new "
+          f"{min(to_b) - edited_at:+.3f} s; {len(to_a)} + {len(to_b)} calls, none failed")
     assert max(to_a) < edited_at + 1.0, f"alpha still chosen {max(to_a) - edited_at:.3f} s after the edit"
     assert min(to_b) > edited_at - 0.05
 
