@@ -51,6 +51,7 @@ CALL_VAR = "$dlg_var(warp)"  # the call's context, kept with its dialog until th
 ANSWER_VAR = "$dlg_var(warp_answer)"
 ROUTE_VAR = "$dlg_var(warp_route)"  # index of the route being tried (or that answered)
 ATTEMPTS_VAR = "$dlg_var(warp_attempts)"  # JSON list of the failed attempts so far
+DONE_VAR = "$dlg_var(warp_done)"  # set once the answered call's end has been recorded
 
 
 class _KsrLogHandler(logging.Handler):
@@ -399,6 +400,8 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         if admitted is None:
             return 1
         reserved, max_s = admitted
+        # name a timeout route, so that the call's end is reported before the dialog module's BYEs
+        KSR.pv.sets("$dlg_ctx(timeout_route)", "warp-timeout")
         KSR.dialog.dlg_manage()
         KSR.dialog.dlg_set_timeout(max_s)  # the dialog module sends BYE both ways when it runs out
         ctx = decision.context
@@ -514,12 +517,18 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
     # ------------------------------------------------------------------ dialog events
     @_guarded
     def ksr_dialog_event(self, msg: Any, evname: str) -> int:
+        # other transitions arrive as "unknown", and dialog:failed was recorded by the failure route
         if evname == "dialog:start":
             KSR.pv.sets(ANSWER_VAR, datetime.now(UTC).isoformat())
-        elif evname == "dialog:end":
+        elif evname in ("dialog:end", "dialog:timeout"):
+            # dialog:end, or the timeout event, which comes first when the call's time is up: the
+            # dialog module then sends BYE both ways, and its dialog:end may never fire (the BYE
+            # replies can finish the dialog before it gets there). Whichever comes first records
+            # the call; the other finds it done.
             raw = _pv(CALL_VAR)
-            if not raw:
+            if not raw or _pv(DONE_VAR):
                 return 1
+            KSR.pv.sets(DONE_VAR, "1")
             answer = _pv(ANSWER_VAR)
             call = json.loads(raw)
             route = call["routes"][int(_pv(ROUTE_VAR) or 0)]

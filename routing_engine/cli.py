@@ -507,6 +507,7 @@ def _delegate(module: str, config: str | None, rest: list[str]) -> int:
 
 def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
     from routing_engine.adapters import redis_store
+    from routing_engine.api.explanation import explanation, trunk_label
     from routing_engine.bootstrap import load_snapshot, lrn_lookup
     from routing_engine.decision import CallRequest, Relay, decide_invite
 
@@ -517,7 +518,7 @@ def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
     trunk_id = None
     if args.trunk:
         matches = [t for t in snapshot.trunks.values()
-                   if args.trunk in (str(t.id), t.name) or args.trunk == _trunk_label(snapshot, t)]
+                   if args.trunk in (str(t.id), t.name) or args.trunk == trunk_label(snapshot, t)]
         if len(matches) != 1:
             print(f"warp: --trunk {args.trunk!r} matches {len(matches)} trunks; use its id or BAN/name",
                   file=sys.stderr)
@@ -533,20 +534,9 @@ def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
 
     decision = decide_invite(request, snapshot, at, settings.routing.default_region,
                              lrn_lookup(settings, client), trunk_id=trunk_id, gateway_up=HealthView(client).is_up)
-    if isinstance(decision, Relay):
-        result: dict[str, object] = {
-            "decision": "relay",
-            "routes": [{"vendor": r.vendor_name, "gateway": r.gateway.name, "ruri": r.ruri,
-                        "from": r.from_user, "rate": str(r.rate), "prefix": r.prefix}
-                       for r in decision.routes[: decision.policy.max_attempts]],
-            "failover": decision.policy.to_json(),
-        }
-    else:
-        result = {"decision": "reject", "code": decision.code, "reason": decision.reason}
-    result["at"] = at.isoformat()
-    result["trace"] = decision.trace
+    result = explanation(decision, at)  # the same document the admin API answers
     if args.json:
-        print(json.dumps(result, indent=2, default=str))
+        print(json.dumps(result, indent=2))
         return 0
     trace = decision.trace
     print(f"snapshot      {snapshot.version}   at {at.isoformat()}")
@@ -569,11 +559,6 @@ def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
     else:
         print(f"refused       {result['code']} {result['reason']}")
     return 0
-
-
-def _trunk_label(snapshot: Any, trunk: Any) -> str:
-    account = snapshot.accounts.get(trunk.account_id)
-    return f"{account.ban}/{trunk.name}" if account else trunk.name
 
 
 def _flat(value: object) -> str:
