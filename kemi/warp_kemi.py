@@ -46,7 +46,7 @@ log = logging.getLogger("warp.kemi")
 
 AUTH_STALE_NONCE, AUTH_NO_CREDENTIALS = -4, -5  # auth module result codes
 PROC_INIT = -127  # Kamailio's rank for the init call made in the main process before forking
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO, PRACK, NOTIFY, REFER"
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, UPDATE, INFO, PRACK, NOTIFY, REFER"
 CALL_VAR = "$dlg_var(warp)"  # the call's context, kept with its dialog until the CDR is written
 ANSWER_VAR = "$dlg_var(warp_answer)"
 ROUTE_VAR = "$dlg_var(warp_route)"  # index of the route being tried (or that answered)
