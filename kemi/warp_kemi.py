@@ -201,7 +201,8 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             method = "digest"
         decision = decide_invite(request, snapshot, now, app.settings.routing.default_region,
                                  **({"lrn_lookup": app.lrn_lookup} if app.lrn_lookup else {}),
-                                 trunk_id=trunk_id, method=method, gateway_up=app.gateway_up)
+                                 trunk_id=trunk_id, method=method, gateway_up=app.gateway_up,
+                                 demotion=app.demotion)
         if isinstance(decision, Reject):
             self._refuse(request, now, decision)
             return 1
@@ -458,6 +459,11 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         emitted; the emitter charges it and releases the funds reservation."""
         if call.get("limited"):
             self._release_limits(call["call_id"], call["trunk_id"], call["account_id"])
+        if attempts and call.get("direction", "outbound") == "outbound":
+            ids = {r["vendor"]: r["vendor_id"] for r in call.get("routes", [])}
+            seconds = billable_duration(answer_at, end_at)
+            self._app().record_quality([(ids[a.vendor], a.code == 200, seconds if a.code == 200 else 0)
+                                        for a in attempts if a.vendor in ids and a.code != 487])
         self._app().emit_cdr(self._cdr_from_call(call, code, reason, end_at, answer_at, attempts))
 
     # ------------------------------------------------------------------ replies and failures

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from routing_engine import lrn
 from routing_engine.adapters import lrn_sources, postgres, redis_store
 from routing_engine.adapters.health import HealthView
 from routing_engine.adapters.money import Limits, Wallet
+from routing_engine.adapters.quality import QualityView, record
 from routing_engine.adapters.registrations import Defence, RegistrationStore
 from routing_engine.adapters.snapshots import SnapshotFollower, SnapshotStore
 from routing_engine.cdr import CdrRecord
@@ -89,6 +91,7 @@ class App:
     limits: Any = None
     wallet: Any = None
     health: Any = None
+    quality: Any = None
     # checked against for unknown digest users, so they fail exactly like a wrong password
     unknown_user_ha1: str = field(default_factory=lambda: secrets.token_hex(16))
     _spool: Path = field(init=False)
@@ -101,6 +104,18 @@ class App:
 
     def gateway_up(self, gateway_id: object) -> bool:
         return self.health.is_up(gateway_id) if self.health is not None else True
+
+    def demotion(self, vendor_id: Any) -> str | None:
+        if self.quality is None:
+            return None
+        return self.quality.demotion(vendor_id, self.snapshot().vendors.keys())  # type: ignore[no-any-return]
+
+    def record_quality(self, outcomes: list[tuple[str, bool, int]]) -> None:
+        """Add a finished call's vendor attempts to the quality window (best effort)."""
+        try:
+            record(self.cdr_stream.client, outcomes, time.time(), self.settings.quality.window_s)
+        except redis.RedisError as exc:
+            log.warning("vendor quality not recorded: %s", exc)
 
     def emit_cdr(self, record: CdrRecord) -> None:
         """Append to the Redis stream; if Redis cannot take it, to the local spool file."""
@@ -132,7 +147,9 @@ def build_app(environ: Mapping[str, str] | None = None) -> App:
              len(snapshot.trunks), len(snapshot.vendors), len(snapshot.plans))
     a = settings.auth
     follower = SnapshotFollower(snapshot_store(settings), snapshot, settings.snapshot.check_interval_ms / 1000)
-    return App(settings, stream, follower, lrn_lookup(settings, client), health=HealthView(client),
+    q = settings.quality
+    quality = QualityView(client, q.window_s, q.min_samples, q.asr_min, q.hysteresis, q.refresh_s)
+    return App(settings, stream, follower, lrn_lookup(settings, client), health=HealthView(client), quality=quality,
                registrations=RegistrationStore(client),
                defence=Defence(client, a.failures_before_block, a.failure_window_s, a.block_s),
                limits=Limits(client), wallet=Wallet(client))

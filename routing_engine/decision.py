@@ -110,6 +110,7 @@ def decide_invite(
     trunk_id: UUID | None = None,
     method: str = "given",
     gateway_up: Callable[[UUID], bool] = lambda gateway_id: True,
+    demotion: Callable[[UUID], str | None] = lambda vendor_id: None,
 ) -> Decision:
     """``trunk_id`` skips source identification: the trunk was identified by digest
     (``method="digest"``) or named for an explanation."""
@@ -187,7 +188,7 @@ def decide_invite(
     # Margin protection: a vendor may cost at most the price minus the plan's minimum margin.
     ceiling = None if plan.allow_negative_margin else price.per_minute - plan.min_margin
     verdicts = lcr.examine(plan, snapshot, dialed.digits, destination, classification.kind, now, ceiling,
-                           gateway_up)
+                           gateway_up, demotion if plan.strategy == "quality" else (lambda vendor_id: None))
     kept = order([c for c in verdicts if c.kept], random.Random(_seed(request.call_id)))
     trace["candidates"] = [c.explain() for c in kept + [c for c in verdicts if not c.kept]]
     # only as many routes as the plan will try are built (each one costs a number translation)

@@ -9,7 +9,7 @@ protection: a vendor costing more is dropped with that reason.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -47,6 +47,7 @@ class Candidate:
     prefix: str | None = None
     dropped: Drop | None = None
     detail: str | None = None
+    note: str | None = None  # kept, but with a remark the strategy may use (e.g. a quality demotion)
 
     @property
     def kept(self) -> bool:
@@ -63,6 +64,8 @@ class Candidate:
             out["prefix"] = self.prefix
         if self.dropped is not None:
             out["reason"] = self.dropped.value + (f" ({self.detail})" if self.detail else "")
+        if self.note is not None:
+            out["quality"] = self.note
         return out
 
 
@@ -93,6 +96,7 @@ def examine(
     now: datetime,
     price_ceiling: Decimal | None = None,
     gateway_up: Callable[[UUID], bool] = lambda gateway_id: True,
+    demotion: Callable[[UUID], str | None] = lambda vendor_id: None,
 ) -> list[Candidate]:
     """A verdict for every vendor of the plan, in plan order.
 
@@ -100,12 +104,13 @@ def examine(
     ported) finds the rate.
     """
     rates = snapshot.rates_for(frozenset(m.vendor_id for m in plan.vendors), rating_digits, now)
-    return [
+    verdicts = [
         _verdict(member.vendor_id, member.priority, member.weight,
                  snapshot.vendors.get(member.vendor_id), dialed_digits, rates.get(member.vendor_id),
                  jurisdiction, price_ceiling, gateway_up)
         for member in plan.vendors
     ]
+    return [replace(c, note=demotion(c.vendor_id)) if c.kept else c for c in verdicts]
 
 
 def _verdict(

@@ -118,6 +118,15 @@ class HealthSettings:
 
 
 @dataclass(frozen=True)
+class QualitySettings:
+    window_s: int = 900          # sliding window of call outcomes per vendor
+    min_samples: int = 20        # fewer attempts than this in the window: not judged
+    asr_min: float = 0.2         # below this ASR a vendor is demoted by the quality strategy...
+    hysteresis: float = 0.05     # ...and restored only above asr_min + hysteresis
+    refresh_s: float = 5.0       # how often a worker re-reads the window
+
+
+@dataclass(frozen=True)
 class SnapshotSettings:
     check_interval_ms: int = 100  # how often a SIP worker looks for a newly published snapshot
     keep: int = 5                 # published versions kept on disk (for rollback)
@@ -155,6 +164,7 @@ class Settings:
     api: ApiSettings = field(default_factory=ApiSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
     snapshot: SnapshotSettings = field(default_factory=SnapshotSettings)
+    quality: QualitySettings = field(default_factory=QualitySettings)
     cdr: CdrSettings = field(default_factory=CdrSettings)
     config_path: str = ""
 
@@ -295,6 +305,8 @@ def _check(settings: Settings) -> None:
         "health.probe_interval_ms": settings.health.probe_interval_ms,
         "health.probe_timeout_ms": settings.health.probe_timeout_ms,
         "health.down_after": settings.health.down_after,
+        "quality.window_s": settings.quality.window_s,
+        "quality.min_samples": settings.quality.min_samples,
         "snapshot.check_interval_ms": settings.snapshot.check_interval_ms,
         "snapshot.keep": settings.snapshot.keep,
         "snapshot.rebuild_every_s": settings.snapshot.rebuild_every_s,

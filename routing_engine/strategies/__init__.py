@@ -11,7 +11,7 @@ import random
 from collections.abc import Callable, Sequence
 
 from routing_engine.lcr import Candidate
-from routing_engine.strategies import least_cost, priority, weighted
+from routing_engine.strategies import least_cost, priority, quality, weighted
 
 Strategy = Callable[[Sequence[Candidate], random.Random], list[Candidate]]
 
@@ -19,6 +19,7 @@ STRATEGIES: dict[str, Strategy] = {
     "least_cost": least_cost.order,
     "priority": priority.order,
     "weighted": weighted.order,
+    "quality": quality.order,
 }
 
 

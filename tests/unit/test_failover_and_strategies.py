@@ -80,6 +80,14 @@ def test_weighted_split_follows_the_weights_and_is_stable_per_call() -> None:
 
 
 def test_unknown_strategy_is_named_in_the_error() -> None:
-    with pytest.raises(UnknownStrategy, match="'quality'"):
-        strategy("quality")
-    assert set(STRATEGIES) == {"least_cost", "priority", "weighted"}
+    with pytest.raises(UnknownStrategy, match="'fastest'"):
+        strategy("fastest")
+    assert set(STRATEGIES) == {"least_cost", "priority", "weighted", "quality"}
+
+
+def test_quality_strategy_tries_demoted_vendors_last_and_cheapest_first_within_each_group() -> None:
+    from dataclasses import replace
+
+    cs = [replace(cand("cheap-but-poor", "0.001"), note="demoted: ASR 5%"), cand("mid", "0.02"),
+          cand("dear", "0.05"), replace(cand("poor-and-dear", "0.09"), note="demoted: ASR 1%")]
+    assert names(strategy("quality")(cs, random.Random(1))) == ["mid", "dear", "cheap-but-poor", "poor-and-dear"]
