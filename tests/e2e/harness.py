@@ -217,6 +217,19 @@ def request_uri(message: str) -> str:
     return message.split("\n", 1)[0].split()[1]
 
 
+def cdr(db: Any, call_id: str, timeout_s: float = 15) -> dict[str, object]:
+    """The CDR of a call, once the companion has written it (exactly one is expected)."""
+    def fetch() -> dict[str, object] | None:
+        cur = db.execute("SELECT * FROM cdr.cdrs WHERE call_id = %s", (call_id,))
+        rows = cur.fetchall()
+        if not rows:
+            return None
+        assert len(rows) == 1, f"{len(rows)} CDRs for {call_id}"
+        return dict(zip([c.name for c in cur.description], rows[0], strict=True))
+
+    return wait_for(fetch, timeout_s, f"the CDR of {call_id}")  # type: ignore[no-any-return]
+
+
 def call_id_of(uac: Sipp) -> str:
     match = re.search(r"^Call-ID: (\S+)", uac.trace(), re.M)
     assert match, f"no Call-ID in the UAC trace:\n{uac.report()}"

@@ -15,13 +15,13 @@ from tests.e2e.harness import (
     Node,
     RawUA,
     call_id_of,
+    cdr,
     header,
     kamailio_node,
     reply_to,
     scenario_expecting,
     sipp,
     vendor,
-    wait_for,
 )
 
 pytestmark = pytest.mark.e2e
@@ -60,16 +60,6 @@ def node(world: dict[str, uuid.UUID], clean_redis: redis.Redis, e2e_env: dict[st
         yield n
 
 
-def cdr(db: psycopg.Connection, call_id: str) -> dict[str, object]:
-    def fetch() -> dict[str, object] | None:
-        cur = db.execute("SELECT * FROM cdr.cdrs WHERE call_id = %s", (call_id,))
-        rows = cur.fetchall()
-        if not rows:
-            return None
-        assert len(rows) == 1, f"{len(rows)} CDRs for {call_id}"
-        return dict(zip([c.name for c in cur.description], rows[0], strict=True))
-
-    return wait_for(fetch, 10, f"the CDR of {call_id}")  # type: ignore[no-any-return]
 
 
 def test_options_to_the_proxy_is_answered(node: Node) -> None:

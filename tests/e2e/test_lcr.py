@@ -18,6 +18,7 @@ from tests.e2e.harness import (
     Node,
     RawUA,
     call_id_of,
+    cdr,
     explain,
     header,
     kamailio_node,
@@ -97,13 +98,6 @@ def node(world: dict[str, uuid.UUID], clean_redis: redis.Redis, e2e_env: dict[st
         yield n
 
 
-def cdr(db: psycopg.Connection, call_id: str) -> dict[str, object]:
-    def fetch() -> dict[str, object] | None:
-        cur = db.execute("SELECT * FROM cdr.cdrs WHERE call_id = %s", (call_id,))
-        row = cur.fetchone()
-        return dict(zip([c.name for c in cur.description], row, strict=True)) if row else None
-
-    return wait_for(fetch, 10, f"the CDR of {call_id}")  # type: ignore[no-any-return]
 
 
 def answered_call(node: Node, tmp_path: Path, source: str, dialed: str, caller: str, gateway: str) -> tuple:

@@ -19,6 +19,7 @@ from tests.e2e.harness import (
     Node,
     RawUA,
     call_id_of,
+    cdr,
     explain,
     header,
     kamailio_node,
@@ -85,13 +86,6 @@ def node(nodes: tuple[Node, Node]) -> Node:
     return nodes[0]
 
 
-def cdr(db: psycopg.Connection, call_id: str) -> dict[str, object]:
-    def fetch() -> dict[str, object] | None:
-        cur = db.execute("SELECT * FROM cdr.cdrs WHERE call_id = %s", (call_id,))
-        row = cur.fetchone()
-        return dict(zip([c.name for c in cur.description], row, strict=True)) if row else None
-
-    return wait_for(fetch, 15, f"the CDR of {call_id}")  # type: ignore[no-any-return]
 
 
 def test_no_customer_price_no_call(node: Node, tmp_path: Path, module_db: psycopg.Connection) -> None:
