@@ -42,7 +42,7 @@ from routing_engine.failover import Policy
 from routing_engine.jurisdiction import classify
 from routing_engine.numbers import E164, NumberError, normalise
 from routing_engine.rating import Price
-from routing_engine.snapshot import AccountStatus, RoutingSnapshot, longest_blocked, rate_plan_of
+from routing_engine.snapshot import AccountStatus, RoutingSnapshot, longest_blocked
 from routing_engine.strategies import UnknownStrategy, strategy
 
 LrnLookup = Callable[[E164], lrn.LrnResult]
@@ -176,7 +176,7 @@ def decide_invite(
                           lrn=("+" + dip.lrn) if dip.lrn else None,
                           jurisdiction=classification.kind.value)
 
-    rate_plan = rate_plan_of(snapshot, trunk)
+    rate_plan = snapshot.rate_plan_for(trunk)
     customer_rate = rate_plan.rate_for(destination, now) if rate_plan else None
     if customer_rate is None:
         trace["rating"] = {"plan": rate_plan.name if rate_plan else None, "rate": None}

@@ -246,9 +246,6 @@ class RoutingPlan:
     min_margin: Decimal = Decimal(0)
     allow_negative_margin: bool = False
 
-    def retries_on(self, code: int) -> bool:
-        return code in self.failover_codes and code not in NEVER_FAILOVER
-
 
 @dataclass(frozen=True, slots=True)
 class Location:
@@ -348,14 +345,13 @@ class RoutingSnapshot:
             plan_id = account.routing_plan_id if account else None
         return self.plans.get(plan_id) if plan_id is not None else None
 
-
-def rate_plan_of(snapshot: RoutingSnapshot, trunk: Trunk) -> RatePlan | None:
-    """The customer price list for a trunk: its own, else its account's."""
-    plan_id = trunk.rate_plan_id
-    if plan_id is None:
-        account = snapshot.accounts.get(trunk.account_id)
-        plan_id = account.rate_plan_id if account else None
-    return snapshot.rate_plans.get(plan_id) if plan_id is not None else None
+    def rate_plan_for(self, trunk: Trunk) -> RatePlan | None:
+        """The customer price list for a trunk: its own, else its account's."""
+        plan_id = trunk.rate_plan_id
+        if plan_id is None:
+            account = self.accounts.get(trunk.account_id)
+            plan_id = account.rate_plan_id if account else None
+        return self.rate_plans.get(plan_id) if plan_id is not None else None
 
 
 def longest_blocked(blocked: frozenset[str], digits: str) -> str | None:

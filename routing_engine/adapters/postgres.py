@@ -47,8 +47,8 @@ def load_snapshot(conn: psycopg.Connection, now: datetime, realm: str = "warp.lo
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
 
-        def rows(sql: str) -> list[tuple]:  # type: ignore[type-arg]
-            result = conn.execute(sql).fetchall()
+        def rows(sql: str, params: tuple[object, ...] = ()) -> list[tuple]:  # type: ignore[type-arg]
+            result = conn.execute(sql, params).fetchall()
             for row in result:
                 digest.update(repr(row).encode())
             return result
@@ -65,12 +65,12 @@ def load_snapshot(conn: psycopg.Connection, now: datetime, realm: str = "warp.lo
                           " add_prefix, tech_prefix, auth_mode, inbound_uri, max_contacts, rate_plan_id,"
                           " cps_limit, max_concurrent FROM trunks.trunks WHERE deleted_at IS NULL ORDER BY id")
         }
-        credentials: dict[str, Credential] = {}
-        for r in conn.execute("SELECT trunk_id, username, ha1 FROM trunks.trunk_auth"
-                              " WHERE deleted_at IS NULL AND realm = %s ORDER BY id", (realm,)).fetchall():
-            digest.update(repr(r).encode())
-            if r[0] in trunks:
-                credentials[r[1]] = Credential(r[0], r[1], r[2])
+        credentials = {
+            r[1]: Credential(r[0], r[1], r[2])
+            for r in rows("SELECT trunk_id, username, ha1 FROM trunks.trunk_auth"
+                          " WHERE deleted_at IS NULL AND realm = %s ORDER BY id", (realm,))
+            if r[0] in trunks
+        }
         dids = {
             r[0][1:]: r[1]
             for r in rows("SELECT n.e164, a.trunk_id FROM numbers.number_assignments a"
