@@ -41,6 +41,7 @@ import KSR  # noqa: E402  (provided by app_python3)
 from routing_engine import auth, bootstrap, failover, inbound, rating, registrar  # noqa: E402
 from routing_engine.cdr import CdrRecord, billable_duration, compact_trace  # noqa: E402
 from routing_engine.decision import CallRequest, Reject, Relay, decide_invite  # noqa: E402
+from routing_engine.settings import load_settings  # noqa: E402
 
 log = logging.getLogger("warp.kemi")
 
@@ -105,6 +106,15 @@ def mod_init() -> kamailio:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
+    # Once, in the main process before the workers fork: publish what Postgres holds now; each
+    # worker then maps that one file. Without any configuration there is nothing to route with,
+    # so an error here stops Kamailio at start-up with the reason in its log.
+    try:
+        version = bootstrap.prepare_snapshot(load_settings())
+    except Exception as exc:
+        log.error("no routing configuration: %s", exc)
+        raise
+    log.info("routing snapshot %s in service", version)
     return kamailio()
 
 

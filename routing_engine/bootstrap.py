@@ -15,14 +15,14 @@ import os
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from routing_engine import lrn
+from routing_engine import lrn, validation
 from routing_engine.adapters import lrn_sources, postgres, redis_store
 from routing_engine.adapters.health import HealthView
 from routing_engine.adapters.money import Limits, Wallet
@@ -52,18 +52,41 @@ def snapshot_store(settings: Settings) -> SnapshotStore:
     return SnapshotStore(settings.data_dir / "snapshots" / settings.node.name, settings.snapshot.keep)
 
 
-def initial_snapshot(settings: Settings) -> RoutingSnapshot:
-    """Straight from Postgres, the source of truth; if it cannot be reached, the last snapshot
-    the companion published (routing continues on the last good configuration)."""
+def prepare_snapshot(settings: Settings) -> str:
+    """Once per node start, before the SIP workers fork (Kamailio's mod_init): put what Postgres
+    holds now in service as a published file, which every worker then maps. If Postgres cannot
+    be reached, or what it holds is invalid, the last published snapshot stays (routing continues
+    on the last good configuration). Returns the version in service."""
+    store = snapshot_store(settings)
+    published = store.current()
     try:
-        return load_snapshot(settings)
+        snapshot = load_snapshot(settings)
     except Exception as exc:
-        store = snapshot_store(settings)
-        published = store.current()
         if published is None:
             raise
         log.warning("Postgres unreachable (%s): starting on published snapshot %s", exc, published.version)
-        return replace(store.load(published.version), loaded_at=datetime.now(UTC))
+        return published.version
+    found = validation.problems(snapshot)
+    if found:
+        for problem in found[:50]:
+            log.error("configuration problem: %s", problem)
+        if published is not None:
+            log.error("configuration in Postgres is invalid: starting on published snapshot %s", published.version)
+            return published.version
+        log.error("configuration in Postgres is invalid and nothing was published before: starting on it")
+    store.publish(snapshot)
+    return snapshot.version
+
+
+def initial_snapshot(settings: Settings) -> RoutingSnapshot:
+    """The snapshot in service, mapped from its published file (see prepare_snapshot)."""
+    store = snapshot_store(settings)
+    published = store.current()
+    if published is None:
+        prepare_snapshot(settings)  # a process started without Kamailio's mod_init (tools, tests)
+        published = store.current()
+        assert published is not None
+    return store.load(published.version)
 
 
 def lrn_lookup(settings: Settings, client: Any) -> LrnLookup:

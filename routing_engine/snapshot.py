@@ -15,11 +15,12 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from types import MappingProxyType
+from typing import Protocol
 from uuid import UUID
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-# Snapshots are published to the SIP workers as pickled files; read-only mappings travel as dicts
+# The small part of a published snapshot is pickled (packed.py); read-only mappings travel as dicts
 # and come back read-only.
 def _readonly(data: dict[object, object]) -> MappingProxyType[object, object]:
     return MappingProxyType(data)
@@ -271,6 +272,42 @@ class GatewayRef:
     gateway: Gateway
 
 
+class RateLookup(Protocol):
+    max_len: int
+
+    def rates_for(self, vendor_ids: frozenset[UUID], digits: str, now: datetime) -> dict[UUID, VendorRate]: ...
+
+
+class RateIndex:
+    """Every vendor's rates in one index, prefix -> ((vendor id, rates), ...): a call's rates are
+    found with one lookup per prefix length, not one per vendor and length."""
+
+    def __init__(self, vendors: Iterable[Vendor]) -> None:
+        index: dict[str, list[tuple[UUID, tuple[VendorRate, ...]]]] = {}
+        for vendor in vendors:
+            for prefix, entries in vendor.rates.items():
+                index.setdefault(prefix, []).append((vendor.id, entries))
+        self._index = {p: tuple(v) for p, v in index.items()}
+        self.max_len = max((len(p) for p in index), default=0)
+
+    def rates_for(self, vendor_ids: frozenset[UUID], digits: str, now: datetime) -> dict[UUID, VendorRate]:
+        found: dict[UUID, VendorRate] = {}
+        index = self._index
+        for length in range(min(len(digits), self.max_len), 0, -1):
+            entries = index.get(digits[:length])
+            if not entries:
+                continue
+            for vendor_id, rates in entries:
+                if vendor_id in vendor_ids and vendor_id not in found:
+                    for rate in reversed(rates):  # newest first
+                        if rate.active_at(now):
+                            found[vendor_id] = rate
+                            break
+            if len(found) == len(vendor_ids):
+                break
+        return found
+
+
 @dataclass(frozen=True)
 class RoutingSnapshot:
     version: str
@@ -286,10 +323,10 @@ class RoutingSnapshot:
     rate_plans: Mapping[UUID, RatePlan] = field(default_factory=lambda: MappingProxyType({}))
     # vendor gateways by IP address: a request from one of them is an inbound (origination) call
     gateway_hosts: Mapping[str, GatewayRef] = field(init=False, repr=False)
-    # every vendor's rates in one index, prefix -> ((vendor id, rates), ...): a call's rates are
-    # found with one lookup per prefix length, not one per vendor and length
-    rate_index: Mapping[str, tuple[tuple[UUID, tuple[VendorRate, ...]], ...]] = field(init=False, repr=False)
-    rate_index_max_len: int = field(init=False, repr=False)
+    # every vendor's rates in one index: built here from the vendors' decks, or the packed index
+    # of a published snapshot file (whose vendors then carry no rates of their own)
+    packed_index: RateLookup | None = field(default=None, repr=False)
+    rate_index: RateLookup = field(init=False, repr=False)
     # ACL entries most specific first, so the first match is the best one.
     _acl_by_specificity: tuple[AclEntry, ...] = field(init=False, repr=False)
 
@@ -308,30 +345,11 @@ class RoutingSnapshot:
                     continue  # a DNS name cannot be matched against a source address
                 hosts.setdefault(key, GatewayRef(vendor.id, gw))
         object.__setattr__(self, "gateway_hosts", MappingProxyType(hosts))
-        index: dict[str, list[tuple[UUID, tuple[VendorRate, ...]]]] = {}
-        for vendor in self.vendors.values():
-            for prefix, entries in vendor.rates.items():
-                index.setdefault(prefix, []).append((vendor.id, entries))
-        object.__setattr__(self, "rate_index", {p: tuple(v) for p, v in index.items()})
-        object.__setattr__(self, "rate_index_max_len", max((len(p) for p in index), default=0))
+        object.__setattr__(self, "rate_index", self.packed_index or RateIndex(self.vendors.values()))
 
     def rates_for(self, vendor_ids: frozenset[UUID], digits: str, now: datetime) -> dict[UUID, VendorRate]:
         """Each of these vendors' rate for ``digits`` (longest prefix in force at ``now``)."""
-        found: dict[UUID, VendorRate] = {}
-        index = self.rate_index
-        for length in range(min(len(digits), self.rate_index_max_len), 0, -1):
-            entries = index.get(digits[:length])
-            if not entries:
-                continue
-            for vendor_id, rates in entries:
-                if vendor_id in vendor_ids and vendor_id not in found:
-                    for rate in reversed(rates):  # newest first
-                        if rate.active_at(now):
-                            found[vendor_id] = rate
-                            break
-            if len(found) == len(vendor_ids):
-                break
-        return found
+        return self.rate_index.rates_for(vendor_ids, digits, now)
 
     @property
     def acl_by_specificity(self) -> tuple[AclEntry, ...]:

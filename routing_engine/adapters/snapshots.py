@@ -1,10 +1,12 @@
 """Published snapshots: how a new routing configuration reaches every SIP worker.
 
-The companion builds a snapshot from Postgres, validates it, and publishes it here: one pickled
-file per version, and a small ``current`` file naming the version in service and the one before
-it. A SIP worker looks at ``current`` at most every ``check_interval`` (a stat, no I/O beyond
-it) and swaps in a new version in one assignment, so a call sees one version or the other,
-never a mix. Rolling back is pointing ``current`` at the previous version.
+The companion builds a snapshot from Postgres, validates it, and publishes it here: one packed
+file per version (packed.py), and a small ``current`` file naming the version in service and the
+one before it. Workers map a version's file read-only, so a node's workers share one copy of the
+big tables and a reload costs a map, not a rebuild in every process. A SIP worker looks at
+``current`` at most every ``check_interval`` (a stat, no I/O beyond it) and swaps in a new
+version in one assignment, so a call sees one version or the other, never a mix. Rolling back
+is pointing ``current`` at the previous version.
 """
 
 from __future__ import annotations
@@ -12,15 +14,17 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import mmap
 import os
-import pickle
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
+from routing_engine import packed
 from routing_engine.snapshot import RoutingSnapshot
 
 log = logging.getLogger("warp.snapshots")
@@ -43,11 +47,11 @@ class SnapshotStore:
     def current_file(self) -> Path:
         return self.directory / "current"
 
-    def _write_atomically(self, path: Path, data: bytes) -> None:
+    def _write_atomically(self, path: Path, write: Callable[[IO[bytes]], object]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        with os.fdopen(fd, "w+b") as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -63,10 +67,9 @@ class SnapshotStore:
     def publish(self, snapshot: RoutingSnapshot) -> bool:
         """Put ``snapshot`` in service; False if that version already is."""
         now = self.current()
-        if now is not None and now.version == snapshot.version:
+        if now is not None and now.version == snapshot.version and self.path(snapshot.version).exists():
             return False
-        self._write_atomically(self.directory / f"{snapshot.version}.pickle",
-                               pickle.dumps(snapshot, protocol=pickle.HIGHEST_PROTOCOL))
+        self._write_atomically(self.path(snapshot.version), lambda fh: packed.write(snapshot, fh))
         self._point_at(snapshot.version, snapshot.loaded_at, now.version if now else None)
         self._prune()
         return True
@@ -74,11 +77,11 @@ class SnapshotStore:
     def _point_at(self, version: str, built_at: datetime, previous: str | None) -> None:
         body = {"version": version, "built_at": built_at.isoformat(), "previous": previous,
                 "published_at": datetime.now(UTC).isoformat()}
-        self._write_atomically(self.current_file, json.dumps(body).encode())
+        self._write_atomically(self.current_file, lambda fh: fh.write(json.dumps(body).encode()))
 
     def rollback(self) -> Published:
         now = self.current()
-        if now is None or not now.previous or not (self.directory / f"{now.previous}.pickle").exists():
+        if now is None or not now.previous or not self.path(now.previous).exists():
             raise LookupError("no previous snapshot to roll back to")
         previous = self.load(now.previous)
         self._point_at(previous.version, previous.loaded_at, now.version)
@@ -86,20 +89,25 @@ class SnapshotStore:
         assert current is not None
         return current
 
+    def path(self, version: str) -> Path:
+        return self.directory / f"{version}.snap"
+
     def load(self, version: str) -> RoutingSnapshot:
-        with (self.directory / f"{version}.pickle").open("rb") as fh:
-            snapshot = pickle.load(fh)  # noqa: S301 - our own file, written by publish()
-        if not isinstance(snapshot, RoutingSnapshot):
-            raise TypeError(f"{version}.pickle does not hold a routing snapshot")
-        return snapshot
+        """The published version, its tables read in place from a shared read-only map of its file
+        (the map lives as long as the snapshot does; unlinking the file later does not disturb it)."""
+        with self.path(version).open("rb") as fh:
+            mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        return packed.read(mapped)
 
     def _prune(self) -> None:
         now = self.current()
         keep = {now.version, now.previous} if now else set()
-        files = sorted(self.directory.glob("*.pickle"), key=lambda p: p.stat().st_mtime, reverse=True)
+        files = sorted(self.directory.glob("*.snap"), key=lambda p: p.stat().st_mtime, reverse=True)
         for path in files[self.keep :]:
             if path.stem not in keep:
                 path.unlink(missing_ok=True)
+        for path in self.directory.glob("*.pickle"):  # the format before packed files
+            path.unlink(missing_ok=True)
 
 
 class SnapshotFollower:

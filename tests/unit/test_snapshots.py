@@ -75,7 +75,7 @@ def test_old_versions_are_pruned_but_the_previous_one_is_kept(tmp_path: Path) ->
     base = valid_world().snapshot()
     for n in range(5):
         store.publish(replace(base, version=f"v{n}"))
-    assert sorted(p.stem for p in tmp_path.glob("*.pickle")) == ["v3", "v4"]
+    assert sorted(p.stem for p in tmp_path.glob("*.snap")) == ["v3", "v4"]
 
 
 class Clock:
@@ -110,5 +110,15 @@ def test_an_unreadable_publication_leaves_the_worker_on_its_snapshot(tmp_path: P
     initial = replace(valid_world().snapshot(), version="mine", loaded_at=NOW - timedelta(days=3650))
     follower = SnapshotFollower(store, initial, clock=Clock())
     store.publish(replace(initial, version="broken"))
-    (tmp_path / "broken.pickle").write_bytes(b"not a pickle")
+    (tmp_path / "broken.snap").write_bytes(b"not a snapshot")
     assert follower.get().version == "mine"
+
+
+def test_a_version_whose_file_is_missing_is_written_again(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path)
+    snapshot = valid_world().snapshot()
+    store.publish(snapshot)
+    store.path(snapshot.version).rename(tmp_path / f"{snapshot.version}.pickle")  # e.g. an older format
+    assert store.publish(snapshot)
+    assert store.load(snapshot.version).version == snapshot.version
+    assert not list(tmp_path.glob("*.pickle"))
