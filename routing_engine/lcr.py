@@ -9,7 +9,7 @@ protection: a vendor costing more is dropped with that reason.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -103,14 +103,13 @@ def examine(
     ``dialed_digits`` is checked against blocked destinations; ``rating_digits`` (the LRN when
     ported) finds the rate.
     """
-    rates = snapshot.rates_for(frozenset(m.vendor_id for m in plan.vendors), rating_digits, now)
-    verdicts = [
+    rates = snapshot.rates_for(plan.vendor_ids, rating_digits, now)
+    return [
         _verdict(member.vendor_id, member.priority, member.weight,
                  snapshot.vendors.get(member.vendor_id), dialed_digits, rates.get(member.vendor_id),
-                 jurisdiction, price_ceiling, gateway_up)
+                 jurisdiction, price_ceiling, gateway_up, demotion)
         for member in plan.vendors
     ]
-    return [replace(c, note=demotion(c.vendor_id)) if c.kept else c for c in verdicts]
 
 
 def _verdict(
@@ -123,6 +122,7 @@ def _verdict(
     jurisdiction: Jurisdiction,
     price_ceiling: Decimal | None,
     gateway_up: Callable[[UUID], bool],
+    demotion: Callable[[UUID], str | None],
 ) -> Candidate:
     if vendor is None:
         return Candidate(vendor_id, str(vendor_id), priority, weight, dropped=Drop.UNKNOWN_VENDOR)
@@ -145,4 +145,5 @@ def _verdict(
         dropped, detail = Drop.NO_GATEWAY, "down: not answering OPTIONS"
     elif price_ceiling is not None and price > price_ceiling:
         dropped, detail = Drop.ABOVE_PRICE, f"price {price_ceiling}"
-    return Candidate(vendor_id, name, priority, weight, price, prefix, dropped, detail)
+    note = demotion(vendor_id) if dropped is None else None
+    return Candidate(vendor_id, name, priority, weight, price, prefix, dropped, detail, note)

@@ -246,6 +246,10 @@ class RoutingPlan:
     blocked: frozenset[str] = frozenset()
     min_margin: Decimal = Decimal(0)
     allow_negative_margin: bool = False
+    vendor_ids: frozenset[UUID] = field(init=False, repr=False, compare=False)  # hashed once, not per call
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "vendor_ids", frozenset(m.vendor_id for m in self.vendors))
 
 
 @dataclass(frozen=True, slots=True)
