@@ -88,19 +88,30 @@ def _spawn(cmd: list[str], env: dict[str, str], log_path: Path | None) -> subpro
                             start_new_session=True)
 
 
+def _process_names(settings: Settings) -> tuple[str, ...]:
+    own_rtpengine = settings.media.enabled and settings.media.managed
+    return ("kamailio", "cdr-emitter", *(("rtpengine",) if own_rtpengine else ()))
+
+
 def start_processes(settings: Settings, log_dir: Path | None) -> dict[str, subprocess.Popen[bytes]]:
-    """Start Kamailio and the CDR emitter; wait until Kamailio answers OPTIONS."""
+    """Start rtpengine (when this node manages its own), the CDR emitter and Kamailio; wait until
+    rtpengine answers an ng ping and Kamailio answers OPTIONS."""
     from routing_engine import sipcheck
 
     env = stack.kamailio_env(settings)
     if log_dir:
         log_dir.mkdir(parents=True, exist_ok=True)
-    procs = {
-        "cdr-emitter": _spawn([sys.executable, "-m", "routing_engine.cli", "cdr-emitter"], env,
-                              log_dir / "cdr-emitter.log" if log_dir else None),
-        "kamailio": _spawn(stack.kamailio_command(settings, _run_dir(settings)), env,
-                           log_dir / "kamailio.log" if log_dir else None),
-    }
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    if "rtpengine" in _process_names(settings):
+        # before Kamailio: its rtpengine module pings the relay when the workers start
+        rtp_log = (log_dir or settings.data_dir / "log" / settings.node.name) / "rtpengine.log"
+        procs["rtpengine"] = stack.start_rtpengine(settings, _run_dir(settings), rtp_log)
+        _say(f"rtpengine started: ng control on {settings.media.ng_address}, media on "
+             f"{settings.media.interface} ports {settings.media.port_min}-{settings.media.port_max} (log {rtp_log})")
+    procs["cdr-emitter"] = _spawn([sys.executable, "-m", "routing_engine.cli", "cdr-emitter"], env,
+                                  log_dir / "cdr-emitter.log" if log_dir else None)
+    procs["kamailio"] = _spawn(stack.kamailio_command(settings, _run_dir(settings)), env,
+                               log_dir / "kamailio.log" if log_dir else None)
     target = _sip_probe_target(settings)
     if target:
         kam = procs["kamailio"]
@@ -181,7 +192,7 @@ def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_stop(settings: Settings, args: argparse.Namespace) -> int:
-    for name in ("kamailio", "cdr-emitter"):
+    for name in ("kamailio", "cdr-emitter", "rtpengine"):
         path = _pidfile(settings, name)
         if not path.exists():
             continue
@@ -210,7 +221,7 @@ def cmd_stop(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_status(settings: Settings, args: argparse.Namespace, quiet: bool = False) -> int:
     running = 0
-    names = ("kamailio", "cdr-emitter")
+    names = _process_names(settings)
     for name in names:
         path = _pidfile(settings, name)
         alive = False

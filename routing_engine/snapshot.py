@@ -17,6 +17,8 @@ from enum import StrEnum
 from types import MappingProxyType
 from uuid import UUID
 
+from routing_engine.media import MediaPolicy
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Snapshots are published to the SIP workers as pickled files; read-only mappings travel as dicts
@@ -88,6 +90,7 @@ class Trunk:
     rate_plan_id: UUID | None = None  # else the account's
     cps_limit: int | None = None
     max_concurrent: int | None = None
+    media: MediaPolicy = MediaPolicy()  # anchoring in rtpengine, allowed codecs, failure behaviour
 
     @property
     def allows_acl(self) -> bool:
