@@ -59,7 +59,7 @@ def _has_sdp() -> bool:
 def _failed(app: Any, kind: str, call_id: str, detail: str) -> None:
     """The single place a media failure is counted (and logged)."""
     media_failures.count(app.cdr_stream.client, kind)
-    log.warning("call %s: media %s failed: %s", call_id, kind, detail)
+    log.warning("call %s: media failure (%s): %s", call_id, kind, detail)
 
 
 def _arm_replies(plan: dict[str, Any], sender: Side, had_sdp: bool) -> None:
@@ -79,8 +79,15 @@ def start_call(app: Any, call: dict[str, Any], policy: MediaPolicy) -> str | Non
     if not plan.anchor:
         return None
     had_sdp = _has_sdp()
-    if had_sdp and KSR.rtpengine.rtpengine_offer(ng_flags(plan, Side.CUSTOMER, Op.OFFER)) < 0:
-        _failed(app, "offer", call["call_id"], "rtpengine did not take the INVITE's offer")
+    if had_sdp:
+        offered = KSR.rtpengine.rtpengine_offer(ng_flags(plan, Side.CUSTOMER, Op.OFFER)) > 0
+    else:
+        # late offer: rtpengine is only asked at the 200, when a refusal is no longer possible;
+        # a trunk that refuses unanchored calls has rtpengine's presence checked now instead
+        offered = plan.on_failure is OnFailure.CARRY or _client(app).ping()
+    if not offered:
+        _failed(app, "offer", call["call_id"], "rtpengine did not take the INVITE's offer" if had_sdp
+                else "rtpengine does not answer (late offer)")
         if plan.on_failure is OnFailure.REFUSE:
             _failed(app, "refused", call["call_id"], "trunk refuses unanchored calls: 503")
             state.update(anchor=False, reason="rtpengine unavailable: refused")
