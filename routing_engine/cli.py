@@ -7,6 +7,7 @@
     warp db migrate | demo      schema migrations / demo data (idempotent)
     warp exec -- CMD ...        set up, run CMD, stop what was started for it (make test)
     warp kamailio               Kamailio in the foreground with these settings
+    warp rtpengine              rtpengine (media relay) in the foreground with these settings
     warp cdr-emitter            the CDR emitter (Redis stream -> Postgres)
     warp route explain ...      what the engine would do with a call, and why
     warp load lnp|npanxx FILE   bulk-load ported numbers or NPA-NXX homes from CSV
@@ -254,6 +255,12 @@ def cmd_exec(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_kamailio(settings: Settings, args: argparse.Namespace) -> int:
     cmd = stack.kamailio_command(settings, _run_dir(settings))
     os.execve(cmd[0], cmd, stack.kamailio_env(settings))
+
+
+def cmd_rtpengine(settings: Settings, args: argparse.Namespace) -> int:
+    """rtpengine in the foreground with these settings, logging to stderr (docker-compose)."""
+    cmd = stack.rtpengine_command(settings, _run_dir(settings))
+    os.execv(cmd[0], cmd)
 
 
 def cmd_cdr_emitter(settings: Settings, args: argparse.Namespace) -> int:
@@ -615,6 +622,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("action", choices=["list", "clear"])
     p.add_argument("ip", nargs="?")
     sub.add_parser("kamailio")
+    sub.add_parser("rtpengine", help="rtpengine in the foreground with these settings")
     sub.add_parser("cdr-emitter", aliases=["companion"])
     p = sub.add_parser("route")
     rsub = p.add_subparsers(dest="route_cmd", required=True)
@@ -646,7 +654,7 @@ def main(argv: list[str] | None = None) -> int:
         "exec": cmd_exec, "kamailio": cmd_kamailio, "cdr-emitter": cmd_cdr_emitter, "companion": cmd_cdr_emitter,
         "stack": cmd_stack, "route": cmd_explain, "load": cmd_load,
         "credentials": cmd_credentials, "blocks": cmd_blocks, "funds": cmd_funds, "snapshot": cmd_snapshot,
-        "api": cmd_api,
+        "api": cmd_api, "rtpengine": cmd_rtpengine,
         "api-keys": lambda s, a: _delegate("routing_engine.api.keys_cli", a.config, a.rest + extra),
         "rates": lambda s, a: _delegate("routing_engine.api.rates_cli", a.config, a.rest + extra),
         "setup": lambda s, a: (setup(s), 0)[1],
