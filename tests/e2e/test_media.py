@@ -46,7 +46,9 @@ NEVER = "127.0.0.102"           # anchor never
 CODECS = "127.0.0.103"          # anchor always, PCMA and telephone-event only
 NAT = "127.0.0.104"             # anchor when behind NAT
 REFUSE = "127.0.0.105"          # anchor always, refuse when rtpengine cannot
+FAILOVER = "127.0.0.107"        # anchor always; its plan tries a refusing vendor first
 VENDOR = "127.0.0.110"
+REFUSING_VENDOR = "127.0.0.111"
 SINK_PORT = 7078                # the vendor's advertised RTP port
 DIALED = "12125551234"
 CALLER = "13055550100"
@@ -65,6 +67,10 @@ def world(module_db: psycopg.Connection) -> dict[str, uuid.UUID]:
         module_db.execute("UPDATE trunks.trunks SET media_anchor = %s, media_codecs = %s, media_failure = %s"
                           " WHERE id = %s", (anchor, codecs, failure, trunk))
         trunks[ip] = trunk
+    refusing = provision.vendor(module_db, "refusing", REFUSING_VENDOR, {"1": "0.0010"})
+    _, trunk = provision.customer(module_db, "BAN-107", f"{FAILOVER}/32",
+                                  provision.plan(module_db, "failover", [refusing, carrier]))
+    module_db.execute("UPDATE trunks.trunks SET media_anchor = 'always' WHERE id = %s", (trunk,))
     return trunks
 
 
@@ -168,6 +174,20 @@ def test_late_offer_is_anchored_from_the_200_and_the_ack(
     assert sink.source_ips() == {RELAY}
     media = cdr(module_db, call_id_of(uac))["media"]
     assert media["anchored"] is True and media["late_offer"] is True  # type: ignore[index]
+    no_sessions_left(relay)
+
+
+def test_failover_to_the_next_vendor_keeps_the_anchored_offer(
+        node: Node, relay: Rtpengine, module_db: psycopg.Connection, sink: MediaSink, tmp_path: Path) -> None:
+    with vendor("vendor_reject.xml", REFUSING_VENDOR, tmp_path) as refusing:
+        uac, gateway = call(node, FAILOVER, tmp_path)
+        assert refusing.wait() == 0, refusing.report()
+    assert sdp_media(refusing.received("INVITE")[0])[0] == RELAY
+    assert sdp_media(gateway.received("INVITE")[0])[0] == RELAY  # the second vendor gets the same offer
+    wait_for(lambda: sink.packets >= 20, 5, "RTP at the second vendor")
+    assert sink.source_ips() == {RELAY}
+    row = cdr(module_db, call_id_of(uac))
+    assert row["sip_code"] == 200 and row["media"]["from_customer"] >= 20  # type: ignore[index]
     no_sessions_left(relay)
 
 
