@@ -25,6 +25,7 @@ if str(_PROJECT) not in sys.path:
     sys.path.insert(0, str(_PROJECT))
 
 import contextlib  # noqa: E402
+import dataclasses  # noqa: E402
 import functools  # noqa: E402
 import ipaddress  # noqa: E402
 import json  # noqa: E402
@@ -38,6 +39,7 @@ from typing import Any  # noqa: E402
 
 import KSR  # noqa: E402  (provided by app_python3)
 
+from kemi import media  # noqa: E402
 from routing_engine import auth, bootstrap, failover, inbound, rating, registrar  # noqa: E402
 from routing_engine.cdr import CdrRecord, billable_duration, compact_trace  # noqa: E402
 from routing_engine.decision import CallRequest, Reject, Relay, decide_invite  # noqa: E402
@@ -169,6 +171,8 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
 
     def _within_dialog(self) -> int:
         if KSR.rr.loose_route() > 0:
+            raw = _pv(CALL_VAR)
+            media.in_dialog(self._app(), json.loads(raw) if raw else None)
             if KSR.tm.t_relay() < 0:
                 KSR.sl.sl_reply_error()
             return 1
@@ -439,7 +443,13 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
                 for r in decision.routes[: decision.policy.max_attempts]
             ],
         }
+        refused = media.start_call(self._app(), call, self._app().snapshot().trunks[ctx.trunk_id].media)  # type: ignore[index]
         KSR.pv.sets(CALL_VAR, json.dumps(call, separators=(",", ":")))
+        if refused:
+            KSR.hdr.append_to_reply("Retry-After: 5\r\n")
+            KSR.sl.send_reply(503, refused)
+            self._finish(call, 503, refused, now)
+            return 1
         KSR.rr.record_route()
         if self._send_to(call, 0) < 0:
             self._relay_failed(call, [])
@@ -474,7 +484,8 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             seconds = billable_duration(answer_at, end_at)
             self._app().record_quality([(ids[a.vendor], a.code == 200, seconds if a.code == 200 else 0)
                                         for a in attempts if a.vendor in ids and a.code != 487])
-        self._app().emit_cdr(self._cdr_from_call(call, code, reason, end_at, answer_at, attempts))
+        self._app().emit_cdr(dataclasses.replace(self._cdr_from_call(call, code, reason, end_at, answer_at, attempts),
+                                                 media=media.finish(self._app(), call)))
 
     # ------------------------------------------------------------------ replies and failures
     @_guarded
@@ -520,6 +531,11 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         # but a carrier's 503 is what tells the customer's switch to try elsewhere.
         KSR.tm.t_reply(final_code, final_reason)
         self._finish(call, final_code, final_reason, datetime.now(UTC), attempts=attempts)
+        return 1
+
+    @_guarded
+    def ksr_media_reply(self, msg: Any) -> int:
+        media.on_reply(self._app())
         return 1
 
     @_guarded

@@ -48,6 +48,7 @@ class CdrRecord:
     vendor_cost: Decimal | None = None
     margin: Decimal | None = None
     settle: bool = False  # funds were reserved: the emitter charges customer_price and releases them
+    media: str | None = None  # compact JSON: anchored or why not, rtpengine's packet counts, MOS
 
     def to_fields(self) -> dict[str, str]:
         """Flat string map for a Redis stream entry; None fields are left out."""

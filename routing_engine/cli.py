@@ -7,6 +7,7 @@
     warp db migrate | demo      schema migrations / demo data (idempotent)
     warp exec -- CMD ...        set up, run CMD, stop what was started for it (make test)
     warp kamailio               Kamailio in the foreground with these settings
+    warp rtpengine              rtpengine (media relay) in the foreground with these settings
     warp cdr-emitter            the CDR emitter (Redis stream -> Postgres)
     warp route explain ...      what the engine would do with a call, and why
     warp load lnp|npanxx FILE   bulk-load ported numbers or NPA-NXX homes from CSV
@@ -88,19 +89,30 @@ def _spawn(cmd: list[str], env: dict[str, str], log_path: Path | None) -> subpro
                             start_new_session=True)
 
 
+def _process_names(settings: Settings) -> tuple[str, ...]:
+    own_rtpengine = settings.media.enabled and settings.media.managed
+    return ("kamailio", "cdr-emitter", *(("rtpengine",) if own_rtpengine else ()))
+
+
 def start_processes(settings: Settings, log_dir: Path | None) -> dict[str, subprocess.Popen[bytes]]:
-    """Start Kamailio and the CDR emitter; wait until Kamailio answers OPTIONS."""
+    """Start rtpengine (when this node manages its own), the CDR emitter and Kamailio; wait until
+    rtpengine answers an ng ping and Kamailio answers OPTIONS."""
     from routing_engine import sipcheck
 
     env = stack.kamailio_env(settings)
     if log_dir:
         log_dir.mkdir(parents=True, exist_ok=True)
-    procs = {
-        "cdr-emitter": _spawn([sys.executable, "-m", "routing_engine.cli", "cdr-emitter"], env,
-                              log_dir / "cdr-emitter.log" if log_dir else None),
-        "kamailio": _spawn(stack.kamailio_command(settings, _run_dir(settings)), env,
-                           log_dir / "kamailio.log" if log_dir else None),
-    }
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    if "rtpengine" in _process_names(settings):
+        # before Kamailio: its rtpengine module pings the relay when the workers start
+        rtp_log = (log_dir or settings.data_dir / "log" / settings.node.name) / "rtpengine.log"
+        procs["rtpengine"] = stack.start_rtpengine(settings, _run_dir(settings), rtp_log)
+        _say(f"rtpengine started: ng control on {settings.media.ng_address}, media on "
+             f"{settings.media.interface} ports {settings.media.port_min}-{settings.media.port_max} (log {rtp_log})")
+    procs["cdr-emitter"] = _spawn([sys.executable, "-m", "routing_engine.cli", "cdr-emitter"], env,
+                                  log_dir / "cdr-emitter.log" if log_dir else None)
+    procs["kamailio"] = _spawn(stack.kamailio_command(settings, _run_dir(settings)), env,
+                               log_dir / "kamailio.log" if log_dir else None)
     target = _sip_probe_target(settings)
     if target:
         kam = procs["kamailio"]
@@ -181,7 +193,7 @@ def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_stop(settings: Settings, args: argparse.Namespace) -> int:
-    for name in ("kamailio", "cdr-emitter"):
+    for name in ("kamailio", "cdr-emitter", "rtpengine"):
         path = _pidfile(settings, name)
         if not path.exists():
             continue
@@ -210,7 +222,7 @@ def cmd_stop(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_status(settings: Settings, args: argparse.Namespace, quiet: bool = False) -> int:
     running = 0
-    names = ("kamailio", "cdr-emitter")
+    names = _process_names(settings)
     for name in names:
         path = _pidfile(settings, name)
         alive = False
@@ -243,6 +255,12 @@ def cmd_exec(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_kamailio(settings: Settings, args: argparse.Namespace) -> int:
     cmd = stack.kamailio_command(settings, _run_dir(settings))
     os.execve(cmd[0], cmd, stack.kamailio_env(settings))
+
+
+def cmd_rtpengine(settings: Settings, args: argparse.Namespace) -> int:
+    """rtpengine in the foreground with these settings, logging to stderr (docker-compose)."""
+    cmd = stack.rtpengine_command(settings, _run_dir(settings))
+    os.execv(cmd[0], cmd)
 
 
 def cmd_cdr_emitter(settings: Settings, args: argparse.Namespace) -> int:
@@ -604,6 +622,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("action", choices=["list", "clear"])
     p.add_argument("ip", nargs="?")
     sub.add_parser("kamailio")
+    sub.add_parser("rtpengine", help="rtpengine in the foreground with these settings")
     sub.add_parser("cdr-emitter", aliases=["companion"])
     p = sub.add_parser("route")
     rsub = p.add_subparsers(dest="route_cmd", required=True)
@@ -635,7 +654,7 @@ def main(argv: list[str] | None = None) -> int:
         "exec": cmd_exec, "kamailio": cmd_kamailio, "cdr-emitter": cmd_cdr_emitter, "companion": cmd_cdr_emitter,
         "stack": cmd_stack, "route": cmd_explain, "load": cmd_load,
         "credentials": cmd_credentials, "blocks": cmd_blocks, "funds": cmd_funds, "snapshot": cmd_snapshot,
-        "api": cmd_api,
+        "api": cmd_api, "rtpengine": cmd_rtpengine,
         "api-keys": lambda s, a: _delegate("routing_engine.api.keys_cli", a.config, a.rest + extra),
         "rates": lambda s, a: _delegate("routing_engine.api.rates_cli", a.config, a.rest + extra),
         "setup": lambda s, a: (setup(s), 0)[1],

@@ -167,9 +167,11 @@ def load(conn: psycopg.Connection, seed: int = 20251) -> DemoSummary:
             for t in range(1, trunk_count + 1):
                 tid = uid("trunk", n, t)
                 trunk_ids.append(tid)
-                cur.execute("INSERT INTO trunks.trunks (id, account_id, name, routing_plan_id)"
-                            " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                            (tid, aid, f"trunk-{t}", uid("plan", plan_names[(n + t) % len(plan_names)])))
+                # media: every trunk-1 anchored in rtpengine, trunk-2 when behind NAT, the rest end to end
+                cur.execute("INSERT INTO trunks.trunks (id, account_id, name, routing_plan_id, media_anchor)"
+                            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                            (tid, aid, f"trunk-{t}", uid("plan", plan_names[(n + t) % len(plan_names)]),
+                             {1: "always", 2: "nat"}.get(t, "never")))
                 cur.execute("INSERT INTO trunks.trunk_access_lists (id, account_id, trunk_id, cidr,"
                             " description) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                             (uid("acl", n, t), aid, tid, f"{customer_address(n, t)}/32",

@@ -151,6 +151,20 @@ class CdrSettings:
 
 
 @dataclass(frozen=True)
+class MediaSettings:
+    enabled: bool = True                 # false: no media relay; every call keeps end-to-end media
+    managed: bool = True                 # `warp run/start` start (and stop) their own rtpengine
+    binary: str = "/usr/bin/rtpengine"
+    ng_address: str = "127.0.0.1:22222"  # rtpengine's ng control socket (UDP) Kamailio talks to
+    interface: str = "127.0.0.1"         # the address rtpengine relays media on (a managed rtpengine)
+    port_min: int = 30000                # its RTP/RTCP port range
+    port_max: int = 30999
+    timeout_ms: int = 500                # longest wait for one rtpengine answer ...
+    retries: int = 1                     # ... and how many times it is asked again
+    disable_s: int = 10                  # after a failure, new calls skip rtpengine for this long
+
+
+@dataclass(frozen=True)
 class Settings:
     node: NodeSettings = field(default_factory=NodeSettings)
     sip: SipSettings = field(default_factory=SipSettings)
@@ -166,6 +180,7 @@ class Settings:
     snapshot: SnapshotSettings = field(default_factory=SnapshotSettings)
     quality: QualitySettings = field(default_factory=QualitySettings)
     cdr: CdrSettings = field(default_factory=CdrSettings)
+    media: MediaSettings = field(default_factory=MediaSettings)
     config_path: str = ""
 
     @property
@@ -317,6 +332,8 @@ def _check(settings: Settings) -> None:
         "auth.register_max_expires": settings.auth.register_max_expires,
         "auth.register_default_expires": settings.auth.register_default_expires,
         "lrn.cache_ttl_s": settings.lrn.cache_ttl_s,
+        "media.timeout_ms": settings.media.timeout_ms,
+        "media.disable_s": settings.media.disable_s,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -325,6 +342,7 @@ def _check(settings: Settings) -> None:
                       ("stack.redis_port", settings.stack.redis_port)):
         if not 1 <= port <= 65535:
             raise SettingsError(f"{key}: not a port number: {port}")
+    _check_media(settings.media)
     if settings.cdr.batch_seconds <= 0:
         raise SettingsError(f"cdr.batch_seconds: must be greater than zero, got {settings.cdr.batch_seconds}")
     if not settings.sip.listen:
@@ -357,3 +375,14 @@ def _check(settings: Settings) -> None:
             f"routing.default_region: expected an ISO 3166 region code such as US, "
             f"got {settings.routing.default_region!r}"
         )
+
+
+def _check_media(m: MediaSettings) -> None:
+    host, _, port = m.ng_address.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise SettingsError(f"media.ng_address: expected address:port (e.g. 127.0.0.1:22222), got {m.ng_address!r}")
+    if not 1024 <= m.port_min < m.port_max <= 65535:
+        raise SettingsError(f"media.port_min/port_max: expected 1024 <= port_min < port_max <= 65535, "
+                            f"got {m.port_min}-{m.port_max}")
+    if m.retries < 0:
+        raise SettingsError(f"media.retries: must not be negative, got {m.retries}")

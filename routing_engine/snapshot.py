@@ -18,6 +18,8 @@ from types import MappingProxyType
 from typing import Protocol
 from uuid import UUID
 
+from routing_engine.media import MediaPolicy
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # The small part of a published snapshot is pickled (packed.py); read-only mappings travel as dicts
@@ -89,6 +91,7 @@ class Trunk:
     rate_plan_id: UUID | None = None  # else the account's
     cps_limit: int | None = None
     max_concurrent: int | None = None
+    media: MediaPolicy = MediaPolicy()  # anchoring in rtpengine, allowed codecs, failure behaviour
 
     @property
     def allows_acl(self) -> bool:

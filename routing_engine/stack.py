@@ -214,6 +214,14 @@ def kamailio_command(settings: Settings, run_dir: Path) -> list[str]:
         "WARP_SERVER_HEADER": f'"Server: {s.server_header}"',
         "WARP_USER_AGENT_HEADER": f'"User-Agent: {s.server_header}"',
     }
+    m = settings.media
+    if m.enabled:  # the rtpengine module is loaded only then (kamailio.cfg: #!ifdef WARP_RTPENGINE_SOCK)
+        defines.update({
+            "WARP_RTPENGINE_SOCK": f'"udp:{m.ng_address}"',
+            "WARP_RTPENGINE_TOUT_MS": str(m.timeout_ms),
+            "WARP_RTPENGINE_RETR": str(m.retries),
+            "WARP_RTPENGINE_DISABLE_TOUT": str(m.disable_s),
+        })
     cmd = [k.binary, "-f", str(PROJECT_ROOT / "kamailio" / "kamailio.cfg"), "-DD", "-E",
            "-m", str(k.shm_mb), "-M", str(k.pkg_mb), "-Y", str(run_dir),
            "-P", str(run_dir / "kamailio.pid")]
@@ -231,3 +239,57 @@ def kamailio_env(settings: Settings, base: dict[str, str] | None = None) -> dict
     env["WARP_CONFIG"] = settings.config_path
     env.setdefault("WARP_VENV", str(PROJECT_ROOT / ".venv"))
     return env
+
+
+# ------------------------------------------------------------------ rtpengine
+
+RTPENGINE_CONFIG = PROJECT_ROOT / "rtpengine" / "rtpengine.conf"
+
+
+def rtpengine_command(settings: Settings, run_dir: Path) -> list[str]:
+    """rtpengine in the foreground, userspace only, with this node's addresses and ports."""
+    m = settings.media
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return [m.binary, f"--config-file={RTPENGINE_CONFIG}", "--config-section=rtpengine",
+            f"--interface={m.interface}", f"--listen-ng={m.ng_address}",
+            f"--port-min={m.port_min}", f"--port-max={m.port_max}", "--table=-1",
+            f"--pidfile={run_dir / 'rtpengine.pid'}"]
+
+
+def start_rtpengine(settings: Settings, run_dir: Path, log_path: Path,
+                    timeout_s: float = 20) -> subprocess.Popen[bytes]:
+    """Start rtpengine (its own process group, stderr to ``log_path``); return once it answers
+    an ng ping. Raises StackError if it exits or stays silent."""
+    from routing_engine.adapters.rtpengine_ng import NgClient
+
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    client = NgClient(settings.media.ng_address, timeout_s=0.2, retries=0)
+    if client.ping():
+        client.close()
+        raise StackError(f"something already answers rtpengine's ng protocol on {settings.media.ng_address}; "
+                         f"set media.ng_address (WARP_MEDIA__NG_ADDRESS) to a free address")
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(rtpengine_command(settings, run_dir), stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not client.ping():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop_rtpengine(proc)
+                raise StackError(f"rtpengine did not start; see {log_path}")
+    finally:
+        client.close()
+    return proc
+
+
+def stop_rtpengine(proc: subprocess.Popen[bytes], timeout_s: float = 10) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=timeout_s)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        proc.wait()

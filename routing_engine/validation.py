@@ -5,13 +5,15 @@ Each problem names the rows involved, so the log tells ops what to fix:
   effective periods overlap (which one applies would be a guess);
 - a routing plan with no vendors, or one that names a vendor that does not exist (deleted);
 - a trunk or account pointing at a routing plan or rate plan that does not exist;
-- a routing plan whose strategy is unknown.
+- a routing plan whose strategy is unknown;
+- a trunk whose allowed media codecs are not encoding names rtpengine could take.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from routing_engine.media import codec_problems
 from routing_engine.snapshot import RoutingSnapshot, VendorRate
 from routing_engine.strategies import STRATEGIES
 
@@ -48,6 +50,7 @@ def problems(snapshot: RoutingSnapshot) -> list[str]:
             found.append(f"trunk {trunk.name} ({trunk.id}): routing plan {trunk.routing_plan_id} does not exist")
         if trunk.rate_plan_id is not None and trunk.rate_plan_id not in snapshot.rate_plans:
             found.append(f"trunk {trunk.name} ({trunk.id}): rate plan {trunk.rate_plan_id} does not exist")
+        found.extend(f"trunk {trunk.name} ({trunk.id}): media: {p}" for p in codec_problems(trunk.media))
     for account in snapshot.accounts.values():
         if account.routing_plan_id is not None and account.routing_plan_id not in snapshot.plans:
             found.append(f"account {account.ban}: routing plan {account.routing_plan_id} does not exist")

@@ -20,6 +20,8 @@ TEST_ENV = {
     "WARP_REDIS__DB": os.environ.get("WARP_TEST_REDIS_DB", "15"),
     "WARP_NODE__NAME": "test-node",
     "WARP_CDR__STREAM": "warp:test:cdr",
+    # no media relay unless a test starts its own rtpengine (tests/e2e/test_media.py)
+    "WARP_MEDIA__ENABLED": "false",
 }
 CONFIG_TABLES = [
     "cdr.cdrs", "numbers.number_assignments", "numbers.number_inventory",

@@ -15,6 +15,7 @@ from uuid import UUID
 import psycopg
 
 from routing_engine.cdr import CdrRecord
+from routing_engine.media import Anchor, MediaPolicy, OnFailure
 from routing_engine.snapshot import (
     Account,
     AccountStatus,
@@ -60,10 +61,12 @@ def load_snapshot(conn: psycopg.Connection, now: datetime, realm: str = "warp.lo
                           " FROM accounts.accounts WHERE deleted_at IS NULL ORDER BY id")
         }
         trunks = {
-            r[0]: Trunk(*r)
+            r[0]: Trunk(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13],
+                        media=MediaPolicy(Anchor(r[14]), tuple(r[15]), OnFailure(r[16])))
             for r in rows("SELECT id, account_id, name, routing_plan_id, enabled, strip_digits,"
                           " add_prefix, tech_prefix, auth_mode, inbound_uri, max_contacts, rate_plan_id,"
-                          " cps_limit, max_concurrent FROM trunks.trunks WHERE deleted_at IS NULL ORDER BY id")
+                          " cps_limit, max_concurrent, media_anchor, media_codecs, media_failure"
+                          " FROM trunks.trunks WHERE deleted_at IS NULL ORDER BY id")
         }
         credentials = {
             r[1]: Credential(r[0], r[1], r[2])
@@ -154,7 +157,7 @@ _CDR_COLUMNS = (
     "cdr_id", "call_id", "node", "direction", "account_id", "trunk_id", "provider_id", "gateway",
     "from_raw", "to_raw", "from_e164", "to_e164", "invite_at", "answer_at", "end_at",
     "duration_s", "sip_code", "sip_reason", "vendor_rate", "trace", "lrn", "jurisdiction", "attempts",
-    "billable_s", "customer_rate", "customer_price", "vendor_cost", "margin",
+    "billable_s", "customer_rate", "customer_price", "vendor_cost", "margin", "media",
 )
 _INSERT_CDR = (
     f"INSERT INTO cdr.cdrs ({', '.join(_CDR_COLUMNS)}) "

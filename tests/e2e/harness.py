@@ -299,3 +299,105 @@ def reply_to(request: str, code: int, reason: str, to_tag: str | None = None) ->
     if to_tag and ";tag=" not in to:
         to += f";tag={to_tag}"
     return "\n".join([f"SIP/2.0 {code} {reason}", *keep, to, "Content-Length: 0", "", ""])
+
+
+# ------------------------------------------------------------------ rtpengine and media
+
+@dataclass
+class Rtpengine:
+    """A real rtpengine on its own address; ``env`` points a Kamailio node's settings at it."""
+
+    env: dict[str, str]
+    workdir: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def settings(self) -> Any:
+        return load_settings(environ=self.env)
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "rtpengine.log"
+
+    def client(self) -> Any:
+        from routing_engine.adapters.rtpengine_ng import NgClient
+
+        return NgClient(self.settings.media.ng_address, timeout_s=1, retries=1)
+
+    def start(self) -> None:
+        self.proc = stack.start_rtpengine(self.settings, self.workdir / "run", self.log_path)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stack.stop_rtpengine(self.proc)
+            self.proc = None
+
+    def calls(self) -> list[str]:
+        client = self.client()
+        try:
+            return client.list_calls()  # type: ignore[no-any-return]
+        finally:
+            client.close()
+
+
+@contextlib.contextmanager
+def rtpengine(base_env: dict[str, str], interface: str, workdir: Path, ng_port: int = 2223,
+              port_min: int = 40000, port_max: int = 40999) -> Iterator[Rtpengine]:
+    """Start rtpengine (userspace) on ``interface``; always stopped when the block ends."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {**base_env, "WARP_MEDIA__ENABLED": "true", "WARP_MEDIA__MANAGED": "true",
+           "WARP_MEDIA__INTERFACE": interface, "WARP_MEDIA__NG_ADDRESS": f"{interface}:{ng_port}",
+           "WARP_MEDIA__PORT_MIN": str(port_min), "WARP_MEDIA__PORT_MAX": str(port_max),
+           # after rtpengine fails, Kamailio tries it again within a second (tests restart it)
+           "WARP_MEDIA__DISABLE_S": "1"}
+    relay = Rtpengine(env, workdir)
+    try:
+        relay.start()
+        yield relay
+    finally:
+        relay.stop()
+        print(f"--- rtpengine log tail ({relay.log_path}) ---\n"
+              f"{relay.log_path.read_text(errors='replace')[-3000:] if relay.log_path.exists() else ''}")
+
+
+class MediaSink:
+    """A UDP socket where a vendor's SDP says its RTP goes: counts packets and who sent them."""
+
+    def __init__(self, ip: str, port: int) -> None:
+        import threading
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((ip, port))
+        self.sock.settimeout(0.1)
+        self.sources: dict[tuple[str, int], int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                _, addr = self.sock.recvfrom(2048)
+            except (TimeoutError, OSError):
+                continue
+            self.sources[addr] = self.sources.get(addr, 0) + 1
+
+    @property
+    def packets(self) -> int:
+        return sum(self.sources.values())
+
+    def source_ips(self) -> set[str]:
+        return {ip for ip, _ in self.sources}
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+def sdp_media(message: str) -> tuple[str, int, list[str]]:
+    """(c= address, m=audio port, payload types) of the SDP in a SIP message."""
+    address = re.search(r"^c=IN IP[46] (\S+)", message, re.M)
+    audio = re.search(r"^m=audio (\d+) \S+((?: \d+)*)", message, re.M)
+    assert address and audio, f"no SDP audio in:\n{message}"
+    return address.group(1), int(audio.group(1)), audio.group(2).split()

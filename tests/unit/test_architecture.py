@@ -5,7 +5,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "routing_engine"
 DOMAIN = ["numbers", "auth", "lcr", "decision", "cdr", "snapshot", "lrn", "jurisdiction", "translation", "failover",
-          "registrar", "inbound", "credentials",
+          "registrar", "inbound", "credentials", "media",
           "strategies/__init__", "strategies/least_cost", "strategies/priority", "strategies/weighted"]
 FORBIDDEN = {"redis", "psycopg", "KSR", "routing_engine.adapters", "socket", "subprocess"}
 

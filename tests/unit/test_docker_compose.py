@@ -65,7 +65,7 @@ def test_compose_file_is_valid_for_docker_compose() -> None:
 def test_compose_defines_the_database_cache_migration_sip_node_and_cdr_emitter(
     config: dict[str, Any],
 ) -> None:
-    assert {"postgres", "redis", "migrate", "kamailio", "cdr-emitter", "api"} <= set(config["services"])
+    assert {"postgres", "redis", "migrate", "kamailio", "cdr-emitter", "api", "rtpengine"} <= set(config["services"])
 
 
 def test_kamailio_publishes_sip_on_5060_over_udp_and_tcp(config: dict[str, Any]) -> None:
@@ -128,6 +128,29 @@ def test_the_image_dockerfile_installs_kamailio_python_and_builds_the_venv_with_
         dockerfile = Path(build["context"]) / build.get("dockerfile", "Dockerfile")
         assert dockerfile.resolve() == (ROOT / "docker" / "Dockerfile").resolve()
     text = (ROOT / "docker" / "Dockerfile").read_text()
-    assert "kamailio-python3-modules" in text
+    assert "kamailio-python3-modules" in text and "rtpengine-daemon" in text
     assert "/usr/bin/python3.11 -m venv /opt/warp/.venv" in text
     assert (ROOT / ".dockerignore").exists()
+
+
+def test_rtpengine_runs_as_its_own_service_and_kamailio_talks_to_it(config: dict[str, Any]) -> None:
+    services = config["services"]
+    relay, kamailio = services["rtpengine"], services["kamailio"]
+    assert "rtpengine" in " ".join(relay["command"])
+    relay_env, kamailio_env = _environment(relay), _environment(kamailio)
+    ng_port = relay_env["WARP_MEDIA__NG_ADDRESS"].rpartition(":")[2]
+    assert kamailio_env["WARP_MEDIA__NG_ADDRESS"] == f"rtpengine:{ng_port}"
+    assert kamailio_env["WARP_MEDIA__MANAGED"] == "false"  # Kamailio's container starts no rtpengine of its own
+    assert kamailio["depends_on"]["rtpengine"]["condition"] == "service_started"
+    published = _published(relay)
+    media = range(int(relay_env["WARP_MEDIA__PORT_MIN"]), int(relay_env["WARP_MEDIA__PORT_MAX"]) + 1)
+    assert all((port, port, "udp") in published for port in media)  # the whole media range, over UDP
+    assert int(ng_port) not in {p for p, _, _ in published}  # the control port stays inside
+
+
+def test_the_rtpengine_service_settings_are_valid(config: dict[str, Any]) -> None:
+    from routing_engine.settings import load_settings
+
+    env = _environment(config["services"]["rtpengine"])
+    media = load_settings(environ={k: v for k, v in env.items() if k.startswith("WARP_MEDIA__")}).media
+    assert media.interface == "eth0" and media.enabled

@@ -62,3 +62,23 @@ def test_bad_settings_are_refused_naming_the_key(tmp_path: Path, text: str, env:
 def test_missing_settings_file_is_reported_with_its_path(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="not found"):
         load_settings(tmp_path / "nope.yaml", environ={})
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("WARP_MEDIA__NG_ADDRESS", "localhost", "media.ng_address: expected address:port"),
+    ("WARP_MEDIA__PORT_MIN", "50000", "media.port_min/port_max"),
+    ("WARP_MEDIA__TIMEOUT_MS", "0", "media.timeout_ms: must be greater than zero"),
+    ("WARP_MEDIA__RETRIES", "-1", "media.retries: must not be negative"),
+])
+def test_bad_media_settings_are_named(key: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message.replace(".", r"\.")):
+        load_settings(environ={key: value})
+
+
+def test_media_settings_reach_kamailio_only_when_media_is_enabled(tmp_path: Path) -> None:
+    from routing_engine import stack
+
+    on = stack.kamailio_command(load_settings(environ={"WARP_MEDIA__NG_ADDRESS": "127.0.0.9:2223"}), tmp_path)
+    off = stack.kamailio_command(load_settings(environ={"WARP_MEDIA__ENABLED": "false"}), tmp_path)
+    assert 'WARP_RTPENGINE_SOCK="udp:127.0.0.9:2223"' in on
+    assert not any("RTPENGINE" in part for part in off)
