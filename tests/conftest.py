@@ -20,6 +20,9 @@ TEST_ENV = {
     "WARP_REDIS__DB": os.environ.get("WARP_TEST_REDIS_DB", "15"),
     "WARP_NODE__NAME": "test-node",
     "WARP_CDR__STREAM": "warp:test:cdr",
+    # no metrics endpoint unless a test asks for one on its own address (companions of parallel
+    # tests would otherwise all bind the default port)
+    "WARP_METRICS__LISTEN": "",
 }
 CONFIG_TABLES = [
     "cdr.cdrs", "numbers.number_assignments", "numbers.number_inventory",

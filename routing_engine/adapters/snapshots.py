@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from routing_engine import metrics
 from routing_engine.snapshot import RoutingSnapshot
 
 log = logging.getLogger("warp.snapshots")
@@ -147,6 +148,7 @@ class SnapshotFollower:
                       self.snapshot.version, exc)
             return
         old, self.snapshot = self.snapshot.version, snapshot
+        metrics.SNAPSHOT_RELOADS.inc()
         gc.freeze()  # the snapshot's objects live until the next swap: keep the collector off them
         log.info("routing snapshot %s -> %s (built %s, loaded in %.1f ms)", old, snapshot.version,
                  published.built_at.astimezone(UTC).isoformat(timespec="seconds"),
