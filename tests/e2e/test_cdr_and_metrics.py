@@ -7,9 +7,7 @@ import json
 import time
 import urllib.request
 import uuid
-from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
