@@ -108,3 +108,16 @@ def test_lag_is_measured_from_the_stream_entry_time() -> None:
     metrics.batch_written("unit-sink", 2, 2, ["1000000-0", "1001500-3"], now=1002.0)
     (family,) = metrics.EMITTER_LAG_LAST.collect()
     assert {s.labels["sink"]: s.value for s in family.samples}["unit-sink"] == 2.0
+
+
+def test_the_grafana_dashboard_only_uses_metrics_the_node_exports() -> None:
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    dashboard = json.loads((root / "docs" / "grafana" / "warp.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert len(exprs) > 20
+    defined = set(re.findall(r'"((?:warp|kamailio)_[a-z_]+)"', (root / "routing_engine" / "metrics.py").read_text()))
+    used = {re.sub(r"_(total|bucket|count|sum)$", "", name)
+            for expr in exprs for name in re.findall(r"\b((?:warp|kamailio)_[a-z_]+)", expr)}
+    assert used <= defined, used - defined
