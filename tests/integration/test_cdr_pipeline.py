@@ -126,3 +126,9 @@ def test_with_two_consumer_groups_an_entry_stays_until_both_have_committed_it(
     assert redis_client.xlen(settings.cdr.stream) == 1  # the third still waits for BigQuery
     bigquery_side.ack([i for i, _ in bigquery_side.read_new("c", 10, 10)])
     assert redis_client.xlen(settings.cdr.stream) == 0
+
+
+def test_a_batch_insert_counts_only_the_rows_it_added(db: psycopg.Connection) -> None:
+    batch = [record(n) for n in range(3)]
+    assert postgres.insert_cdrs(db, batch) == 3
+    assert postgres.insert_cdrs(db, [*batch, record(3)]) == 1
