@@ -6,8 +6,9 @@ warp_kemi.py calls four hooks; everything media does lives here:
                    (a late-offer INVITE has none: the vendor's 200 carries the offer).
 - ``in_dialog``    re-INVITE / UPDATE / ACK inside the dialog: offer an SDP a request carries,
                    answer the SDP an ACK carries (late offer).
-- ``on_reply``     tm onreply route (``ksr_media_reply``): a 18x/2xx SDP answers the request's
-                   offer, or is the offer itself when the request had none.
+- ``on_reply``     tm onreply route (``ksr_vendor_reply`` for the INVITE, ``ksr_media_reply``
+                   in dialog): a 18x/2xx SDP answers the request's offer, or is the offer
+                   itself when the request had none.
 - ``finish``       every end of a call (BYE, CANCEL, final failure, dialog timeout): the
                    session's statistics are read and the session deleted, by Call-ID through the
                    ng protocol, which works even where no SIP message of the call is at hand

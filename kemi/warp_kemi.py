@@ -40,8 +40,8 @@ from typing import Any  # noqa: E402
 import KSR  # noqa: E402  (provided by app_python3)
 
 from kemi import media  # noqa: E402
-from routing_engine import auth, bootstrap, failover, inbound, rating, registrar  # noqa: E402
-from routing_engine.cdr import CdrRecord, billable_duration, compact_trace  # noqa: E402
+from routing_engine import auth, bootstrap, failover, inbound, metrics, rating, registrar  # noqa: E402
+from routing_engine.cdr import CdrRecord, billable_duration, compact_trace, lrn_source_of, pdd_ms, q850_cause  # noqa: E402
 from routing_engine.decision import CallRequest, Reject, Relay, decide_invite  # noqa: E402
 from routing_engine.settings import load_settings  # noqa: E402
 
@@ -55,6 +55,9 @@ ANSWER_VAR = "$dlg_var(warp_answer)"
 ROUTE_VAR = "$dlg_var(warp_route)"  # index of the route being tried (or that answered)
 ATTEMPTS_VAR = "$dlg_var(warp_attempts)"  # JSON list of the failed attempts so far
 DONE_VAR = "$dlg_var(warp_done)"  # set once the answered call's end has been recorded
+RING_VAR = "$dlg_var(warp_ring)"  # first 180/183 of the call (any vendor): its PDD
+ATTEMPT_AT_VAR = "$dlg_var(warp_att_at)"  # when the INVITE went to the vendor now being tried
+ATTEMPT_RING_VAR = "$dlg_var(warp_att_ring)"  # that vendor's first 180/183
 
 
 class _KsrLogHandler(logging.Handler):
@@ -90,11 +93,15 @@ def _guarded(method: Callable[..., int]) -> Callable[..., int]:
         except Exception as exc:
             call_id = ""
             try:
+                metrics.KEMI_ERRORS.inc()
                 call_id = _pv("$ci")
                 log.error("unhandled %s in %s (Call-ID %s): %s", type(exc).__name__,
                           method.__name__, call_id, traceback.format_exc())
                 if KSR.is_request() > 0 and not KSR.is_ACK() > 0:
                     KSR.sl.send_reply(500, "Server Internal Error")
+                if method.__name__ == "ksr_request_route" and KSR.is_INVITE() > 0 and not _pv("$tt"):
+                    self._app().emit_cdr(self._cdr(self._request(), datetime.now(UTC), 500,
+                                                   "Server Internal Error", Reject(500, "Server Internal Error")))
             except Exception:
                 pass
             return 1
@@ -195,12 +202,13 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         )
 
     def _new_call(self) -> int:
+        metrics.INITIAL_INVITES.inc()
         app = self._app()
         now = datetime.now(UTC)
         request = self._request()
         snapshot = app.snapshot()
         if not request.caller:
-            KSR.sl.sl_send_reply(400, "Bad From")
+            self._refuse(request, now, Reject(400, "Bad From"))
             return 1
         gateway = snapshot.gateway_hosts.get(_canonical_ip(request.source_ip))
         if gateway is not None:
@@ -213,10 +221,11 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             if trunk_id is None:
                 return 1  # challenged, refused or dropped already
             method = "digest"
-        decision = decide_invite(request, snapshot, now, app.settings.routing.default_region,
-                                 **({"lrn_lookup": app.lrn_lookup} if app.lrn_lookup else {}),
-                                 trunk_id=trunk_id, method=method, gateway_up=app.gateway_up,
-                                 demotion=app.demotion)
+        with metrics.DECISION_SECONDS.time():
+            decision = decide_invite(request, snapshot, now, app.settings.routing.default_region,
+                                     **({"lrn_lookup": app.lrn_lookup} if app.lrn_lookup else {}),
+                                     trunk_id=trunk_id, method=method, gateway_up=app.gateway_up,
+                                     demotion=app.demotion)
         if isinstance(decision, Reject):
             self._refuse(request, now, decision)
             return 1
@@ -239,6 +248,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         realm = app.settings.auth.realm
         try:
             if app.defence.is_blocked(request.source_ip):
+                metrics.AUTH_FAILURES.labels("blocked_source").inc()
                 return None  # blocked for brute force: silence tells a scanner nothing
         except Exception as exc:
             log.warning("block check skipped, Redis unavailable: %s", exc)
@@ -257,12 +267,14 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         if result in (AUTH_STALE_NONCE, AUTH_NO_CREDENTIALS):
             KSR.auth.auth_challenge(realm, 1 | (16 if result == AUTH_STALE_NONCE else 0))
             return None
+        metrics.AUTH_FAILURES.labels("bad_credentials").inc()
         blocked = False
         try:
             blocked = app.defence.record_failure(request.source_ip)
         except Exception as exc:
             log.warning("auth failure not counted, Redis unavailable: %s", exc)
         if blocked:
+            metrics.IP_BLOCKS.inc()
             log.warning("source %s blocked after repeated digest failures", request.source_ip)
         KSR.sl.sl_send_reply(403, "Forbidden")
         if KSR.is_INVITE() > 0:
@@ -376,6 +388,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             self._refuse(request, now, reject, headers=("Retry-After: 5",))
             return None
         if not admission.ok:
+            metrics.LIMIT_REFUSALS.labels(admission.limit, admission.scope).inc()
             reason = "CPS limit exceeded" if admission.limit == "cps" else "Call limit reached"
             decision.trace["limits"] = f"{admission.scope} {admission.limit} limit reached"
             self._refuse(request, now, Reject(503, reason, ctx, decision.trace),
@@ -434,6 +447,8 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             "from_e164": ctx.from_e164,
             "to_e164": ctx.to_e164,
             "lrn": ctx.lrn,
+            "lrn_source": lrn_source_of(decision.trace),
+            "ban": self._ban(ctx.account_id),
             "jurisdiction": ctx.jurisdiction,
             "trace": compact_trace(decision.trace),
             "policy": decision.policy.to_json(),
@@ -465,16 +480,20 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         KSR.tm.t_set_fr(sip.fr_inv_timeout_ms, policy.attempt_timeout_ms or sip.fr_timeout_ms)
         KSR.tm.t_on_branch("ksr_branch_route")
         KSR.tm.t_on_failure("ksr_failure_route")
+        KSR.tm.t_on_reply("ksr_vendor_reply")
+        KSR.pv.sets(ATTEMPT_AT_VAR, datetime.now(UTC).isoformat())
+        KSR.pv.sets(ATTEMPT_RING_VAR, "")
         return int(KSR.tm.t_relay())
 
     def _relay_failed(self, call: dict[str, Any], attempts: list[failover.Attempt]) -> None:
         route = call["routes"][int(_pv(ROUTE_VAR) or 0)]
-        attempts.append(failover.Attempt(route["vendor"], route["gateway"], 500, "Relay failed"))
+        attempts.append(_attempt(route, 500, "Relay failed"))
         KSR.sl.send_reply(500, "Relay failed")
-        self._finish(call, 500, "Relay failed", datetime.now(UTC), attempts=attempts)
+        self._finish(call, 500, "Relay failed", datetime.now(UTC), attempts=attempts, hangup_side="proxy")
 
     def _finish(self, call: dict[str, Any], code: int, reason: str, end_at: datetime,
-                answer_at: datetime | None = None, attempts: list[failover.Attempt] | None = None) -> None:
+                answer_at: datetime | None = None, attempts: list[failover.Attempt] | None = None,
+                hangup_side: str | None = None, q850: int | None = None) -> None:
         """Every end of a relayed call comes here once: limits released, the CDR (with its money)
         emitted; the emitter charges it and releases the funds reservation."""
         if call.get("limited"):
@@ -484,8 +503,8 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             seconds = billable_duration(answer_at, end_at)
             self._app().record_quality([(ids[a.vendor], a.code == 200, seconds if a.code == 200 else 0)
                                         for a in attempts if a.vendor in ids and a.code != 487])
-        self._app().emit_cdr(dataclasses.replace(self._cdr_from_call(call, code, reason, end_at, answer_at, attempts),
-                                                 media=media.finish(self._app(), call)))
+        record = self._cdr_from_call(call, code, reason, end_at, answer_at, attempts, hangup_side, q850)
+        self._app().emit_cdr(dataclasses.replace(record, media=media.finish(self._app(), call)))
 
     # ------------------------------------------------------------------ replies and failures
     @_guarded
@@ -502,6 +521,18 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         return 1
 
     @_guarded
+    def ksr_vendor_reply(self, msg: Any) -> int:
+        """A vendor's reply to the INVITE (tm reply route, one per transaction): note its first
+        ringing for the PDD, and give an anchored call's SDP to the media relay."""
+        if 180 <= int(KSR.pv.get("$rs") or 0) < 190 and not _pv(ATTEMPT_RING_VAR):
+            now = datetime.now(UTC).isoformat()
+            KSR.pv.sets(ATTEMPT_RING_VAR, now)
+            if not _pv(RING_VAR):
+                KSR.pv.sets(RING_VAR, now)
+        media.on_reply(self._app())
+        return 1
+
+    @_guarded
     def ksr_failure_route(self, msg: Any) -> int:
         raw = _pv(CALL_VAR)
         if not raw:
@@ -511,12 +542,12 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         route = call["routes"][int(_pv(ROUTE_VAR) or 0)]
         if KSR.tm.t_is_canceled() > 0:
             # the customer gave up: tm answers 487 itself; nothing more is tried
-            attempts.append(failover.Attempt(route["vendor"], route["gateway"], 487, "Request Terminated"))
-            self._finish(call, 487, "Request Terminated", datetime.now(UTC), attempts=attempts)
+            attempts.append(_attempt(route, 487, "Request Terminated"))
+            self._finish(call, 487, "Request Terminated", datetime.now(UTC), attempts=attempts, hangup_side="caller")
             return 1
         code = int(_pv("$T_reply_code") or 500)
         reason = _pv("$T_reply_reason") or "Vendor failure"
-        attempts.append(failover.Attempt(route["vendor"], route["gateway"], code, reason))
+        attempts.append(_attempt(route, code, reason, q850_cause(_pv("$T_rpl($hdr(Reason))"))))
         policy = failover.Policy.from_json(call["policy"])
         while (index := failover.next_route(policy, len(call["routes"]), attempts)) is not None:
             KSR.pv.sets(ATTEMPTS_VAR, json.dumps([a.to_json() for a in attempts]))
@@ -525,12 +556,14 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
                          call["routes"][index]["vendor"])
                 return 1
             route = call["routes"][index]
-            attempts.append(failover.Attempt(route["vendor"], route["gateway"], 500, "Relay failed"))
+            attempts.append(_attempt(route, 500, "Relay failed"))
         final_code, final_reason = failover.best_response(attempts)
         # Answered by us, not relayed: a relayed 503 would be turned into 500 (RFC 3261 16.7),
         # but a carrier's 503 is what tells the customer's switch to try elsewhere.
         KSR.tm.t_reply(final_code, final_reason)
-        self._finish(call, final_code, final_reason, datetime.now(UTC), attempts=attempts)
+        final = next(a for a in attempts if a.code == final_code)
+        self._finish(call, final_code, final_reason, datetime.now(UTC), attempts=attempts, q850=final.q850_cause,
+                     hangup_side="proxy" if KSR.tm.t_branch_timeout() > 0 else "callee")
         return 1
 
     @_guarded
@@ -564,9 +597,14 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             answer = _pv(ANSWER_VAR)
             call = json.loads(raw)
             route = call["routes"][int(_pv(ROUTE_VAR) or 0)]
-            attempts = [*_attempts(), failover.Attempt(route["vendor"], route["gateway"], 200, "OK")]
+            attempts = [*_attempts(), _attempt(route, 200, "OK", ended_at=answer or None)]
+            # a BYE from the caller carries the dialog's From tag; the timeout, or no BYE at all, is ours
+            by = _pv("$ft")
+            side = "proxy" if evname == "dialog:timeout" or not by else (
+                "caller" if by == _pv("$dlg(from_tag)") else "callee")
             self._finish(call, 200, "OK", datetime.now(UTC),
-                         answer_at=datetime.fromisoformat(answer) if answer else None, attempts=attempts)
+                         answer_at=datetime.fromisoformat(answer) if answer else None, attempts=attempts,
+                         hangup_side=side, q850=q850_cause(_pv("$hdr(Reason)")) if by else None)
         return 1
 
     # ------------------------------------------------------------------ helpers
@@ -574,6 +612,10 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         if self.app is None:  # a process that skipped child_init (should not happen) builds it now
             self.app = bootstrap.build_app()
         return self.app
+
+    def _ban(self, account_id: Any) -> str | None:
+        account = self._app().snapshot().accounts.get(account_id) if account_id else None
+        return account.ban if account else None
 
     def _cdr(self, request: CallRequest, now: datetime, code: int, reason: str,
              decision: Reject, direction: str = "outbound") -> CdrRecord:
@@ -584,12 +626,14 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             account_id=ctx.account_id, trunk_id=ctx.trunk_id,
             from_raw=request.caller, to_raw=request.dialed,
             from_e164=ctx.from_e164, to_e164=ctx.to_e164, lrn=ctx.lrn, jurisdiction=ctx.jurisdiction,
-            trace=compact_trace(decision.trace),
+            trace=compact_trace(decision.trace), ban=self._ban(ctx.account_id),
+            lrn_source=lrn_source_of(decision.trace), q850_cause=decision.q850_cause, hangup_side="proxy",
         )
 
     def _cdr_from_call(self, call: dict[str, Any], code: int, reason: str, end_at: datetime,
                        answer_at: datetime | None = None,
-                       attempts: list[failover.Attempt] | None = None) -> CdrRecord:
+                       attempts: list[failover.Attempt] | None = None,
+                       hangup_side: str | None = None, q850: int | None = None) -> CdrRecord:
         route = call["routes"][int(_pv(ROUTE_VAR) or 0)] if call.get("routes") else {}
         duration = billable_duration(answer_at, end_at)
         money: dict[str, str] = {}
@@ -601,7 +645,10 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
                      "customer_price": str(owed.customer_price), "vendor_cost": str(owed.vendor_cost),
                      "margin": str(owed.margin), "settle": str(bool(call.get("reserved")))}
         fields = {k: call[k] for k in ("call_id", "direction", "invite_at", "account_id", "trunk_id",
-                                       "from_e164", "to_e164", "lrn", "jurisdiction", "trace") if call.get(k)}
+                                       "from_e164", "to_e164", "lrn", "jurisdiction", "trace", "ban",
+                                       "lrn_source") if call.get(k)}
+        ringing = _pv(RING_VAR)
+        pdd = pdd_ms(datetime.fromisoformat(call["invite_at"]), datetime.fromisoformat(ringing)) if ringing else None
         return CdrRecord.from_fields({
             **fields,
             "cdr_id": str(uuid.uuid4()),
@@ -617,6 +664,9 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             "duration_s": str(duration),
             **money,
             **({"attempts": json.dumps([a.to_json() for a in attempts])} if attempts else {}),
+            **({"ringing_at": ringing, "pdd_ms": str(pdd)} if ringing else {}),
+            **({"q850_cause": str(q850)} if q850 is not None else {}),
+            **({"hangup_side": hangup_side} if hangup_side else {}),
         })
 
 
@@ -632,6 +682,15 @@ def _canonical_ip(text: str) -> str:
 
 def _uri_host(ip: str) -> str:
     return f"[{ip}]" if ":" in ip and not ip.startswith("[") else ip
+
+
+def _attempt(route: dict[str, Any], code: int, reason: str, q850: int | None = None,
+             ended_at: str | None = None) -> failover.Attempt:
+    """The attempt of ``route`` ending now (or at ``ended_at``), with its times and PDD."""
+    started, ringing = _pv(ATTEMPT_AT_VAR) or None, _pv(ATTEMPT_RING_VAR) or None
+    pdd = pdd_ms(datetime.fromisoformat(started), datetime.fromisoformat(ringing)) if started and ringing else None
+    return failover.Attempt(route["vendor"], route["gateway"], code, reason, started, ringing,
+                            ended_at or datetime.now(UTC).isoformat(), pdd, q850)
 
 
 def _attempts() -> list[failover.Attempt]:

@@ -7,6 +7,7 @@ call path only reads the in-memory value.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import gc
 import json
@@ -22,7 +23,7 @@ from typing import Any
 
 import redis
 
-from routing_engine import lrn, validation
+from routing_engine import lrn, metrics, validation
 from routing_engine.adapters import lrn_sources, postgres, redis_store
 from routing_engine.adapters.health import HealthView
 from routing_engine.adapters.money import Limits, Wallet
@@ -32,6 +33,7 @@ from routing_engine.adapters.snapshots import SnapshotFollower, SnapshotStore
 from routing_engine.cdr import CdrRecord
 from routing_engine.decision import LrnLookup
 from routing_engine.lrn import LrnSource
+from routing_engine.numbers import E164
 from routing_engine.settings import Settings, load_settings
 from routing_engine.snapshot import RoutingSnapshot
 
@@ -100,7 +102,30 @@ def lrn_lookup(settings: Settings, client: Any) -> LrnLookup:
         source = None
     cache = lrn_sources.RedisLrnCache(client) if client is not None else None
     ttl = settings.lrn.cache_ttl_s
-    return lambda number: lrn.resolve(number, cache, source, ttl)
+    timed = _TimedSource(source) if source is not None else None
+
+    def lookup(number: E164) -> lrn.LrnResult:
+        result = lrn.resolve(number, cache, timed, ttl)
+        metrics.lrn_looked_up(result.source)
+        return result
+
+    return lookup
+
+
+class _TimedSource:
+    """An LRN source whose dips are timed for the metrics."""
+
+    def __init__(self, inner: LrnSource) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self._seconds = metrics.LRN_DIP_SECONDS.labels(inner.name)
+
+    def lookup(self, tn: str) -> str | None:
+        started = time.perf_counter()
+        try:
+            return self.inner.lookup(tn)
+        finally:
+            self._seconds.observe(time.perf_counter() - started)
 
 
 @dataclass
@@ -147,6 +172,10 @@ class App:
         except redis.RedisError as exc:
             log.warning("CDR %s spooled locally, Redis unavailable: %s", record.call_id, exc)
             spool_write(self._spool, record)
+            metrics.CDR_SPOOLED.inc()
+        with contextlib.suppress(Exception):  # counted exactly when its CDR leaves; never in its way
+            metrics.call_finished(record.direction, record.sip_code, record.sip_reason, record.attempts,
+                                  record.billable_s)
 
 
 def spool_write(directory: Path, record: CdrRecord) -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from dataclasses import asdict, dataclass, fields
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -49,6 +50,12 @@ class CdrRecord:
     margin: Decimal | None = None
     settle: bool = False  # funds were reserved: the emitter charges customer_price and releases them
     media: str | None = None  # compact JSON: anchored or why not, rtpengine's packet counts, MOS
+    ban: str | None = None            # the account's Billing Account Number
+    lrn_source: str | None = None     # cache, local, http, failed, skipped
+    ringing_at: datetime | None = None  # first 180/183 from any vendor
+    pdd_ms: int | None = None         # post-dial delay: INVITE received to first ringing
+    q850_cause: int | None = None     # from the Reason header of the final answer or the BYE, or ours
+    hangup_side: str | None = None    # caller, callee or proxy (a refusal, a timeout, the funds cut-off)
 
     def to_fields(self) -> dict[str, str]:
         """Flat string map for a Redis stream entry; None fields are left out."""
@@ -81,7 +88,8 @@ class CdrRecord:
 
 
 _UUIDS = {"cdr_id", "account_id", "trunk_id", "provider_id"}
-_TIMES = {"invite_at", "answer_at", "end_at"}
+_TIMES = {"invite_at", "answer_at", "end_at", "ringing_at"}
+HANGUP_SIDES = ("caller", "callee", "proxy")
 
 
 def _parse(name: str, raw: str) -> Any:
@@ -92,10 +100,14 @@ def _parse(name: str, raw: str) -> Any:
         if value.tzinfo is None:
             raise ValueError("timestamp without time zone")
         return value
-    if name in ("sip_code", "duration_s", "billable_s"):
+    if name in ("sip_code", "duration_s", "billable_s", "pdd_ms", "q850_cause"):
         return int(raw)
     if name in ("vendor_rate", "customer_rate", "customer_price", "vendor_cost", "margin"):
         return Decimal(raw)
+    if name == "hangup_side":
+        if raw not in HANGUP_SIDES:
+            raise ValueError(f"expected one of {', '.join(HANGUP_SIDES)}")
+        return raw
     if name == "settle":
         if raw not in ("True", "False"):
             raise ValueError("expected True or False")
@@ -112,3 +124,45 @@ def billable_duration(answer_at: datetime | None, end_at: datetime | None) -> in
 
 def compact_trace(trace: dict[str, object]) -> str:
     return json.dumps(trace, separators=(",", ":"), default=str)
+
+
+def lrn_source_of(trace: dict[str, object]) -> str | None:
+    """Where the LRN came from, as the decision's trace says (None when the call never got there)."""
+    lrn = trace.get("lrn")
+    return str(lrn.get("source")) if isinstance(lrn, dict) and lrn.get("source") else None
+
+
+_CAUSE = re.compile(r"(?:^|,)\s*Q\.850\s*;(?:[^,]*;)?\s*cause\s*=\s*(\d{1,3})", re.I)
+
+
+def q850_cause(reason_header: str | None) -> int | None:
+    """The Q.850 cause of a Reason header (RFC 3326), e.g. ``Q.850;cause=16;text="Normal"``."""
+    if not reason_header:
+        return None
+    match = _CAUSE.search(reason_header)
+    return int(match.group(1)) if match else None
+
+
+def pdd_ms(invite_at: datetime | None, ringing_at: datetime | None) -> int | None:
+    if invite_at is None or ringing_at is None:
+        return None
+    return max(0, round((ringing_at - invite_at).total_seconds() * 1000))
+
+
+def partitions_to_drop(names: list[str], today: date, retention_days: int) -> list[str]:
+    """Daily partitions (``cdrs_YYYYMMDD``) whose whole day lies more than ``retention_days``
+    before ``today``: with 7, on the 22nd the 14th goes and the 15th stays, so a CDR is kept
+    for at least 7 full days. Other names (the default partition) are never chosen."""
+    keep_from = today - timedelta(days=retention_days)
+    out = []
+    for name in names:
+        match = re.fullmatch(r"cdrs_(\d{8})", name)
+        if not match:
+            continue
+        try:
+            day = datetime.strptime(match.group(1), "%Y%m%d").date()
+        except ValueError:
+            continue
+        if day < keep_from:
+            out.append(name)
+    return sorted(out)

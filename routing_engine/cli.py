@@ -268,11 +268,15 @@ def cmd_cdr_emitter(settings: Settings, args: argparse.Namespace) -> int:
     routing snapshots published on every configuration change, gateway health probes."""
     import threading
 
-    from routing_engine import publisher
+    # the companion's own multiprocess metric folder, set before prometheus_client is imported
+    stack.reset_metrics_dir(stack.metrics_dir(settings, "companion"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(stack.metrics_dir(settings, "companion"))
+
+    from routing_engine import metrics, publisher
     from routing_engine.adapters import redis_store
     from routing_engine.adapters.health import Prober
     from routing_engine.adapters.money import LEDGER_STREAM, Wallet, ledger_entry
-    from routing_engine.bootstrap import snapshot_store
+    from routing_engine.bootstrap import snapshot_store, spool_dir
     from routing_engine.emitter import Emitter, LedgerSink, PostgresSink, replay_spool, seed_balances
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -284,9 +288,11 @@ def cmd_cdr_emitter(settings: Settings, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    def stream_for(name: str) -> redis_store.CdrStream:
+    bigquery = bool(settings.cdr.bigquery_table)
+
+    def stream_for(name: str, group: str = settings.cdr.group, shared: bool = False) -> redis_store.CdrStream:
         client = redis_store.connect(settings.redis_url, 5000)
-        stream = redis_store.CdrStream(client, name, settings.cdr.group, settings.cdr.stream_maxlen)
+        stream = redis_store.CdrStream(client, name, group, settings.cdr.stream_maxlen, shared=shared)
         while not stop.is_set():
             try:
                 stream.ensure_group()
@@ -296,7 +302,7 @@ def cmd_cdr_emitter(settings: Settings, args: argparse.Namespace) -> int:
                 stop.wait(1)
         return stream
 
-    cdrs = stream_for(settings.cdr.stream)
+    cdrs = stream_for(settings.cdr.stream, shared=bigquery)
     ledger = stream_for(LEDGER_STREAM)
     wallet = Wallet(ledger.client)
     last_seed = [0.0]
@@ -311,13 +317,20 @@ def cmd_cdr_emitter(settings: Settings, args: argparse.Namespace) -> int:
     consumer = f"{settings.node.name}-emitter"
     workers = [
         Emitter(stream=cdrs, sink=PostgresSink(settings.database_url, settings.database.connect_timeout_s,
-                                               wallet=Wallet(cdrs.client)),
+                                               wallet=Wallet(cdrs.client), retention_days=settings.cdr.retention_days),
                 consumer=consumer, batch_size=settings.cdr.batch_size, batch_seconds=settings.cdr.batch_seconds,
                 on_idle=lambda: replay_spool(settings, cdrs)),
         Emitter(stream=ledger, sink=LedgerSink(settings.database_url, settings.database.connect_timeout_s),
                 consumer=consumer, batch_size=settings.cdr.batch_size, batch_seconds=settings.cdr.batch_seconds,
                 on_idle=ledger_idle, parse=ledger_entry, what="ledger entries"),
     ]
+    if bigquery:
+        from routing_engine.adapters.bigquery import BigQuerySink
+
+        workers.append(Emitter(stream=stream_for(settings.cdr.stream, settings.cdr.bigquery_group, shared=True),
+                               sink=BigQuerySink(settings.cdr.bigquery_table), consumer=consumer,
+                               batch_size=settings.cdr.batch_size, batch_seconds=settings.cdr.batch_seconds,
+                               what="CDRs for BigQuery"))
     threads = [threading.Thread(target=w.run, args=(stop.is_set,), name=w.what) for w in workers]
     latest: list[Any] = [None]
     threads.append(threading.Thread(target=publisher.follow, name="snapshots",
@@ -338,6 +351,21 @@ def cmd_cdr_emitter(settings: Settings, args: argparse.Namespace) -> int:
                 log.warning("gateway probes skipped: %s", exc)
 
     threads.append(threading.Thread(target=probe_loop, name="probes"))
+    server = None
+    if settings.metrics.listen:
+        m = settings.metrics
+        ctl = m.kamailio_ctl or str(_run_dir(settings) / "kamailio_ctl")
+        metrics.register_source("kamailio", metrics.kamailio_source(m.kamcmd, ctl if ":" in ctl else f"unix:{ctl}"))
+        metrics.register_source("redis", metrics.redis_source(
+            redis_store.connect(settings.redis_url, 2000), settings.cdr.stream,
+            lambda: {vid: v.name for vid, v in latest[0].vendors.items()} if latest[0] else {},
+            settings.quality.window_s))
+        metrics.register_source("snapshot", metrics.snapshot_source(snapshot_store(settings)))
+        metrics.register_source("spool", metrics.spool_source(spool_dir(settings)))
+        if settings.media.enabled:
+            metrics.register_source("rtpengine", metrics.rtpengine_source(
+                redis_store.connect(settings.redis_url, 2000), settings.media.ng_address))
+        server = metrics.serve(m.listen, metrics.registry(stack.metrics_dir(settings)))
     log.info("emitter following %s and %s as %s", settings.cdr.stream, LEDGER_STREAM, consumer)
     for t in threads:
         t.start()
@@ -345,6 +373,8 @@ def cmd_cdr_emitter(settings: Settings, args: argparse.Namespace) -> int:
         stop.wait(0.5)
     for t in threads:
         t.join()
+    if server is not None:
+        server.shutdown()
     return 0
 
 

@@ -8,23 +8,29 @@ unacknowledged entries are read again (as this consumer's pending entries) on re
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
+from routing_engine import metrics
+from routing_engine.adapters import postgres
 from routing_engine.cdr import CdrRecord
 
 log = logging.getLogger("warp.emitter")
 
 
 class Sink(Protocol):
-    """Where batches go (Postgres now; BigQuery later behind the same interface)."""
+    """Where batches go: Postgres (PostgresSink), BigQuery (adapters/bigquery.BigQuerySink), the
+    ledger. ``write`` stores a whole batch or raises; storing a record twice must be harmless."""
+
+    name: str
 
     def write(self, records: list[Any]) -> int: ...
 
@@ -54,11 +60,14 @@ class Emitter:
     on_idle: Callable[[], object] | None = None  # e.g. replay the local spool into the stream
     parse: Callable[[dict[str, str]], Any] = CdrRecord.from_fields
     what: str = "CDRs"
+    _read_delay: float = field(default=0.5, init=False)
 
     def run(self, should_stop: Callable[[], bool]) -> None:
         """Drain what this consumer left unacknowledged, then follow the stream until stopped."""
         while not should_stop():
-            pending = self.stream.read_pending(self.consumer, self.batch_size)
+            pending = self._read(self.stream.read_pending, self.consumer, self.batch_size)
+            if pending is None:
+                continue
             if not pending:
                 break
             self._flush_with_retry(pending, should_stop)
@@ -67,7 +76,7 @@ class Emitter:
         while not should_stop():
             wait_s = max(0.0, self.batch_seconds - (self.clock() - started)) if batch else 1.0
             block_ms = max(1, min(1000, int(wait_s * 1000)))
-            fresh = self.stream.read_new(self.consumer, self.batch_size - len(batch), block_ms)
+            fresh = self._read(self.stream.read_new, self.consumer, self.batch_size - len(batch), block_ms) or []
             if not fresh and self.on_idle is not None:
                 try:
                     self.on_idle()
@@ -81,6 +90,24 @@ class Emitter:
                 batch = []
         if batch:
             self._flush_with_retry(batch, lambda: True)
+
+    def _read(self, read: Callable[..., list[tuple[str, dict[str, str]]]],
+              *args: Any) -> list[tuple[str, dict[str, str]]] | None:
+        """A read from the stream; None after a failure (Redis down, or restarted without its
+        data so the consumer group is gone: it is created again), having backed off."""
+        try:
+            entries = read(*args)
+        except Exception as exc:
+            log.warning("%s stream not readable (%s); retrying in %.1fs", self.what, exc, self._read_delay)
+            time.sleep(self._read_delay)
+            self._read_delay = min(self._read_delay * 2, self.max_backoff_s)
+            ensure_group = getattr(self.stream, "ensure_group", None)
+            if ensure_group is not None:
+                with contextlib.suppress(Exception):
+                    ensure_group()
+            return None
+        self._read_delay = self.min_backoff_s
+        return entries
 
     def flush(self, entries: list[tuple[str, dict[str, str]]]) -> int:
         """Write one batch and acknowledge it; raises if the sink fails (nothing acknowledged)."""
@@ -96,6 +123,7 @@ class Emitter:
                 self.stream.ack([entry_id])
         added = self.sink.write(records)
         self.stream.ack(ids)
+        metrics.batch_written(getattr(self.sink, "name", "sink"), len(records), added, ids, time.time())
         log.info("wrote %d %s (%d new)", len(records), self.what, added)
         return added
 
@@ -108,6 +136,7 @@ class Emitter:
                 self.flush(entries)
                 return
             except Exception as exc:  # the sink is down: keep the batch, back off, try again
+                metrics.SINK_BATCHES.labels(getattr(self.sink, "name", "sink"), "failed").inc()
                 log.warning("%s batch of %d not written (%s); retrying in %.1fs",
                             self.what, len(entries), exc, delay)
                 if should_stop():
@@ -124,14 +153,36 @@ class PostgresSink(Sink):
     it means a crash anywhere repeats only idempotent steps.
     """
 
-    def __init__(self, url: str, timeout_s: int, wallet: Any = None) -> None:
+    name = "postgres"
+
+    def __init__(self, url: str, timeout_s: int, wallet: Any = None, retention_days: int | None = None,
+                 retention_every_s: float = 3600.0) -> None:
         self.url = url
         self.timeout_s = timeout_s
         self.wallet = wallet
+        self.retention_days = retention_days
+        self.retention_every_s = retention_every_s
         self._conn: Any = None
+        self._next_retention = 0.0
+
+    def expire(self, today: Any = None) -> list[str]:
+        """Drop the partitions past the retention (at most once per ``retention_every_s``);
+        a failure is logged and tried again next time, never holding up a batch."""
+        if self.retention_days is None or self._conn is None or time.monotonic() < self._next_retention:
+            return []
+        self._next_retention = time.monotonic() + self.retention_every_s
+        try:
+            dropped = postgres.drop_expired_cdr_partitions(self._conn, today or datetime.now(UTC).date(),
+                                                           self.retention_days)
+        except Exception as exc:
+            log.warning("CDR retention not applied now (%s); next try in %.0fs", exc, self.retention_every_s)
+            return []
+        if dropped:
+            metrics.PARTITIONS_DROPPED.inc(len(dropped))
+            log.info("CDR partitions older than %d days dropped: %s", self.retention_days, ", ".join(dropped))
+        return dropped
 
     def write(self, records: list[CdrRecord]) -> int:
-        from routing_engine.adapters import postgres
         from routing_engine.rating import to_micros
 
         if self.wallet is not None:
@@ -145,17 +196,21 @@ class PostgresSink(Sink):
             now = datetime.now(UTC)
             postgres.ensure_cdr_partitions(self._conn, [now + timedelta(days=d) for d in range(3)])
         try:
-            return postgres.insert_cdrs(self._conn, records)
+            added = postgres.insert_cdrs(self._conn, records)
         except Exception:
             try:
                 self._conn.close()
             finally:
                 self._conn = None
             raise
+        self.expire()
+        return added
 
 
 class LedgerSink(Sink):
     """Writes balance changes into billing.balance_updates; (kind, reference) makes it idempotent."""
+
+    name = "ledger"
 
     def __init__(self, url: str, timeout_s: int) -> None:
         self.url = url
@@ -163,7 +218,6 @@ class LedgerSink(Sink):
         self._conn: Any = None
 
     def write(self, records: list[Any]) -> int:
-        from routing_engine.adapters import postgres
         from routing_engine.rating import from_micros
 
         if self._conn is None or self._conn.closed:
@@ -187,7 +241,6 @@ class LedgerSink(Sink):
 
 def seed_balances(database_url: str, wallet: Any) -> int:
     """Give every account without a live balance in Redis its balance from the Postgres ledger."""
-    from routing_engine.adapters import postgres
     from routing_engine.rating import to_micros
 
     with postgres.connect(database_url) as conn:
@@ -220,6 +273,7 @@ def replay_spool(settings: Any, stream: Any) -> int:
                 stream.client.xadd(stream.stream, json.loads(line), maxlen=stream.maxlen,
                                    approximate=True)
                 moved += 1
+                metrics.CDR_REPLAYED.inc()
         path.unlink()
     if moved:
         log.info("replayed %d spooled CDRs into the stream", moved)

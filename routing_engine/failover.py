@@ -41,9 +41,20 @@ class Attempt:
     gateway: str
     code: int
     reason: str
+    started_at: str | None = None   # ISO 8601: INVITE sent to the vendor
+    ringing_at: str | None = None   # its first 180/183
+    ended_at: str | None = None     # its final answer
+    pdd_ms: int | None = None
+    q850_cause: int | None = None   # from the Reason header of its final answer
 
     def to_json(self) -> dict[str, object]:
-        return {"vendor": self.vendor, "gateway": self.gateway, "code": self.code, "reason": self.reason}
+        out: dict[str, object] = {"vendor": self.vendor, "gateway": self.gateway, "code": self.code,
+                                  "reason": self.reason}
+        for key in ("started_at", "ringing_at", "ended_at", "pdd_ms", "q850_cause"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
 
 
 def next_route(policy: Policy, route_count: int, attempts: Sequence[Attempt]) -> int | None:

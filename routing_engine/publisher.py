@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from routing_engine import validation
+from routing_engine import metrics, validation
 from routing_engine.adapters import postgres
 from routing_engine.adapters.snapshots import SnapshotStore
 from routing_engine.settings import Settings
@@ -38,8 +38,10 @@ def build_and_publish(settings: Settings, conn: psycopg.Connection, store: Snaps
                   in_service.version if in_service else "the configuration the workers started with")
         for problem in found[:50]:
             log.error("  %s", problem)
+        metrics.SNAPSHOT_PUBLICATIONS.labels("refused").inc()
         return None
     if store.publish(snapshot):
+        metrics.SNAPSHOT_PUBLICATIONS.labels("published").inc()
         log.info("snapshot %s published: %d vendors, %d plans, %d trunks (built in %.0f ms)", snapshot.version,
                  len(snapshot.vendors), len(snapshot.plans), len(snapshot.trunks), built_ms)
     return snapshot

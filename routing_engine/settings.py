@@ -148,6 +148,19 @@ class CdrSettings:
     batch_size: int = 500
     batch_seconds: float = 10.0
     stream_maxlen: int = 1_000_000
+    retention_days: int = 7       # daily partitions of cdr.cdrs older than this are dropped
+    # BigQuery sink (pip install '.[bigquery]'): off while bigquery_table is empty
+    bigquery_table: str = ""      # project.dataset.table
+    bigquery_group: str = "cdr-bigquery"  # its own consumer group on the same stream
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    # The one Prometheus endpoint, served by the companion; empty: no endpoint.
+    listen: str = "127.0.0.1:9464"
+    # Kamailio's control socket for its own statistics; empty: <data_dir>/run/<node>/kamailio_ctl
+    kamailio_ctl: str = ""
+    kamcmd: str = "/usr/sbin/kamcmd"
 
 
 @dataclass(frozen=True)
@@ -181,6 +194,7 @@ class Settings:
     quality: QualitySettings = field(default_factory=QualitySettings)
     cdr: CdrSettings = field(default_factory=CdrSettings)
     media: MediaSettings = field(default_factory=MediaSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     config_path: str = ""
 
     @property
@@ -334,6 +348,7 @@ def _check(settings: Settings) -> None:
         "lrn.cache_ttl_s": settings.lrn.cache_ttl_s,
         "media.timeout_ms": settings.media.timeout_ms,
         "media.disable_s": settings.media.disable_s,
+        "cdr.retention_days": settings.cdr.retention_days,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -345,6 +360,14 @@ def _check(settings: Settings) -> None:
     _check_media(settings.media)
     if settings.cdr.batch_seconds <= 0:
         raise SettingsError(f"cdr.batch_seconds: must be greater than zero, got {settings.cdr.batch_seconds}")
+    if settings.metrics.listen:
+        host, _, port_text = settings.metrics.listen.rpartition(":")
+        if not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise SettingsError(f"metrics.listen: expected address:port (e.g. 127.0.0.1:9464) or empty, "
+                                f"got {settings.metrics.listen!r}")
+    table = settings.cdr.bigquery_table
+    if table and (len(table.split(".")) != 3 or not all(table.split("."))):
+        raise SettingsError(f"cdr.bigquery_table: expected project.dataset.table, got {table!r}")
     if not settings.sip.listen:
         raise SettingsError("sip.listen: at least one listen address is needed")
     for i, sock in enumerate(settings.sip.listen):

@@ -197,9 +197,26 @@ def down(settings: Settings, started: Started | None = None) -> None:
 
 # ------------------------------------------------------------------ kamailio
 
+def metrics_dir(settings: Settings, family: str | None = None) -> Path:
+    """Where a process family (kamailio, companion) keeps its multiprocess metric files; the
+    endpoint merges every family of the node. One folder per family, because in containers the
+    families have separate PID spaces and two processes must never share a file name."""
+    root = settings.data_dir / "metrics" / settings.node.name
+    return root / family if family else root
+
+
+def reset_metrics_dir(path: Path) -> None:
+    """Empty a family's metric folder before its processes start: files of a previous run would
+    count as live processes (and their counters would be added to the new ones)."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+
+
 def kamailio_command(settings: Settings, run_dir: Path) -> list[str]:
-    """The Kamailio command line for these settings (foreground, logging to stderr)."""
+    """The Kamailio command line for these settings (foreground, logging to stderr). Called just
+    before Kamailio starts, it also empties Kamailio's metric folder."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    reset_metrics_dir(metrics_dir(settings, "kamailio"))
     k = settings.kamailio
     s = settings.sip
     defines = {
@@ -238,6 +255,8 @@ def kamailio_env(settings: Settings, base: dict[str, str] | None = None) -> dict
     env = dict(os.environ if base is None else base)
     env["WARP_CONFIG"] = settings.config_path
     env.setdefault("WARP_VENV", str(PROJECT_ROOT / ".venv"))
+    # read by prometheus_client when the SIP workers first import it (multiprocess mode)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir(settings, "kamailio"))
     return env
 
 

@@ -22,6 +22,9 @@ TEST_ENV = {
     "WARP_CDR__STREAM": "warp:test:cdr",
     # no media relay unless a test starts its own rtpengine (tests/e2e/test_media.py)
     "WARP_MEDIA__ENABLED": "false",
+    # no metrics endpoint unless a test asks for one on its own address (companions of parallel
+    # tests would otherwise all bind the default port)
+    "WARP_METRICS__LISTEN": "",
 }
 CONFIG_TABLES = [
     "cdr.cdrs", "numbers.number_assignments", "numbers.number_inventory",

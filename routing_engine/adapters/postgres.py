@@ -8,13 +8,14 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from types import MappingProxyType
 from uuid import UUID
 
 import psycopg
+from psycopg import sql
 
-from routing_engine.cdr import CdrRecord
+from routing_engine.cdr import CdrRecord, partitions_to_drop
 from routing_engine.media import Anchor, MediaPolicy, OnFailure
 from routing_engine.snapshot import (
     Account,
@@ -158,6 +159,7 @@ _CDR_COLUMNS = (
     "from_raw", "to_raw", "from_e164", "to_e164", "invite_at", "answer_at", "end_at",
     "duration_s", "sip_code", "sip_reason", "vendor_rate", "trace", "lrn", "jurisdiction", "attempts",
     "billable_s", "customer_rate", "customer_price", "vendor_cost", "margin", "media",
+    "ban", "lrn_source", "ringing_at", "pdd_ms", "q850_cause", "hangup_side",
 )
 _INSERT_CDR = (
     f"INSERT INTO cdr.cdrs ({', '.join(_CDR_COLUMNS)}) "
@@ -193,14 +195,32 @@ def ensure_cdr_partitions(conn: psycopg.Connection, days: Iterable[datetime]) ->
             conn.execute("INSERT INTO cdr.cdrs SELECT * FROM moving")
 
 
+def cdr_partitions(conn: psycopg.Connection) -> list[str]:
+    rows = conn.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                        " WHERE i.inhparent = 'cdr.cdrs'::regclass ORDER BY 1").fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def drop_expired_cdr_partitions(conn: psycopg.Connection, today: date, retention_days: int) -> list[str]:
+    """Drop the daily partitions older than the retention (and rows that old caught by the default
+    partition). Each drop is its own short transaction that gives up on a busy table."""
+    dropped = []
+    for name in partitions_to_drop(cdr_partitions(conn), today, retention_days):
+        with conn.transaction():
+            conn.execute("SET LOCAL lock_timeout = '5s'")
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS cdr.{}").format(sql.Identifier(name)))
+        dropped.append(name)
+    cutoff = datetime(today.year, today.month, today.day, tzinfo=UTC) - timedelta(days=retention_days)
+    conn.execute("DELETE FROM cdr.cdrs_default WHERE invite_at < %s", (cutoff,))
+    return dropped
+
+
 def insert_cdrs(conn: psycopg.Connection, records: Sequence[CdrRecord]) -> int:
     """Insert a batch in one transaction; a record already stored is skipped. Returns rows added."""
     if not records:
         return 0
     ensure_cdr_partitions(conn, (r.invite_at for r in records))
-    added = 0
     with conn.transaction(), conn.cursor() as cur:
-        for r in records:
-            cur.execute(_INSERT_CDR, tuple(getattr(r, c) for c in _CDR_COLUMNS))
-            added += cur.rowcount
-    return added
+        # one pipelined round trip for the batch; rowcount adds up the rows each insert added
+        cur.executemany(_INSERT_CDR, [tuple(getattr(r, c) for c in _CDR_COLUMNS) for r in records])
+        return max(0, cur.rowcount)

@@ -22,13 +22,19 @@ def connect(url: str, timeout_ms: int) -> redis.Redis[str]:
 
 
 class CdrStream:
-    """Append-only stream of CDR records with one consumer group for the emitter."""
+    """Append-only stream of CDR records, read by the emitter's consumer group.
 
-    def __init__(self, client: redis.Redis[str], stream: str, group: str, maxlen: int) -> None:
+    ``shared``: more than one group reads the stream (Postgres and BigQuery), so an entry one
+    group acknowledged may not be deleted yet; instead the stream is trimmed to the oldest entry
+    any group still needs (pending, or not read yet)."""
+
+    def __init__(self, client: redis.Redis[str], stream: str, group: str, maxlen: int,
+                 shared: bool = False) -> None:
         self.client = client
         self.stream = stream
         self.group = group
         self.maxlen = maxlen
+        self.shared = shared
 
     def append(self, record: CdrRecord) -> str:
         fields: Any = record.to_fields()
@@ -61,8 +67,30 @@ class CdrStream:
     def ack(self, entry_ids: list[str]) -> None:
         if entry_ids:
             self.client.xack(self.stream, self.group, *entry_ids)  # type: ignore[no-untyped-call]
-            self.client.xdel(self.stream, *entry_ids)
+            if self.shared:
+                self.trim_read_by_all()
+            else:
+                self.client.xdel(self.stream, *entry_ids)
+
+    def trim_read_by_all(self) -> None:
+        """Remove the entries every group has read and acknowledged (XTRIM MINID)."""
+        needed: list[tuple[int, int]] = []
+        for g in self.client.xinfo_groups(self.stream):  # type: ignore[no-untyped-call]
+            summary: Any = self.client.xpending(self.stream, g["name"])  # type: ignore[no-untyped-call]
+            if summary["pending"]:
+                needed.append(_entry_id(summary["min"]))
+            else:
+                ms, seq = _entry_id(g["last-delivered-id"])
+                needed.append((ms, seq + 1))
+        if needed:
+            ms, seq = min(needed)
+            self.client.xtrim(self.stream, minid=f"{ms}-{seq}", approximate=False)
 
     def backlog(self) -> int:
         length: int = self.client.xlen(self.stream)
         return length
+
+
+def _entry_id(text: str) -> tuple[int, int]:
+    ms, _, seq = str(text).partition("-")
+    return int(ms), int(seq or 0)

@@ -13,6 +13,7 @@ delivery and the per-trunk limits anyway, and one small hash per trunk is easy t
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +84,7 @@ class Defence:
 
     FAILS = "warp:authfail:{}"
     BLOCK = "warp:block:{}"
+    BLOCKED = "warp:blocked"  # sorted set: IP -> when its block ends (counted by the metrics endpoint)
 
     def __init__(self, client: Any, threshold: int, window_s: int, block_s: int) -> None:
         self.client = client
@@ -104,8 +106,17 @@ class Defence:
         pipe = self.client.pipeline()
         pipe.set(self.BLOCK.format(ip), str(int(count)), ex=self.block_s)
         pipe.delete(self.FAILS.format(ip))
+        pipe.zadd(self.BLOCKED, {ip: time.time() + self.block_s})
         pipe.execute()
         return True
+
+    @classmethod
+    def count_blocked(cls, client: Any, now: float) -> int:
+        """How many sources are blocked now (expired entries are removed first)."""
+        pipe = client.pipeline()
+        pipe.zremrangebyscore(cls.BLOCKED, "-inf", now)
+        pipe.zcard(cls.BLOCKED)
+        return int(pipe.execute()[1])
 
     def blocks(self) -> list[tuple[str, int]]:
         out = []
@@ -116,6 +127,7 @@ class Defence:
         return sorted(out)
 
     def clear(self, ip: str) -> bool:
+        self.client.zrem(self.BLOCKED, ip)
         return bool(self.client.delete(self.BLOCK.format(ip), self.FAILS.format(ip)))
 
 

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from routing_engine import packed
+from routing_engine import metrics, packed
 from routing_engine.snapshot import RoutingSnapshot
 
 log = logging.getLogger("warp.snapshots")
@@ -155,6 +155,7 @@ class SnapshotFollower:
                       self.snapshot.version, exc)
             return
         old, self.snapshot = self.snapshot.version, snapshot
+        metrics.SNAPSHOT_RELOADS.inc()
         gc.freeze()  # the snapshot's objects live until the next swap: keep the collector off them
         log.info("routing snapshot %s -> %s (built %s, loaded in %.1f ms)", old, snapshot.version,
                  published.built_at.astimezone(UTC).isoformat(timespec="seconds"),

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 import redis
 
+from routing_engine import metrics
 from routing_engine.adapters import media_failures
 from routing_engine.adapters.rtpengine_ng import NgClient
 from routing_engine.settings import PROJECT_ROOT
@@ -264,6 +265,18 @@ def test_rtpengine_down_gives_each_trunk_its_documented_behaviour(
     wait_for(lambda: anchored_call(node, tmp_path / "again"), 15, "an anchored call after rtpengine's restart",
              interval_s=0.5)
     no_sessions_left(relay)
+
+
+def test_metrics_read_rtpengine_statistics_and_the_media_failures(relay: Rtpengine, clean_redis: redis.Redis,
+                                                                  node: Node) -> None:
+    read = metrics.rtpengine_source(clean_redis, relay.settings.media.ng_address)
+    families = {f.name: f for f in read()}
+    stats = {(s.labels["group"], s.labels["stat"]): s.value for s in families["rtpengine_statistic"].samples}
+    assert stats[("total", "managedsessions")] >= 1  # the calls of this module went through it
+    assert ("current", "sessionsown") in stats
+    failures = {s.labels["kind"]: s.value for s in families["warp_media_failures"].samples}
+    assert failures == {k: float(v) for k, v in media_failures.counts(clean_redis).items()}
+    assert failures["offer"] >= 1  # rtpengine was down for some calls above
 
 
 def anchored_call(node: Node, tmp_path: Path) -> bool:

@@ -89,3 +89,46 @@ def test_sip_worker_spools_when_redis_is_unreachable(settings: Settings, tmp_pat
     app.emit_cdr(record(7))
     lines = [line for f in tmp_path.glob("*.jsonl") for line in f.read_text().splitlines()]
     assert len(lines) == 1 and '"call_id": "call-7"' in lines[0]
+
+
+def partitions(db: psycopg.Connection) -> list[str]:
+    return postgres.cdr_partitions(db)
+
+
+def test_the_emitter_drops_partitions_past_the_retention(db: psycopg.Connection, database: str) -> None:
+    today = T0.date()
+    days = [T0 - timedelta(days=d) for d in (10, 8, 7, 0)]
+    postgres.insert_cdrs(db, [record(n, at) for n, at in enumerate(days)])
+    sink = PostgresSink(database, 5, retention_days=7)
+    sink.write([record(9)])  # connects, writes, then applies the retention
+    names = partitions(db)
+    for gone in (days[0], days[1]):
+        assert f"cdrs_{gone:%Y%m%d}" not in names
+    for kept in (days[2], days[3]):
+        assert f"cdrs_{kept:%Y%m%d}" in names
+    assert "cdrs_default" in names
+    assert stored(db) == ["call-2", "call-3", "call-9"]
+    assert sink.expire(today) == []  # at most once per retention_every_s
+
+
+def test_with_two_consumer_groups_an_entry_stays_until_both_have_committed_it(
+        redis_client: redis.Redis, settings: Settings) -> None:
+    postgres_side = redis_store.CdrStream(redis_client, settings.cdr.stream, "pg", 10000, shared=True)
+    bigquery_side = redis_store.CdrStream(redis_client, settings.cdr.stream, "bq", 10000, shared=True)
+    postgres_side.ensure_group()
+    bigquery_side.ensure_group()
+    for n in range(3):
+        postgres_side.append(record(n))
+    postgres_side.ack([i for i, _ in postgres_side.read_new("c", 10, 10)])
+    assert redis_client.xlen(settings.cdr.stream) == 3  # BigQuery has not read them yet
+    read = bigquery_side.read_new("c", 2, 10)
+    bigquery_side.ack([i for i, _ in read])
+    assert redis_client.xlen(settings.cdr.stream) == 1  # the third still waits for BigQuery
+    bigquery_side.ack([i for i, _ in bigquery_side.read_new("c", 10, 10)])
+    assert redis_client.xlen(settings.cdr.stream) == 0
+
+
+def test_a_batch_insert_counts_only_the_rows_it_added(db: psycopg.Connection) -> None:
+    batch = [record(n) for n in range(3)]
+    assert postgres.insert_cdrs(db, batch) == 3
+    assert postgres.insert_cdrs(db, [*batch, record(3)]) == 1

@@ -154,3 +154,29 @@ def test_the_rtpengine_service_settings_are_valid(config: dict[str, Any]) -> Non
     env = _environment(config["services"]["rtpengine"])
     media = load_settings(environ={k: v for k, v in env.items() if k.startswith("WARP_MEDIA__")}).media
     assert media.interface == "eth0" and media.enabled
+
+
+def test_prometheus_scrapes_the_companion_metrics_endpoint(config: dict[str, Any]) -> None:
+    services = config["services"]
+    prometheus = services["prometheus"]
+    mounted = {str(v["source"]) if isinstance(v, dict) else str(v).split(":")[0]: v
+               for v in prometheus.get("volumes") or []}
+    config_file = next(Path(source) for source in mounted if source.endswith("prometheus.yml"))
+    scrape = yaml.safe_load(config_file.read_text())
+    targets = [t for job in scrape["scrape_configs"] for group in job["static_configs"] for t in group["targets"]]
+    listen = _environment(services["cdr-emitter"])["WARP_METRICS__LISTEN"]
+    host, _, port = listen.rpartition(":")
+    assert host == "0.0.0.0"  # reachable from the prometheus container
+    assert targets == [f"cdr-emitter:{port}"]
+    assert all(job.get("metrics_path", "/metrics") == "/metrics" for job in scrape["scrape_configs"])
+
+
+def test_the_companion_reaches_kamailio_metric_files_and_ctl_socket_through_the_shared_volume(
+    config: dict[str, Any],
+) -> None:
+    services = config["services"]
+    kamailio, emitter = services["kamailio"], services["cdr-emitter"]
+    volume = lambda s: {v["source"] if isinstance(v, dict) else str(v).split(":")[0]  # noqa: E731
+                        for v in s.get("volumes") or []}
+    assert volume(kamailio) & volume(emitter)  # metrics/<node>/ and run/<node>/kamailio_ctl live there
+    assert "WARP_METRICS__KAMAILIO_CTL" not in _environment(emitter)  # the default path, on that volume

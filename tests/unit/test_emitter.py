@@ -105,3 +105,28 @@ def test_unreadable_entry_goes_to_dead_letters_and_does_not_block_the_batch() ->
     assert stream.dead == ["9-0"]
     assert [r.call_id for r in sink.rows] == ["call-1", "call-2"]
     assert sorted(stream.acked) == ["1-0", "2-0", "9-0"]
+
+
+class FlakyStream(MemoryStream):
+    """Redis goes away for a while: reads fail, then the group has to be created again."""
+
+    def __init__(self, new: list, failures: int) -> None:
+        super().__init__([], new)
+        self.failures = failures
+        self.groups_created = 0
+
+    def read_new(self, consumer: str, count: int, block_ms: int) -> list:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("Redis down")
+        return super().read_new(consumer, count, block_ms)
+
+    def ensure_group(self) -> None:
+        self.groups_created += 1
+
+
+def test_an_unreadable_stream_is_waited_out_and_the_group_recreated() -> None:
+    stream = FlakyStream([entry(1)], failures=2)
+    sink = MemorySink()
+    Emitter(stream, sink, "c", batch_size=1, batch_seconds=60, min_backoff_s=0.001).run(lambda: bool(stream.acked))
+    assert stream.groups_created == 2 and [r.call_id for r in sink.rows] == ["call-1"]

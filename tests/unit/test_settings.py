@@ -51,12 +51,22 @@ def test_database_and_redis_urls_switch_off_the_embedded_servers(tmp_path: Path)
         ("stack:\n  redis_port: 70000\n", {}, "stack.redis_port"),
         ("routing:\n  default_region: usa\n", {}, "routing.default_region"),
         ("- a\n- b\n", {}, "top level must be a mapping"),
+        ("{}", {"WARP_METRICS__LISTEN": "9464"}, "metrics.listen: expected address:port"),
+        ("{}", {"WARP_METRICS__LISTEN": "127.0.0.1:99999"}, "metrics.listen"),
+        ("cdr:\n  retention_days: 0\n", {}, "cdr.retention_days: must be greater than zero"),
+        ("cdr:\n  bigquery_table: just-a-table\n", {}, "cdr.bigquery_table: expected project.dataset.table"),
     ],
 )
 def test_bad_settings_are_refused_naming_the_key(tmp_path: Path, text: str, env: dict[str, str],
                                                  message: str) -> None:
     with pytest.raises(SettingsError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_settings(write(tmp_path, text), environ=env)
+
+
+def test_metrics_endpoint_can_be_switched_off_and_bigquery_is_off_by_default(tmp_path: Path) -> None:
+    s = load_settings(DEFAULT_CONFIG, environ={"WARP_METRICS__LISTEN": ""})
+    assert s.metrics.listen == "" and s.cdr.bigquery_table == "" and s.cdr.retention_days == 7
+    assert load_settings(DEFAULT_CONFIG, environ={}).metrics.listen == "127.0.0.1:9464"
 
 
 def test_missing_settings_file_is_reported_with_its_path(tmp_path: Path) -> None:
