@@ -41,6 +41,7 @@ import KSR  # noqa: E402  (provided by app_python3)
 
 from kemi import media  # noqa: E402
 from routing_engine import auth, bootstrap, failover, inbound, metrics, rating, registrar  # noqa: E402
+from routing_engine.adapters.quality import Outcome  # noqa: E402
 from routing_engine.cdr import CdrRecord, billable_duration, compact_trace, lrn_source_of, pdd_ms, q850_cause  # noqa: E402
 from routing_engine.decision import CallRequest, Reject, Relay, decide_invite  # noqa: E402
 from routing_engine.settings import load_settings  # noqa: E402
@@ -501,7 +502,9 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         if attempts and call.get("direction", "outbound") == "outbound":
             ids = {r["vendor"]: r["vendor_id"] for r in call.get("routes", [])}
             seconds = billable_duration(answer_at, end_at)
-            self._app().record_quality([(ids[a.vendor], a.code == 200, seconds if a.code == 200 else 0)
+            destination = call.get("to_e164") or ""
+            self._app().record_quality([Outcome(ids[a.vendor], a.code == 200, seconds if a.code == 200 else 0,
+                                                a.pdd_ms, destination)
                                         for a in attempts if a.vendor in ids and a.code != 487])
         record = self._cdr_from_call(call, code, reason, end_at, answer_at, attempts, hangup_side, q850)
         self._app().emit_cdr(dataclasses.replace(record, media=media.finish(self._app(), call)))

@@ -27,7 +27,7 @@ from routing_engine import lrn, metrics, validation
 from routing_engine.adapters import lrn_sources, postgres, redis_store
 from routing_engine.adapters.health import HealthView
 from routing_engine.adapters.money import Limits, Wallet
-from routing_engine.adapters.quality import QualityView, record
+from routing_engine.adapters.quality import Outcome, QualityView, record
 from routing_engine.adapters.registrations import Defence, RegistrationStore
 from routing_engine.adapters.snapshots import SnapshotFollower, SnapshotStore
 from routing_engine.cdr import CdrRecord
@@ -128,6 +128,13 @@ class _TimedSource:
             self._seconds.observe(time.perf_counter() - started)
 
 
+def quality_view(settings: Settings, client: Any, refresh_s: float | None = None) -> QualityView:
+    q = settings.quality
+    return QualityView(client, q.window_s, q.min_samples, q.asr_min, q.hysteresis,
+                       q.refresh_s if refresh_s is None else refresh_s, prefix_digits=q.prefix_digits,
+                       pdd_max_ms=q.pdd_max_ms)
+
+
 @dataclass
 class App:
     settings: Settings
@@ -153,15 +160,16 @@ class App:
     def gateway_up(self, gateway_id: object) -> bool:
         return self.health.is_up(gateway_id) if self.health is not None else True
 
-    def demotion(self, vendor_id: Any) -> str | None:
+    def demotion(self, vendor_id: Any, destination: str = "") -> str | None:
         if self.quality is None:
             return None
-        return self.quality.demotion(vendor_id, self.snapshot().vendors.keys())  # type: ignore[no-any-return]
+        return self.quality.demotion(vendor_id, self.snapshot().vendors.keys(), destination)  # type: ignore[no-any-return]
 
-    def record_quality(self, outcomes: list[tuple[str, bool, int]]) -> None:
+    def record_quality(self, outcomes: list[Outcome]) -> None:
         """Add a finished call's vendor attempts to the quality window (best effort)."""
+        q = self.settings.quality
         try:
-            record(self.cdr_stream.client, outcomes, time.time(), self.settings.quality.window_s)
+            record(self.cdr_stream.client, outcomes, time.time(), q.window_s, q.prefix_digits)
         except redis.RedisError as exc:
             log.warning("vendor quality not recorded: %s", exc)
 
@@ -199,8 +207,7 @@ def build_app(environ: Mapping[str, str] | None = None) -> App:
              len(snapshot.trunks), len(snapshot.vendors), len(snapshot.plans))
     a = settings.auth
     follower = SnapshotFollower(snapshot_store(settings), snapshot, settings.snapshot.check_interval_ms / 1000)
-    q = settings.quality
-    quality = QualityView(client, q.window_s, q.min_samples, q.asr_min, q.hysteresis, q.refresh_s)
+    quality = quality_view(settings, client)
     return App(settings, stream, follower, lrn_lookup(settings, client), health=HealthView(client), quality=quality,
                registrations=RegistrationStore(client),
                defence=Defence(client, a.failures_before_block, a.failure_window_s, a.block_s),

@@ -556,7 +556,7 @@ def _delegate(module: str, config: str | None, rest: list[str]) -> int:
 def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
     from routing_engine.adapters import redis_store
     from routing_engine.api.explanation import explanation, trunk_label
-    from routing_engine.bootstrap import load_snapshot, lrn_lookup
+    from routing_engine.bootstrap import load_snapshot, lrn_lookup, quality_view
     from routing_engine.decision import CallRequest, Relay, decide_invite
 
     at = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC)
@@ -579,13 +579,11 @@ def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
     request = CallRequest(call_id=args.call_id, source_ip=args.source or "", source_port=args.port,
                           transport=args.transport, dialed=args.to, caller=args.caller or "")
     from routing_engine.adapters.health import HealthView
-    from routing_engine.adapters.quality import QualityView
-
-    q = settings.quality
-    quality = QualityView(client, q.window_s, q.min_samples, q.asr_min, q.hysteresis, refresh_s=0)
+    quality = quality_view(settings, client, refresh_s=0)
     decision = decide_invite(request, snapshot, at, settings.routing.default_region,
                              lrn_lookup(settings, client), trunk_id=trunk_id, gateway_up=HealthView(client).is_up,
-                             demotion=lambda vendor_id: quality.demotion(vendor_id, snapshot.vendors.keys()))
+                             demotion=lambda vendor_id, destination: quality.demotion(
+                                 vendor_id, snapshot.vendors.keys(), destination))
     result = explanation(decision, at)  # the same document the admin API answers
     if args.json:
         print(json.dumps(result, indent=2))

@@ -101,6 +101,10 @@ def _no_lrn(number: E164) -> lrn.LrnResult:
     return lrn.LrnResult(None, "failed", "no LRN source configured") if lrn.needs_dip(number) else lrn.SKIPPED
 
 
+def _not_judged(vendor_id: UUID, destination: str) -> str | None:
+    return None
+
+
 def decide_invite(
     request: CallRequest,
     snapshot: RoutingSnapshot,
@@ -110,7 +114,7 @@ def decide_invite(
     trunk_id: UUID | None = None,
     method: str = "given",
     gateway_up: Callable[[UUID], bool] = lambda gateway_id: True,
-    demotion: Callable[[UUID], str | None] = lambda vendor_id: None,
+    demotion: Callable[[UUID, str], str | None] = lambda vendor_id, destination: None,
 ) -> Decision:
     """``trunk_id`` skips source identification: the trunk was identified by digest
     (``method="digest"``) or named for an explanation."""
@@ -187,8 +191,9 @@ def decide_invite(
     trace["rating"] = {"plan": rate_plan.name if rate_plan else None, **price.explain()}
     # Margin protection: a vendor may cost at most the price minus the plan's minimum margin.
     ceiling = None if plan.allow_negative_margin else price.per_minute - plan.min_margin
+    judged = demotion if plan.strategy == "quality" else _not_judged
     verdicts = lcr.examine(plan, snapshot, dialed.digits, destination, classification.kind, now, ceiling,
-                           gateway_up, demotion if plan.strategy == "quality" else (lambda vendor_id: None))
+                           gateway_up, judged)
     kept = order([c for c in verdicts if c.kept], random.Random(_seed(request.call_id)))
     trace["candidates"] = [c.explain() for c in kept + [c for c in verdicts if not c.kept]]
     # only as many routes as the plan will try are built (each one costs a number translation)

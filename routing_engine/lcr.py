@@ -96,7 +96,7 @@ def examine(
     now: datetime,
     price_ceiling: Decimal | None = None,
     gateway_up: Callable[[UUID], bool] = lambda gateway_id: True,
-    demotion: Callable[[UUID], str | None] = lambda vendor_id: None,
+    demotion: Callable[[UUID, str], str | None] = lambda vendor_id, destination: None,
 ) -> list[Candidate]:
     """A verdict for every vendor of the plan, in plan order.
 
@@ -122,7 +122,7 @@ def _verdict(
     jurisdiction: Jurisdiction,
     price_ceiling: Decimal | None,
     gateway_up: Callable[[UUID], bool],
-    demotion: Callable[[UUID], str | None],
+    demotion: Callable[[UUID, str], str | None],
 ) -> Candidate:
     if vendor is None:
         return Candidate(vendor_id, str(vendor_id), priority, weight, dropped=Drop.UNKNOWN_VENDOR)
@@ -145,5 +145,5 @@ def _verdict(
         dropped, detail = Drop.NO_GATEWAY, "down: not answering OPTIONS"
     elif price_ceiling is not None and price > price_ceiling:
         dropped, detail = Drop.ABOVE_PRICE, f"price {price_ceiling}"
-    note = demotion(vendor_id) if dropped is None else None
+    note = demotion(vendor_id, dialed_digits) if dropped is None else None
     return Candidate(vendor_id, name, priority, weight, price, prefix, dropped, detail, note)
