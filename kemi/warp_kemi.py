@@ -38,7 +38,7 @@ from typing import Any  # noqa: E402
 
 import KSR  # noqa: E402  (provided by app_python3)
 
-from routing_engine import auth, bootstrap, failover, inbound, rating, registrar  # noqa: E402
+from routing_engine import auth, bootstrap, failover, inbound, rating, registrar, topology  # noqa: E402
 from routing_engine.cdr import CdrRecord, billable_duration, compact_trace  # noqa: E402
 from routing_engine.decision import CallRequest, Reject, Relay, decide_invite  # noqa: E402
 
@@ -310,6 +310,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             self._refuse(request, now, decision, direction="inbound")
             return 1
         vendor = snapshot.vendors.get(gateway.vendor_id)
+        _hide_topology(request.call_id, snapshot.trunks.get(decision.context.trunk_id))
         KSR.dialog.dlg_manage()
         ctx = decision.context
         call = {
@@ -401,6 +402,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         if admitted is None:
             return 1
         reserved, max_s = admitted
+        _hide_topology(request.call_id, self._app().snapshot().trunks.get(decision.context.trunk_id))
         # name a timeout route, so that the call's end is reported before the dialog module's BYEs
         KSR.pv.sets("$dlg_ctx(timeout_route)", "warp-timeout")
         KSR.dialog.dlg_manage()
@@ -520,6 +522,17 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
     def ksr_onreply_route(self, msg: Any) -> int:
         return 1
 
+    def ksr_topos_event(self, msg: Any, evname: str) -> int:
+        """topos:msg-sending (event_mode 2): a message about to go out; calls of trunks with
+        topology hiding off are left as they are. Not _guarded: nothing may be answered here,
+        and on any doubt the message is hidden."""
+        try:
+            if KSR.htable.sht_is_null(topology.SKIP_TABLE, _pv("$ci")) == -1:
+                KSR.set_drop()  # 'drop' in this event means: skip topology hiding
+        except Exception:
+            pass
+        return 1
+
     # ------------------------------------------------------------------ dialog events
     @_guarded
     def ksr_dialog_event(self, msg: Any, evname: str) -> int:
@@ -592,6 +605,11 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             **money,
             **({"attempts": json.dumps([a.to_json() for a in attempts])} if attempts else {}),
         })
+
+
+def _hide_topology(call_id: str, trunk: Any) -> None:
+    if not topology.hides(trunk):
+        KSR.htable.sht_sets(topology.SKIP_TABLE, call_id, "1")
 
 
 def _canonical_ip(text: str) -> str:

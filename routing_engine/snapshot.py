@@ -88,6 +88,7 @@ class Trunk:
     rate_plan_id: UUID | None = None  # else the account's
     cps_limit: int | None = None
     max_concurrent: int | None = None
+    topology_hiding: bool = True  # the trunk's calls pass through topos (see topology.py)
 
     @property
     def allows_acl(self) -> bool:
