@@ -167,7 +167,25 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             if KSR.tm.t_check_trans() > 0:
                 KSR.tm.t_relay()
             return 1
+        if KSR.is_BYE() > 0 and KSR.dialog.is_known_dlg() > 0:
+            return self._bye_by_dialog()
         KSR.sl.sl_send_reply(404, "Not Here")
+        return 1
+
+    def _bye_by_dialog(self) -> int:
+        """A BYE of a call we carry whose route topos cannot restore (it keeps it in Redis, and
+        Redis is down): the dialog module knows both sides' contacts, so the BYE goes on to the
+        other side and the call ends normally (no route sets: we are the only Record-Route)."""
+        KSR.dialog.dlg_manage()  # matches the dialog by Call-ID and tags; the BYE ends it
+        other = "$dlg(to_contact)" if _pv("$ft") == _pv("$dlg(from_tag)") else "$dlg(from_contact)"
+        contact = _pv(other)
+        if not contact:
+            KSR.sl.sl_send_reply(404, "Not Here")
+            return 1
+        KSR.pv.sets("$ru", contact)
+        log.warning("call %s: BYE sent on by its dialog (route not restorable)", _pv("$ci"))
+        if KSR.tm.t_relay() < 0:
+            KSR.sl.sl_reply_error()
         return 1
 
     def _request(self) -> CallRequest:
@@ -388,7 +406,9 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         decision.trace["funds"] = {"reserved": str(rating.from_micros(reservation.micros)), "max_s": max_s}
         # now the call's real limit is known, its place in the limits heals sooner if a node dies
         with contextlib.suppress(Exception):
-            app.limits.extend(request.call_id, trunk.id, account.id, now.timestamp() + max_s + hold - cap)
+            until = now.timestamp() + max_s + hold - cap
+            app.limits.extend(request.call_id, trunk.id, account.id, until)
+            app.wallet.extend(request.call_id, account.id, until)
         return reservation.micros, max_s
 
     def _release_limits(self, call_id: str, trunk_id: Any, account_id: Any) -> None:

@@ -8,6 +8,8 @@ unacknowledged entries are read again (as this consumer's pending entries) on re
 
 from __future__ import annotations
 
+import contextlib
+
 import fcntl
 import json
 import logging
@@ -57,17 +59,28 @@ class Emitter:
 
     def run(self, should_stop: Callable[[], bool]) -> None:
         """Drain what this consumer left unacknowledged, then follow the stream until stopped."""
+        delay = self.min_backoff_s
         while not should_stop():
-            pending = self.stream.read_pending(self.consumer, self.batch_size)
+            try:
+                pending = self.stream.read_pending(self.consumer, self.batch_size)
+            except Exception as exc:
+                delay = self._stream_down(exc, delay)
+                continue
             if not pending:
                 break
             self._flush_with_retry(pending, should_stop)
         batch: list[tuple[str, dict[str, str]]] = []
         started = self.clock()
+        delay = self.min_backoff_s
         while not should_stop():
             wait_s = max(0.0, self.batch_seconds - (self.clock() - started)) if batch else 1.0
             block_ms = max(1, min(1000, int(wait_s * 1000)))
-            fresh = self.stream.read_new(self.consumer, self.batch_size - len(batch), block_ms)
+            try:
+                fresh = self.stream.read_new(self.consumer, self.batch_size - len(batch), block_ms)
+            except Exception as exc:  # Redis away: keep the batch read so far, wait, read again
+                delay = self._stream_down(exc, delay)
+                continue
+            delay = self.min_backoff_s
             if not fresh and self.on_idle is not None:
                 try:
                     self.on_idle()
@@ -81,6 +94,16 @@ class Emitter:
                 batch = []
         if batch:
             self._flush_with_retry(batch, lambda: True)
+
+    def _stream_down(self, exc: Exception, delay: float) -> float:
+        """The stream cannot be read (Redis down or restarted): back off, and recreate the
+        consumer group if Redis came back without it. Returns the next delay."""
+        log.warning("%s stream not readable (%s); retrying in %.1fs", self.what, exc, delay)
+        time.sleep(delay)
+        if "NOGROUP" in str(exc) and hasattr(self.stream, "ensure_group"):
+            with contextlib.suppress(Exception):
+                self.stream.ensure_group()
+        return min(delay * 2, self.max_backoff_s)
 
     def flush(self, entries: list[tuple[str, dict[str, str]]]) -> int:
         """Write one batch and acknowledge it; raises if the sink fails (nothing acknowledged)."""
@@ -120,14 +143,18 @@ class PostgresSink(Sink):
     """Writes batches into cdr.cdrs; reconnects after a failure.
 
     With a wallet, it first settles the calls that reserved funds: the exact charge, once per
-    Call-ID, and the reservation released. Settling before the insert and acknowledging after
-    it means a crash anywhere repeats only idempotent steps.
+    Call-ID, and the reservation released. With limits, it releases each finished call's place in
+    the concurrency counters again: the SIP worker released it at the call's end unless Redis
+    was down then, and a CDR spooled during an outage reaches this point only once Redis is back.
+    Settling before the insert and acknowledging after it means a crash anywhere repeats only
+    idempotent steps.
     """
 
-    def __init__(self, url: str, timeout_s: int, wallet: Any = None) -> None:
+    def __init__(self, url: str, timeout_s: int, wallet: Any = None, limits: Any = None) -> None:
         self.url = url
         self.timeout_s = timeout_s
         self.wallet = wallet
+        self.limits = limits
         self._conn: Any = None
 
     def write(self, records: list[CdrRecord]) -> int:
@@ -139,6 +166,9 @@ class PostgresSink(Sink):
                 if r.settle and r.account_id is not None:
                     at = (r.end_at or r.invite_at).isoformat()
                     self.wallet.settle(r.call_id, r.account_id, to_micros(r.customer_price or Decimal(0)), at)
+        if self.limits is not None:
+            self.limits.release_many([(r.call_id, r.trunk_id, r.account_id) for r in records
+                                      if r.trunk_id is not None and r.account_id is not None])
         if self._conn is None or self._conn.closed:
             self._conn = postgres.connect(self.url, self.timeout_s)
             # the next days' partitions exist before their first CDR, so the write path rarely locks

@@ -105,3 +105,36 @@ def test_unreadable_entry_goes_to_dead_letters_and_does_not_block_the_batch() ->
     assert stream.dead == ["9-0"]
     assert [r.call_id for r in sink.rows] == ["call-1", "call-2"]
     assert sorted(stream.acked) == ["1-0", "2-0", "9-0"]
+
+
+class FlakyStream(MemoryStream):
+    """Redis goes away for a while: reads raise, then it is back (without the group once)."""
+
+    def __init__(self, new: list, failures: list[Exception]) -> None:
+        super().__init__([], new)
+        self.failures = failures
+        self.groups_created = 0
+
+    def read_pending(self, consumer: str, count: int) -> list:
+        if self.failures:
+            raise self.failures.pop(0)
+        return super().read_pending(consumer, count)
+
+    def read_new(self, consumer: str, count: int, block_ms: int) -> list:
+        if self.failures:
+            raise self.failures.pop(0)
+        return super().read_new(consumer, count, block_ms)
+
+    def ensure_group(self) -> None:
+        self.groups_created += 1
+
+
+def test_the_emitter_survives_the_stream_going_away_and_coming_back() -> None:
+    stream = FlakyStream([entry(i) for i in range(3)], [ConnectionError("Connection refused"),
+                                                        ConnectionError("Connection closed by server."),
+                                                        Exception("NOGROUP No such key or consumer group")])
+    sink = MemorySink()
+    emitter = Emitter(stream, sink, consumer="c", batch_size=3, batch_seconds=0, min_backoff_s=0)
+    run(emitter, 8)
+    assert [r.call_id for r in sink.rows] == ["call-0", "call-1", "call-2"]
+    assert stream.acked == ["0-0", "1-0", "2-0"] and stream.groups_created == 1
