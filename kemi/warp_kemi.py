@@ -72,8 +72,15 @@ class _KsrLogHandler(logging.Handler):
             pass
 
 
+class _NotText(ValueError):
+    """A SIP field that is not UTF-8 text: the sender's error (400), not ours (500)."""
+
+
 def _pv(name: str) -> str:
-    value = KSR.pv.get(name)
+    try:
+        value = KSR.pv.get(name)
+    except UnicodeDecodeError as exc:
+        raise _NotText(name) from exc
     return "" if value is None else str(value)
 
 
@@ -84,6 +91,11 @@ def _guarded(method: Callable[..., int]) -> Callable[..., int]:
     def wrapper(self: kamailio, *args: Any) -> int:
         try:
             return method(self, *args)
+        except _NotText as exc:
+            log.info("request refused: %s is not UTF-8 text", exc)
+            with contextlib.suppress(Exception):
+                KSR.sl.send_reply(400, "Bad Request")  # sl itself never answers an ACK
+            return 1
         except Exception as exc:
             call_id = ""
             try:

@@ -97,7 +97,7 @@ class PostgresServer:
             self._ctl("-m", "fast", "-w", "stop")
         except subprocess.CalledProcessError as exc:
             if b"Is server running?" not in exc.stderr:
-                raise AssertionError(f"Postgres did not stop: {exc.stderr.decode(errors='replace')}") from exc
+                raise AssertionError(f"Postgres did not stop: {exc.stdout!r} {exc.stderr!r}") from exc
 
 
 def _alive(pid: int) -> bool:

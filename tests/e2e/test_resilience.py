@@ -58,8 +58,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisSer
         yield pair
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def db(servers: tuple[RedisServer, PostgresServer]) -> Iterator[psycopg.Connection]:
+    """A connection per test: a test here may restart Postgres under a module-wide one."""
     with psycopg.connect(servers[1].url, autocommit=True) as conn:
         yield conn
 
@@ -72,7 +73,12 @@ def store(servers: tuple[RedisServer, PostgresServer]) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture(scope="module")
-def world(db: psycopg.Connection) -> dict[str, tuple[uuid.UUID, uuid.UUID]]:
+def world(servers: tuple[RedisServer, PostgresServer]) -> Iterator[dict[str, tuple[uuid.UUID, uuid.UUID]]]:
+    with psycopg.connect(servers[1].url, autocommit=True) as conn:
+        yield provision_world(conn)
+
+
+def provision_world(db: psycopg.Connection) -> dict[str, tuple[uuid.UUID, uuid.UUID]]:
     main = provision.vendor(db, "main", GATEWAY, {"1": "0.0050"})
     slow = provision.vendor(db, "slow", SLOW, {"1": "0.0010"})
     backup = provision.vendor(db, "backup", BACKUP, {"1": "0.0060"})
