@@ -9,7 +9,6 @@ unacknowledged entries are read again (as this consumer's pending entries) on re
 from __future__ import annotations
 
 import contextlib
-
 import fcntl
 import json
 import logging

@@ -63,7 +63,8 @@ def load_snapshot(conn: psycopg.Connection, now: datetime, realm: str = "warp.lo
             r[0]: Trunk(*r)
             for r in rows("SELECT id, account_id, name, routing_plan_id, enabled, strip_digits,"
                           " add_prefix, tech_prefix, auth_mode, inbound_uri, max_contacts, rate_plan_id,"
-                          " cps_limit, max_concurrent, topology_hiding FROM trunks.trunks WHERE deleted_at IS NULL ORDER BY id")
+                          " cps_limit, max_concurrent, topology_hiding"
+                          " FROM trunks.trunks WHERE deleted_at IS NULL ORDER BY id")
         }
         credentials = {
             r[1]: Credential(r[0], r[1], r[2])

@@ -179,8 +179,10 @@ def test_malformed_and_hostile_sip_leaves_every_worker_up_while_valid_calls_comp
 def test_a_number_that_is_not_utf8_text_is_a_bad_request_not_a_server_error(node: Node) -> None:
     ua = RawUA(HIDDEN, 5098)
     try:
-        request = (f"INVITE sip:{UNSOLD}@{PROXY} SIP/2.0\r\nVia: SIP/2.0/UDP {HIDDEN}:5098;branch=z9hG4bKnu8\r\n"
-                   f"From: <sip:\udcc3(@{HIDDEN}>;tag=nu8\r\nTo: <sip:x@{PROXY}>\r\nCall-ID: not-utf8-{uuid.uuid4()}\r\n"
+        request = (f"INVITE sip:{UNSOLD}@{PROXY} SIP/2.0\r\n"
+                   f"Via: SIP/2.0/UDP {HIDDEN}:5098;branch=z9hG4bKnu8\r\n"
+                   f"From: <sip:\udcc3(@{HIDDEN}>;tag=nu8\r\nTo: <sip:x@{PROXY}>\r\n"
+                   f"Call-ID: not-utf8-{uuid.uuid4()}\r\n"
                    "CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
         ua.sock.sendto(request.encode("utf-8", "surrogateescape"), (PROXY, 5060))
         reply, _ = ua.recv_until(lambda m: m.startswith("SIP/2.0 4") or m.startswith("SIP/2.0 5"))
