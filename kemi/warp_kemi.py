@@ -40,7 +40,7 @@ from typing import Any  # noqa: E402
 import KSR  # noqa: E402  (provided by app_python3)
 
 from kemi import media  # noqa: E402
-from routing_engine import auth, bootstrap, failover, inbound, metrics, rating, registrar  # noqa: E402
+from routing_engine import auth, bootstrap, failover, inbound, metrics, rating, registrar, topology  # noqa: E402
 from routing_engine.adapters.quality import Outcome  # noqa: E402
 from routing_engine.cdr import CdrRecord, billable_duration, compact_trace, lrn_source_of, pdd_ms, q850_cause  # noqa: E402
 from routing_engine.decision import CallRequest, Reject, Relay, decide_invite  # noqa: E402
@@ -79,8 +79,15 @@ class _KsrLogHandler(logging.Handler):
             pass
 
 
+class _NotText(ValueError):
+    """A SIP field that is not UTF-8 text: the sender's error (400), not ours (500)."""
+
+
 def _pv(name: str) -> str:
-    value = KSR.pv.get(name)
+    try:
+        value = KSR.pv.get(name)
+    except UnicodeDecodeError as exc:
+        raise _NotText(name) from exc
     return "" if value is None else str(value)
 
 
@@ -91,6 +98,11 @@ def _guarded(method: Callable[..., int]) -> Callable[..., int]:
     def wrapper(self: kamailio, *args: Any) -> int:
         try:
             return method(self, *args)
+        except _NotText as exc:
+            log.info("request refused: %s is not UTF-8 text", exc)
+            with contextlib.suppress(Exception):
+                KSR.sl.send_reply(400, "Bad Request")  # sl itself never answers an ACK
+            return 1
         except Exception as exc:
             call_id = ""
             try:
@@ -189,7 +201,25 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             if KSR.tm.t_check_trans() > 0:
                 KSR.tm.t_relay()
             return 1
+        if KSR.is_BYE() > 0 and KSR.dialog.is_known_dlg() > 0:
+            return self._bye_by_dialog()
         KSR.sl.sl_send_reply(404, "Not Here")
+        return 1
+
+    def _bye_by_dialog(self) -> int:
+        """A BYE of a call we carry whose route topos cannot restore (it keeps it in Redis, and
+        Redis is down): the dialog module knows both sides' contacts, so the BYE goes on to the
+        other side and the call ends normally (no route sets: we are the only Record-Route)."""
+        KSR.dialog.dlg_manage()  # matches the dialog by Call-ID and tags; the BYE ends it
+        other = "$dlg(to_contact)" if _pv("$ft") == _pv("$dlg(from_tag)") else "$dlg(from_contact)"
+        contact = _pv(other)
+        if not contact:
+            KSR.sl.sl_send_reply(404, "Not Here")
+            return 1
+        KSR.pv.sets("$ru", contact)
+        log.warning("call %s: BYE sent on by its dialog (route not restorable)", _pv("$ci"))
+        if KSR.tm.t_relay() < 0:
+            KSR.sl.sl_reply_error()
         return 1
 
     def _request(self) -> CallRequest:
@@ -337,6 +367,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             self._refuse(request, now, decision, direction="inbound")
             return 1
         vendor = snapshot.vendors.get(gateway.vendor_id)
+        _hide_topology(request.call_id, snapshot.trunks.get(decision.context.trunk_id))
         KSR.dialog.dlg_manage()
         ctx = decision.context
         call = {
@@ -415,7 +446,9 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         decision.trace["funds"] = {"reserved": str(rating.from_micros(reservation.micros)), "max_s": max_s}
         # now the call's real limit is known, its place in the limits heals sooner if a node dies
         with contextlib.suppress(Exception):
-            app.limits.extend(request.call_id, trunk.id, account.id, now.timestamp() + max_s + hold - cap)
+            until = now.timestamp() + max_s + hold - cap
+            app.limits.extend(request.call_id, trunk.id, account.id, until)
+            app.wallet.extend(request.call_id, account.id, until)
         return reservation.micros, max_s
 
     def _release_limits(self, call_id: str, trunk_id: Any, account_id: Any) -> None:
@@ -429,6 +462,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         if admitted is None:
             return 1
         reserved, max_s = admitted
+        _hide_topology(request.call_id, self._app().snapshot().trunks.get(decision.context.trunk_id))
         # name a timeout route, so that the call's end is reported before the dialog module's BYEs
         KSR.pv.sets("$dlg_ctx(timeout_route)", "warp-timeout")
         KSR.dialog.dlg_manage()
@@ -582,6 +616,17 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
     def ksr_onreply_route(self, msg: Any) -> int:
         return 1
 
+    def ksr_topos_event(self, msg: Any, evname: str) -> int:
+        """topos:msg-sending (event_mode 2): a message about to go out; calls of trunks with
+        topology hiding off are left as they are. Not _guarded: nothing may be answered here,
+        and on any doubt the message is hidden."""
+        try:
+            if KSR.htable.sht_is_null(topology.SKIP_TABLE, _pv("$ci")) == -1:
+                KSR.set_drop()  # 'drop' in this event means: skip topology hiding
+        except Exception:
+            pass
+        return 1
+
     # ------------------------------------------------------------------ dialog events
     @_guarded
     def ksr_dialog_event(self, msg: Any, evname: str) -> int:
@@ -671,6 +716,11 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             **({"q850_cause": str(q850)} if q850 is not None else {}),
             **({"hangup_side": hangup_side} if hangup_side else {}),
         })
+
+
+def _hide_topology(call_id: str, trunk: Any) -> None:
+    if not topology.hides(trunk):
+        KSR.htable.sht_sets(topology.SKIP_TABLE, call_id, "1")
 
 
 def _canonical_ip(text: str) -> str:

@@ -275,7 +275,7 @@ def cmd_cdr_emitter(settings: Settings, args: argparse.Namespace) -> int:
     from routing_engine import metrics, publisher
     from routing_engine.adapters import redis_store
     from routing_engine.adapters.health import Prober
-    from routing_engine.adapters.money import LEDGER_STREAM, Wallet, ledger_entry
+    from routing_engine.adapters.money import LEDGER_STREAM, Limits, Wallet, ledger_entry
     from routing_engine.bootstrap import snapshot_store, spool_dir
     from routing_engine.emitter import Emitter, LedgerSink, PostgresSink, replay_spool, seed_balances
 
@@ -317,7 +317,8 @@ def cmd_cdr_emitter(settings: Settings, args: argparse.Namespace) -> int:
     consumer = f"{settings.node.name}-emitter"
     workers = [
         Emitter(stream=cdrs, sink=PostgresSink(settings.database_url, settings.database.connect_timeout_s,
-                                               wallet=Wallet(cdrs.client), retention_days=settings.cdr.retention_days),
+                                               wallet=Wallet(cdrs.client), limits=Limits(cdrs.client),
+                                               retention_days=settings.cdr.retention_days),
                 consumer=consumer, batch_size=settings.cdr.batch_size, batch_seconds=settings.cdr.batch_seconds,
                 on_idle=lambda: replay_spool(settings, cdrs)),
         Emitter(stream=ledger, sink=LedgerSink(settings.database_url, settings.database.connect_timeout_s),

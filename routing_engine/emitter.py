@@ -149,17 +149,21 @@ class PostgresSink(Sink):
     """Writes batches into cdr.cdrs; reconnects after a failure.
 
     With a wallet, it first settles the calls that reserved funds: the exact charge, once per
-    Call-ID, and the reservation released. Settling before the insert and acknowledging after
-    it means a crash anywhere repeats only idempotent steps.
+    Call-ID, and the reservation released. With limits, it releases each finished call's place in
+    the concurrency counters again: the SIP worker released it at the call's end unless Redis
+    was down then, and a CDR spooled during an outage reaches this point only once Redis is back.
+    Settling before the insert and acknowledging after it means a crash anywhere repeats only
+    idempotent steps.
     """
 
     name = "postgres"
 
-    def __init__(self, url: str, timeout_s: int, wallet: Any = None, retention_days: int | None = None,
-                 retention_every_s: float = 3600.0) -> None:
+    def __init__(self, url: str, timeout_s: int, wallet: Any = None, limits: Any = None,
+                 retention_days: int | None = None, retention_every_s: float = 3600.0) -> None:
         self.url = url
         self.timeout_s = timeout_s
         self.wallet = wallet
+        self.limits = limits
         self.retention_days = retention_days
         self.retention_every_s = retention_every_s
         self._conn: Any = None
@@ -190,6 +194,9 @@ class PostgresSink(Sink):
                 if r.settle and r.account_id is not None:
                     at = (r.end_at or r.invite_at).isoformat()
                     self.wallet.settle(r.call_id, r.account_id, to_micros(r.customer_price or Decimal(0)), at)
+        if self.limits is not None:
+            self.limits.release_many([(r.call_id, r.trunk_id, r.account_id) for r in records
+                                      if r.trunk_id is not None and r.account_id is not None])
         if self._conn is None or self._conn.closed:
             self._conn = postgres.connect(self.url, self.timeout_s)
             # the next days' partitions exist before their first CDR, so the write path rarely locks

@@ -92,6 +92,7 @@ class Trunk:
     cps_limit: int | None = None
     max_concurrent: int | None = None
     media: MediaPolicy = MediaPolicy()  # anchoring in rtpengine, allowed codecs, failure behaviour
+    topology_hiding: bool = True  # the trunk's calls pass through topos (see topology.py)
 
     @property
     def allows_acl(self) -> bool:

@@ -244,20 +244,41 @@ def kamailio_command(settings: Settings, run_dir: Path) -> list[str]:
            "-P", str(run_dir / "kamailio.pid")]
     for sock in s.listen:
         cmd += ["-l", sock]
-    if settings.auth.nonce_secret:
-        defines["WARP_NONCE_SECRET"] = f'"{settings.auth.nonce_secret}"'
+    if not s.server_header:
+        defines["WARP_NO_SIGNATURE"] = "1"
+    topos_expire = s.max_call_duration_s + s.fr_inv_timeout_ms // 1000 + 180  # outlives any call
+    defines["WARP_TOPOS_EXPIRE"] = str(topos_expire)
+    defines["WARP_TOPOS_SKIP_TABLE"] = f'"tpskip=>size=8;autoexpire={topos_expire}"'
     for name, value in defines.items():
         cmd += ["-A", f"{name}={value}"]
     return cmd
 
 
 def kamailio_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Kamailio's environment: secrets travel here (read by #!trydefenvs), not on its command
+    line, which any local user can read."""
     env = dict(os.environ if base is None else base)
     env["WARP_CONFIG"] = settings.config_path
     env.setdefault("WARP_VENV", str(PROJECT_ROOT / ".venv"))
     # read by prometheus_client when the SIP workers first import it (multiprocess mode)
     env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir(settings, "kamailio"))
+    env.pop("WARP_NONCE_SECRET", None)
+    if settings.auth.nonce_secret:
+        env["WARP_NONCE_SECRET"] = settings.auth.nonce_secret
+    env["WARP_TOPOS_REDIS"] = topos_redis_server(settings.redis_url)
     return env
+
+
+def topos_redis_server(url: str) -> str:
+    """The ndb_redis server definition (name=topos) for the Redis the node uses."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    db = parts.path.strip("/") or "0"
+    spec = f"name=topos;addr={parts.hostname or '127.0.0.1'};port={parts.port or 6379};db={db}"
+    if parts.password:
+        spec += f";pass={parts.password}"
+    return spec
 
 
 # ------------------------------------------------------------------ rtpengine

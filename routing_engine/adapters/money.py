@@ -153,6 +153,21 @@ class Limits:
             pipe.zrem(key, call_id)
         pipe.execute()
 
+    def release_many(self, calls: list[tuple[str, UUID, UUID]]) -> None:
+        """Release finished calls (Call-ID, trunk, account) in one round trip; idempotent."""
+        if not calls:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for call_id, trunk_id, account_id in calls:
+            for key in self._keys(trunk_id, account_id)[2:]:
+                pipe.zrem(key, call_id)
+        pipe.execute()
+
+    def expiries(self, trunk_id: UUID) -> dict[str, float]:
+        """Call-ID -> the moment the trunk's place of that call frees itself if nobody releases it."""
+        key = self._keys(trunk_id, trunk_id)[2]
+        return {m: float(s) for m, s in self.client.zrange(key, 0, -1, withscores=True)}
+
     def active(self, trunk_id: UUID, account_id: UUID, now: float) -> tuple[int, int]:
         keys = self._keys(trunk_id, account_id)[2:]
         return tuple(int(self.client.zcount(k, now, "+inf")) for k in keys)  # type: ignore[return-value]
@@ -180,6 +195,21 @@ class Wallet:
         amount, available = self._reserve(keys=self._keys(account_id), args=[
             repr(now), call_id, repr(now + hold_s), first_micros, want_micros, credit_micros])
         return Reservation(int(amount), int(available))
+
+    def extend(self, call_id: str, account_id: UUID, until: float) -> None:
+        """Move the expiry of a call's reservation (once its real length is known), so a node
+        that dies mid-call holds the account's funds only as long as that call could have
+        lasted, not for the longest call allowed."""
+        keys = self._keys(account_id)
+        pipe = self.client.pipeline()
+        pipe.zadd(keys[1], {call_id: until}, xx=True)
+        for key in keys[1:]:
+            pipe.expireat(key, int(until) + 60, gt=True)
+        pipe.execute()
+
+    def expiries(self, account_id: UUID) -> dict[str, float]:
+        """Call-ID -> the moment its reservation lapses if nobody settles it."""
+        return {m: float(s) for m, s in self.client.zrange(self._keys(account_id)[1], 0, -1, withscores=True)}
 
     def settle(self, call_id: str, account_id: UUID, cost_micros: int, at_iso: str) -> bool:
         """Charge once (by Call-ID) and release the reservation; True if this call charged."""

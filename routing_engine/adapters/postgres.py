@@ -63,10 +63,11 @@ def load_snapshot(conn: psycopg.Connection, now: datetime, realm: str = "warp.lo
         }
         trunks = {
             r[0]: Trunk(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13],
-                        media=MediaPolicy(Anchor(r[14]), tuple(r[15]), OnFailure(r[16])))
+                        media=MediaPolicy(Anchor(r[14]), tuple(r[15]), OnFailure(r[16])), topology_hiding=r[17])
             for r in rows("SELECT id, account_id, name, routing_plan_id, enabled, strip_digits,"
                           " add_prefix, tech_prefix, auth_mode, inbound_uri, max_contacts, rate_plan_id,"
-                          " cps_limit, max_concurrent, media_anchor, media_codecs, media_failure"
+                          " cps_limit, max_concurrent, media_anchor, media_codecs, media_failure,"
+                          " topology_hiding"
                           " FROM trunks.trunks WHERE deleted_at IS NULL ORDER BY id")
         }
         credentials = {

@@ -287,7 +287,7 @@ class RawUA:
 
 
 def header(message: str, name: str) -> list[str]:
-    return [line.split(":", 1)[1].strip() for line in message.split("\r\n")
+    return [line.split(":", 1)[1].strip() for line in message.splitlines()
             if line.lower().startswith(name.lower() + ":")]
 
 

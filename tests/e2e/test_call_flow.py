@@ -78,7 +78,9 @@ def test_call_reaches_the_cheapest_vendor_and_bye_follows_the_dialog(
         assert cheap.wait() == 0, cheap.report()  # its one call completed: INVITE ... BYE/200
         invites = cheap.received("INVITE")
         assert invites and invites[0].startswith(f"INVITE sip:{DIALED}@{CHEAP_VENDOR}:5060 SIP/2.0")
-        assert f"Record-Route: <sip:{PROXY}" in invites[0]
+        # topology hidden (topos): the vendor sees the proxy as the caller's only hop and contact
+        assert "Record-Route" not in invites[0] and CUSTOMER not in header(invites[0], "Contact")[0]
+        assert all(PROXY in via and CUSTOMER not in via for via in header(invites[0], "Via"))
         assert len(cheap.received("BYE")) == 1 and len(cheap.received("ACK")) == 1
         assert dear.received("INVITE") == []
 

@@ -76,6 +76,21 @@ def test_reservations_share_the_funds_and_the_balance_never_goes_below_zero(redi
     assert wallet.balance(ACCOUNT) == 50_000 and wallet.reserved(ACCOUNT) == 0
 
 
+def test_a_reservation_left_by_a_dead_node_lapses_with_the_calls_real_length(redis_client: redis.Redis) -> None:
+    """A call reserved for the longest call allowed (4 h) that turns out to be able to last 60 s:
+    if its node dies, the funds come back after those 60 s (plus margins), not after 4 h."""
+    wallet = Wallet(redis_client)
+    wallet.topup(ACCOUNT, to_micros(Decimal("1.00")), "t1", "2026-11-22T00:00:00+00:00")
+    first, want = to_micros(Decimal("0.10")), to_micros(Decimal("1.00"))
+    assert wallet.reserve("lost", ACCOUNT, T, 14_400, first, want, 0).micros == 1_000_000
+    wallet.extend("lost", ACCOUNT, T + 240)
+    wallet.extend("never-reserved", ACCOUNT, T + 240)  # nothing to move: nothing is created
+    assert wallet.expiries(ACCOUNT) == {"lost": T + 240}
+    assert wallet.reserve("next", ACCOUNT, T + 239, 60, first, want, 0).micros == 0
+    assert wallet.reserve("next", ACCOUNT, T + 241, 60, first, want, 0).micros == 1_000_000
+    assert redis_client.ttl(f"warp:resv:{ACCOUNT}") > 0
+
+
 def test_a_call_is_charged_once_however_often_it_is_settled(redis_client: redis.Redis) -> None:
     wallet = Wallet(redis_client)
     wallet.topup(ACCOUNT, 1_000_000, "t1", "x")
@@ -130,6 +145,23 @@ def test_ledger_entries_and_settlement_reach_postgres_once(
     assert wallet.balance(account) == 1_750_000 and wallet.reserved(account) == 0
     assert db.execute("SELECT balance FROM billing.account_balances WHERE account_id = %s",
                       (account,)).fetchone() == (Decimal("1.750000"),)
+
+
+def test_a_call_that_ended_while_redis_was_down_frees_its_place_when_its_cdr_is_written(
+        db: psycopg.Connection, database: str, redis_client: redis.Redis) -> None:
+    """The SIP worker could not release the call at its end; its spooled CDR, replayed once Redis
+    is back, does it (the counters do not wait for the call's 4 h expiry)."""
+    (account,) = db.execute("INSERT INTO accounts.accounts (ban, name) VALUES ('R1', 'R') RETURNING id").fetchone()
+    (trunk,) = db.execute("INSERT INTO trunks.trunks (account_id, name) VALUES (%s, 't') RETURNING id",
+                          (account,)).fetchone()
+    limits = Limits(redis_client)
+    assert limits.admit("ended", trunk, account, T, 14_400, None, None, None, None).ok
+    assert limits.admit("going-on", trunk, account, T, 14_400, None, None, None, None).ok
+    record = CdrRecord(cdr_id=uuid.uuid4(), call_id="ended", node="n", sip_code=200, account_id=account,
+                       trunk_id=trunk, invite_at=datetime(2026, 11, 22, 10, tzinfo=UTC))
+    PostgresSink(database, 5, limits=limits).write([record])
+    assert limits.active(trunk, account, T) == (1, 1)
+    assert set(limits.expiries(trunk)) == {"going-on"}
 
 
 def test_live_balances_are_seeded_from_the_ledger_without_overwriting(
