@@ -1,33 +1,66 @@
-"""make bench: run the benchmarks, print a table, write bench-results/results.json."""
+"""make bench: run the benchmarks, print a table, write bench-results/results.json.
+
+    python -m benchmarks [--full] [--only decision,cdr_pipeline,capacity] [--configs A,B,C] [--profile S]
+
+The default run is bounded (under 10 minutes on 2 cores); --full takes longer, steadier steps.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
+import signal
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
-from benchmarks import cdr_pipeline, decision
+from benchmarks import capacity, cdr_pipeline, decision
 
 
-def main() -> int:
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # SIGTERM too: every benchmark stops what it started on the way out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    parser.add_argument("--full", action="store_true", help="longer load steps, finer bisection")
+    parser.add_argument("--only", default="", help="comma-separated: decision, cdr_pipeline, capacity")
+    parser.add_argument("--configs", default="A,B,C", help="capacity configurations to run")
+    parser.add_argument("--profile", type=int, default=0, metavar="SECONDS",
+                        help="capacity: profile A's workers with py-spy under load first")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    only = set(filter(None, args.only.split(",")))
+    options = capacity.FULL if args.full else capacity.QUICK
+    options = capacity.Options(**{**options.__dict__, "configs": tuple(args.configs.split(",")),
+                                    "profile_s": args.profile})
+    benchmarks: list[tuple[str, str, Callable[[], dict[str, Any]]]] = [
+        ("decision", "routing decision (in process, generated data)", decision.run),
+        ("cdr_pipeline", "CDR pipeline (embedded Redis and Postgres)", cdr_pipeline.run),
+        ("capacity", "capacity: WARP (A) vs native lcr (B) vs null proxy (C), SIPp on loopback",
+         lambda: capacity.run(options)),
+    ]
     results: dict[str, object] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "platform": platform.platform()},
     }
-    print("routing decision (in process, generated data) ...", flush=True)
-    results["decision"] = decision.run()
-    print("CDR pipeline (embedded Redis and Postgres) ...", flush=True)
-    results["cdr_pipeline"] = cdr_pipeline.run()
+    for name, title, bench in benchmarks:
+        if not only or name in only:
+            print(f"{title} ...", flush=True)
+            results[name] = bench()
     out = Path(__file__).resolve().parent.parent / "bench-results"
     out.mkdir(exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print(f"\n{'benchmark':42} {'value':>12}")
-    for section in ("decision", "cdr_pipeline"):
-        for key, value in results[section].items():  # type: ignore[union-attr]
-            print(f"{key:42} {value!s:>12}")
+    for name, _, _ in benchmarks:
+        for key, value in results.get(name, {}).items():  # type: ignore[attr-defined]
+            if not isinstance(value, dict | list):  # details stay in the results file
+                print(f"{key:42} {value!s:>12}")
     print(f"\nwritten to {out / 'results.json'}")
     return 0
 
