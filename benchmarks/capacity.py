@@ -57,6 +57,7 @@ class Options:
     warmup_calls: int = 150
     shm_mb: int = 512  # the same for every configuration; 128 MB runs out of transactions near 900 calls/s
     configs: tuple[str, ...] = ("A", "B", "C")
+    profile_s: int = 0  # > 0: first profile A's workers with py-spy under the common rate for this long
 
 
 QUICK = Options()
@@ -396,6 +397,44 @@ def capacity(running: Node, opts: Options, workdir: Path, inject: Path,
     return best, steps
 
 
+def profile(running: Node, opts: Options, workdir: Path, inject: Path, say: Any) -> None:
+    """py-spy over every Kamailio process (their embedded Pythons) during a steady load;
+    collapsed stacks in profile.txt (flamegraph.pl / speedscope read them), a summary printed."""
+    spy = Path(sys.executable).parent / "py-spy"
+    out = workdir / "profile.txt"
+    cmd = [str(spy), "record", "--pid", str(running.kamailio.pid), "--subprocesses", "--format", "raw",
+           "--rate", "250", "--nonblocking", "--duration", str(opts.profile_s), "-o", str(out)]
+    with started(cmd, workdir / "py-spy.log") as recorder:
+        step = run_step(running, opts.start_rate, opts.start_rate * opts.profile_s, opts, workdir / "profile-step",
+                        inject, "Ap")
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            recorder.wait(timeout=30)
+    say(f"    profiled {step.calls} calls at {opts.start_rate}/s: {out}")
+    if out.exists():
+        for line in summarise_profile(out):
+            say(f"      {line}")
+
+
+def summarise_profile(path: Path, top: int = 25) -> list[str]:
+    """Inclusive share of samples per function (file:function), the heaviest first."""
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        seen = set()
+        for frame in stack.split(";"):
+            name = frame.split(" (")[0] + " " + (frame.split(" (")[1].split(":")[0] if " (" in frame else "")
+            if name not in seen:
+                seen.add(name)
+                inclusive[name] = inclusive.get(name, 0) + count
+    ranked = sorted(inclusive.items(), key=lambda item: -item[1])[:top]
+    return [f"{100 * n / max(total, 1):5.1f}%  {name}" for name, n in ranked]
+
+
 def _sipp_verdict(steps: list[Step], best: int) -> str:
     """Was the generator short of CPU? Judged on the steps up to the first failure past the max."""
     relevant = [s for s in steps if s.rate <= max(best, 1) * 2]
@@ -485,6 +524,8 @@ def run(opts: Options = QUICK, say: Any = None) -> dict[str, object]:
             if not warm.passed:
                 raise RuntimeError(f"{name}: warm-up calls failed ({warm.reason}); see {config_dir / 'warmup'} "
                                    f"and {config_dir / 'kamailio.log'}")
+            if name == "A" and opts.profile_s:
+                profile(running, opts, config_dir, inject, say)
             best, steps = capacity(running, opts, config_dir, inject, say)
             out[name] = _figures(name, running, best, steps)
         say(f"  {name}: max {best} calls/s; {out[name]['sipp']}")

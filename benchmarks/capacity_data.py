@@ -129,6 +129,12 @@ def fresh_database(settings: Settings, name: str) -> str:
     return f"postgresql://warp@127.0.0.1:{settings.stack.postgres_port}/{name}"
 
 
+def _id(conn: psycopg.Connection[Any], sql: str, params: tuple[object, ...] = ()) -> Any:
+    row = conn.execute(sql.encode(), params).fetchone()
+    assert row is not None
+    return row[0]
+
+
 def _copy(conn: psycopg.Connection[Any], statement: str, rows: list[tuple[object, ...]]) -> None:
     with conn.cursor() as cur, cur.copy(statement) as copy:
         for row in rows:
@@ -142,11 +148,10 @@ def load_warp(url: str, data: BenchData, customer_cidr: str, gateway: tuple[str,
     with psycopg.connect(url, autocommit=True) as conn:
         migrate.apply(conn)
     with psycopg.connect(url) as conn:
-        (plan,) = conn.execute("INSERT INTO routing.routing_plans (name) VALUES ('bench') RETURNING id").fetchone()
+        plan = _id(conn, "INSERT INTO routing.routing_plans (name) VALUES ('bench') RETURNING id")
         rates: list[tuple[object, ...]] = []
         for priority, name in enumerate(data.vendors):
-            (vid,) = conn.execute("INSERT INTO routing.providers (name) VALUES (%s) RETURNING id",
-                                  (name,)).fetchone()
+            vid = _id(conn, "INSERT INTO routing.providers (name) VALUES (%s) RETURNING id", (name,))
             conn.execute("INSERT INTO routing.provider_gateways (provider_id, name, host, port)"
                          " VALUES (%s, %s, %s, %s)", (vid, f"{name}-gw", *gateway))
             conn.execute("INSERT INTO routing.routing_plan_providers (routing_plan_id, provider_id, priority)"
@@ -155,16 +160,15 @@ def load_warp(url: str, data: BenchData, customer_cidr: str, gateway: tuple[str,
         _copy(conn, "COPY routing.rates (provider_id, prefix, rate, interstate_rate, intrastate_rate) FROM STDIN",
               rates)
         _copy(conn, "COPY routing.npanxx (npanxx, state) FROM STDIN", list(data.homes.items()))
-        (retail,) = conn.execute("INSERT INTO billing.rate_plans (name) VALUES ('bench-retail') RETURNING id").fetchone()
+        retail = _id(conn, "INSERT INTO billing.rate_plans (name) VALUES ('bench-retail') RETURNING id")
         for digit in "123456789":
             conn.execute("INSERT INTO billing.rate_plan_rates (rate_plan_id, prefix, rate) VALUES (%s, %s, 1.00)",
                          (retail, digit))
-        (account,) = conn.execute(
-            "INSERT INTO accounts.accounts (ban, name, status, rate_plan_id, billing_type, credit_limit)"
-            " VALUES ('BENCH1', 'Benchmark customer', 'active', %s, 'postpaid', 999999999) RETURNING id",
-            (retail,)).fetchone()
-        (trunk,) = conn.execute("INSERT INTO trunks.trunks (account_id, name, routing_plan_id)"
-                                " VALUES (%s, 'bench', %s) RETURNING id", (account, plan)).fetchone()
+        account = _id(conn, "INSERT INTO accounts.accounts (ban, name, status, rate_plan_id, billing_type,"
+                      " credit_limit) VALUES ('BENCH1', 'Benchmark customer', 'active', %s, 'postpaid', 999999999)"
+                      " RETURNING id", (retail,))
+        trunk = _id(conn, "INSERT INTO trunks.trunks (account_id, name, routing_plan_id) VALUES (%s, 'bench', %s)"
+                    " RETURNING id", (account, plan))
         conn.execute("INSERT INTO trunks.trunk_access_lists (account_id, trunk_id, cidr) VALUES (%s, %s, %s)",
                      (account, trunk, customer_cidr))
 

@@ -247,7 +247,13 @@ def cmd_exec(settings: Settings, args: argparse.Namespace) -> int:
         raise SystemExit("warp exec: give a command after --")
     started = setup(settings, with_demo=False)
     try:
-        return subprocess.call(command)
+        child = subprocess.Popen(command)
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:
+                # the command got the same Ctrl-C: let it stop what it started, then stop ours
+                continue
     finally:
         stack.down(settings, started)
 
