@@ -1,0 +1,53 @@
+"""The capacity benchmark's native Kamailio configurations still parse with the defines the
+benchmark passes, and its LCR rules for the lcr module order vendors as WARP's least cost does."""
+
+from __future__ import annotations
+
+import subprocess
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from benchmarks import capacity_data
+from benchmarks.capacity_data import BenchData, Rate
+from routing_engine.settings import PROJECT_ROOT
+
+NATIVE = PROJECT_ROOT / "benchmarks" / "native"
+DEFINES = {
+    "lcr.cfg": ["BENCH_CHILDREN=4", "BENCH_TCP_CHILDREN=2", "BENCH_LOG_LEVEL=2", "BENCH_RULE_HASH=4096",
+                'BENCH_DB_URL="postgres://warp@127.0.0.1:55432/warp_bench_native"'],
+    "null.cfg": ["BENCH_CHILDREN=4", "BENCH_TCP_CHILDREN=2", "BENCH_LOG_LEVEL=2",
+                 'BENCH_GATEWAY="127.0.0.131:5060"'],
+}
+
+
+@pytest.mark.parametrize("cfg", sorted(DEFINES))
+def test_native_config_parses_with_the_benchmark_defines(cfg: str, tmp_path: Path) -> None:
+    cmd = ["/usr/sbin/kamailio", "-c", "-f", str(NATIVE / cfg), "-l", "udp:127.0.0.120:5060"]
+    for define in DEFINES[cfg]:
+        cmd += ["-A", define]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ERROR" not in result.stderr, result.stderr
+
+
+def test_lcr_rules_price_each_vendor_at_its_own_longest_match() -> None:
+    data = BenchData(
+        vendors=("cheap-long", "cheap-short"),
+        decks={"cheap-long": {"1": Rate(Decimal("0.05")), "1212555": Rate(Decimal("0.009"), Decimal("0.004"))},
+               "cheap-short": {"1": Rate(Decimal("0.05")), "1212": Rate(Decimal("0.006"))}},
+        homes={}, calls=())
+    rules = capacity_data.lcr_rules(data)
+    assert rules["1212555"] == ["cheap-long", "cheap-short"]  # 0.004 interstate against 0.006 from "1212"
+    assert rules["1212"] == ["cheap-short", "cheap-long"]  # cheap-long only has its catch-all 0.05 there
+    assert rules["1"] == ["cheap-long", "cheap-short"]  # a tie: vendor order decides, as in the plan
+
+
+def test_generated_calls_are_routable_numbers() -> None:
+    import phonenumbers
+
+    data = capacity_data.generate(calls=300)
+    for dialed, caller in data.calls:
+        assert phonenumbers.is_possible_number(phonenumbers.parse("+" + dialed)), dialed
+        assert caller.startswith("1") and len(caller) == 11
