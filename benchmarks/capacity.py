@@ -488,6 +488,9 @@ def run(opts: Options = QUICK, say: Any = None) -> dict[str, object]:
         "WARP_DATABASE__NAME": bench_db, "WARP_REDIS__DB": redis_db, "WARP_NODE__NAME": "bench",
         "WARP_SIP__LISTEN": f"udp:{PROXY}:{PORT}", "WARP_SIP__CHILDREN": str(opts.children),
         "WARP_SIP__TCP_CHILDREN": str(opts.tcp_children), "WARP_KAMAILIO__SHM_MB": str(opts.shm_mb),
+        # no media relay: B and C relay signalling only, and the call path has no media
+        "WARP_MEDIA__ENABLED": "false",
+        "WARP_METRICS__LISTEN": f"{PROXY}:9464",  # the companion's endpoint, on the benchmark's address
     })
     settings = load_settings(environ=env)
     workdir = PROJECT_ROOT / "bench-results" / "capacity"
