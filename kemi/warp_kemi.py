@@ -447,8 +447,10 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         # now the call's real limit is known, its place in the limits heals sooner if a node dies
         with contextlib.suppress(Exception):
             until = now.timestamp() + max_s + hold - cap
-            app.limits.extend(request.call_id, trunk.id, account.id, until)
-            app.wallet.extend(request.call_id, account.id, until)
+            pipe = app.limits.client.pipeline(transaction=False)
+            app.limits.extend(request.call_id, trunk.id, account.id, until, pipe=pipe)
+            app.wallet.extend(request.call_id, account.id, until, pipe=pipe)
+            pipe.execute()
         return reservation.micros, max_s
 
     def _release_limits(self, call_id: str, trunk_id: Any, account_id: Any) -> None:
@@ -531,17 +533,16 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
                 hangup_side: str | None = None, q850: int | None = None) -> None:
         """Every end of a relayed call comes here once: limits released, the CDR (with its money)
         emitted; the emitter charges it and releases the funds reservation."""
-        if call.get("limited"):
-            self._release_limits(call["call_id"], call["trunk_id"], call["account_id"])
+        outcomes = []
         if attempts and call.get("direction", "outbound") == "outbound":
             ids = {r["vendor"]: r["vendor_id"] for r in call.get("routes", [])}
             seconds = billable_duration(answer_at, end_at)
             destination = call.get("to_e164") or ""
-            self._app().record_quality([Outcome(ids[a.vendor], a.code == 200, seconds if a.code == 200 else 0,
-                                                a.pdd_ms, destination)
-                                        for a in attempts if a.vendor in ids and a.code != 487])
+            outcomes = [Outcome(ids[a.vendor], a.code == 200, seconds if a.code == 200 else 0, a.pdd_ms, destination)
+                        for a in attempts if a.vendor in ids and a.code != 487]
         record = self._cdr_from_call(call, code, reason, end_at, answer_at, attempts, hangup_side, q850)
-        self._app().emit_cdr(dataclasses.replace(record, media=media.finish(self._app(), call)))
+        release = (call["call_id"], call["trunk_id"], call["account_id"]) if call.get("limited") else None
+        self._app().end_call(dataclasses.replace(record, media=media.finish(self._app(), call)), release, outcomes)
 
     # ------------------------------------------------------------------ replies and failures
     @_guarded

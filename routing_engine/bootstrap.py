@@ -21,13 +21,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from routing_engine import lrn, metrics, validation
 from routing_engine.adapters import lrn_sources, postgres, redis_store
 from routing_engine.adapters.health import HealthView
 from routing_engine.adapters.money import Limits, Wallet
-from routing_engine.adapters.quality import Outcome, QualityView, record
+from routing_engine.adapters.quality import Outcome, QualityView
+from routing_engine.adapters.quality import record as record_outcomes
 from routing_engine.adapters.registrations import Defence, RegistrationStore
 from routing_engine.adapters.snapshots import SnapshotFollower, SnapshotStore
 from routing_engine.cdr import CdrRecord
@@ -165,25 +164,38 @@ class App:
             return None
         return self.quality.demotion(vendor_id, self.snapshot().vendors.keys(), destination)  # type: ignore[no-any-return]
 
-    def record_quality(self, outcomes: list[Outcome]) -> None:
-        """Add a finished call's vendor attempts to the quality window (best effort)."""
-        q = self.settings.quality
+    def end_call(self, record: CdrRecord, release: tuple[str, Any, Any] | None = None,
+                 outcomes: list[Outcome] | None = None) -> None:
+        """A call's end in one Redis round trip: its place in the limits freed, its vendor attempts
+        added to the quality window, its CDR appended to the stream. If Redis cannot take them, the
+        CDR goes to the local spool (the companion frees the call's place when it writes that CDR;
+        an entry that did reach the stream as well is stored once, by CDR id) and the quality
+        sample is lost."""
+        client = self.cdr_stream.client
+        pipe = client.pipeline(transaction=False)
         try:
-            record(self.cdr_stream.client, outcomes, time.time(), q.window_s, q.prefix_digits)
-        except redis.RedisError as exc:
-            log.warning("vendor quality not recorded: %s", exc)
-
-    def emit_cdr(self, record: CdrRecord) -> None:
-        """Append to the Redis stream; if Redis cannot take it, to the local spool file."""
+            if release is not None and self.limits is not None:
+                self.limits.release(*release, pipe=pipe)
+            if outcomes:
+                q = self.settings.quality
+                record_outcomes(client, outcomes, time.time(), q.window_s, q.prefix_digits, pipe=pipe)
+        except Exception as exc:  # never in the CDR's way
+            log.warning("call %s: limits release or quality sample not queued: %s", record.call_id, exc)
+            pipe = client.pipeline(transaction=False)
+        self.cdr_stream.append(record, pipe=pipe)
         try:
-            self.cdr_stream.append(record)
-        except redis.RedisError as exc:
+            pipe.execute()
+        except Exception as exc:
             log.warning("CDR %s spooled locally, Redis unavailable: %s", record.call_id, exc)
             spool_write(self._spool, record)
             metrics.CDR_SPOOLED.inc()
         with contextlib.suppress(Exception):  # counted exactly when its CDR leaves; never in its way
             metrics.call_finished(record.direction, record.sip_code, record.sip_reason, record.attempts,
                                   record.billable_s)
+
+    def emit_cdr(self, record: CdrRecord) -> None:
+        """Append to the Redis stream; if Redis cannot take it, to the local spool file."""
+        self.end_call(record)
 
 
 def spool_write(directory: Path, record: CdrRecord) -> None:

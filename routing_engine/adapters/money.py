@@ -139,19 +139,24 @@ class Limits:
         verdict, scope = (str(x) for x in result)
         return Admission(True) if verdict == "ok" else Admission(False, verdict, scope)
 
-    def extend(self, call_id: str, trunk_id: UUID, account_id: UUID, until: float) -> None:
-        """Move the self-healing expiry of an admitted call (once its real length is known)."""
-        pipe = self.client.pipeline()
+    def extend(self, call_id: str, trunk_id: UUID, account_id: UUID, until: float, pipe: Any = None) -> None:
+        """Move the self-healing expiry of an admitted call (once its real length is known).
+        Given a pipeline, the commands join it and its owner executes it."""
+        own = pipe is None
+        pipe = self.client.pipeline() if own else pipe
         for key in self._keys(trunk_id, account_id)[2:]:
             pipe.zadd(key, {call_id: until}, xx=True)
             pipe.expireat(key, int(until) + 60, gt=True)
-        pipe.execute()
+        if own:
+            pipe.execute()
 
-    def release(self, call_id: str, trunk_id: UUID, account_id: UUID) -> None:
-        pipe = self.client.pipeline()
+    def release(self, call_id: str, trunk_id: UUID, account_id: UUID, pipe: Any = None) -> None:
+        own = pipe is None
+        pipe = self.client.pipeline() if own else pipe
         for key in self._keys(trunk_id, account_id)[2:]:
             pipe.zrem(key, call_id)
-        pipe.execute()
+        if own:
+            pipe.execute()
 
     def release_many(self, calls: list[tuple[str, UUID, UUID]]) -> None:
         """Release finished calls (Call-ID, trunk, account) in one round trip; idempotent."""
@@ -196,16 +201,18 @@ class Wallet:
             repr(now), call_id, repr(now + hold_s), first_micros, want_micros, credit_micros])
         return Reservation(int(amount), int(available))
 
-    def extend(self, call_id: str, account_id: UUID, until: float) -> None:
+    def extend(self, call_id: str, account_id: UUID, until: float, pipe: Any = None) -> None:
         """Move the expiry of a call's reservation (once its real length is known), so a node
         that dies mid-call holds the account's funds only as long as that call could have
-        lasted, not for the longest call allowed."""
+        lasted, not for the longest call allowed. Given a pipeline, the commands join it."""
         keys = self._keys(account_id)
-        pipe = self.client.pipeline()
+        own = pipe is None
+        pipe = self.client.pipeline() if own else pipe
         pipe.zadd(keys[1], {call_id: until}, xx=True)
         for key in keys[1:]:
             pipe.expireat(key, int(until) + 60, gt=True)
-        pipe.execute()
+        if own:
+            pipe.execute()
 
     def expiries(self, account_id: UUID) -> dict[str, float]:
         """Call-ID -> the moment its reservation lapses if nobody settles it."""

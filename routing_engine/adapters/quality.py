@@ -74,10 +74,12 @@ def prefix_of(destination: str, digits: int) -> str:
 
 
 def record(client: Any, outcomes: Iterable[tuple[Any, ...]], now: float, window_s: int,
-           prefix_digits: int = 0) -> None:
-    """Add call attempts (``Outcome`` or a tuple in its order) to the current minute."""
+           prefix_digits: int = 0, pipe: Any = None) -> None:
+    """Add call attempts (``Outcome`` or a tuple in its order) to the current minute. Given a
+    pipeline, the commands join it and its owner executes it."""
     bucket = int(now // BUCKET_S) * BUCKET_S
-    pipe = client.pipeline(transaction=False)
+    own = pipe is None
+    pipe = client.pipeline(transaction=False) if own else pipe
     for outcome in map(lambda o: Outcome(*o), outcomes):
         figures = {"attempts": 1}
         if outcome.answered:
@@ -94,7 +96,8 @@ def record(client: Any, outcomes: Iterable[tuple[Any, ...]], now: float, window_
         pipe.expire(key, window_s + BUCKET_S)
         if prefix:
             pipe.expire(by_prefix, window_s + BUCKET_S)
-    pipe.execute()
+    if own:
+        pipe.execute()
 
 
 def _buckets(now: float, window_s: int) -> list[int]:

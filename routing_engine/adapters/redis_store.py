@@ -36,8 +36,12 @@ class CdrStream:
         self.maxlen = maxlen
         self.shared = shared
 
-    def append(self, record: CdrRecord) -> str:
+    def append(self, record: CdrRecord, pipe: Any = None) -> str | None:
+        """Add to the stream; the entry id, or None when queued on a pipeline the caller executes."""
         fields: Any = record.to_fields()
+        if pipe is not None:
+            pipe.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)
+            return None
         entry_id: str = self.client.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)
         return entry_id
 
