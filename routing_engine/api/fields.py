@@ -32,6 +32,7 @@ VendorTechPrefix = Annotated[str, StringConstraints(pattern=r"^[0-9*#]{0,15}$")]
 SipUri = Annotated[str, StringConstraints(max_length=255, pattern=r"^sips?:[\x21-\x3f\x41-\x7e]+$")]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=128, pattern=_PRINTABLE)]
 DigestUser = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._+-]+$")]
+Codec = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")]  # as routing_engine.media
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 Digits = Annotated[int, Field(ge=0, le=15)]

@@ -25,7 +25,7 @@ BALANCE_UPDATES = Table("billing", "balance_updates", (
 TRUNKS = Table("trunks", "trunks", (
     "id", "account_id", "name", "direction", "routing_plan_id", "rate_plan_id", "tech_prefix", "enabled",
     "strip_digits", "add_prefix", "auth_mode", "inbound_uri", "max_contacts", "cps_limit", "max_concurrent",
-    *_STAMPS), soft_delete=True, scope_sql=TENANT)
+    "media_anchor", "media_codecs", "media_failure", "topology_hiding", *_STAMPS), soft_delete=True, scope_sql=TENANT)
 ACL = Table("trunks", "trunk_access_lists", (
     "id", "account_id", "trunk_id", "cidr", "port", "transport", "description", *_STAMPS), scope_sql=TENANT)
 CREDENTIALS = Table("trunks", "trunk_auth", (

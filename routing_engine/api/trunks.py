@@ -24,6 +24,7 @@ from routing_engine.api import audit, store, writes
 from routing_engine.api.envelope import ApiError, Envelope, error_responses, invalid, not_found, ok, paged
 from routing_engine.api.fields import (
     Cidr,
+    Codec,
     Cursor,
     DialPrefix,
     DigestUser,
@@ -48,7 +49,12 @@ router = APIRouter(prefix="/trunks", tags=["trunks"], route_class=PolicyRoute)
 
 Direction = Literal["inbound", "outbound", "both"]
 AuthMode = Literal["acl", "digest", "both"]
-STAFF_ONLY = ("routing_plan_id", "rate_plan_id", "cps_limit", "max_concurrent")
+# the carrier's to set: routing, prices, limits, and what the trunk's calls cost in media relay
+# and topology hiding
+STAFF_ONLY = ("routing_plan_id", "rate_plan_id", "cps_limit", "max_concurrent", "media_anchor", "media_codecs",
+              "media_failure", "topology_hiding")
+MediaAnchor = Literal["always", "never", "nat"]
+MediaFailure = Literal["carry", "refuse"]
 TrunkId = Path(description="trunk id")
 
 
@@ -67,6 +73,12 @@ class TrunkChange(BaseModel):
     max_contacts: int = unset(ge=1, le=100)
     cps_limit: int | None = Field(default=None, ge=1, le=100000)
     max_concurrent: int | None = Field(default=None, ge=1, le=1000000)
+    media_anchor: MediaAnchor = unset(description="media through rtpengine: always, never, or when behind NAT")
+    media_codecs: list[Codec] = unset(max_length=32, description="allowed codecs (rtpengine encoding names); "
+                                      "others are stripped; empty: all")
+    media_failure: MediaFailure = unset(description="rtpengine unavailable: carry the call unanchored, or refuse "
+                                        "it with 503")
+    topology_hiding: bool = unset(description="hide each side's Via, Record-Route and Contact from the other")
 
 
 class TrunkCreate(TrunkChange):
@@ -78,6 +90,10 @@ class TrunkCreate(TrunkChange):
     add_prefix: DialPrefix = ""
     auth_mode: AuthMode = "acl"
     max_contacts: int = Field(default=5, ge=1, le=100)
+    media_anchor: MediaAnchor = "never"
+    media_codecs: list[Codec] = Field(default_factory=list, max_length=32)
+    media_failure: MediaFailure = "carry"
+    topology_hiding: bool = True
 
 
 class Trunk(BaseModel):
@@ -96,6 +112,10 @@ class Trunk(BaseModel):
     max_contacts: int
     cps_limit: int | None
     max_concurrent: int | None
+    media_anchor: str
+    media_codecs: list[str]
+    media_failure: str
+    topology_hiding: bool
     created_at: datetime
     updated_at: datetime
 

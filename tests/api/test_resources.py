@@ -183,3 +183,17 @@ def test_cdrs_are_searched_by_time_number_and_call_id_newest_first(admin: Api, c
     admin.get("/cdrs", expect=422, params={"since": (now - timedelta(days=40)).isoformat()})
     admin.get("/cdrs", expect=422, params={"since": now.isoformat(), "until": (now - timedelta(hours=1)).isoformat()})
     admin.get("/cdrs", expect=422, params={"cursor": "bm9wZQ"})
+
+
+def test_a_trunks_media_policy_and_topology_hiding_are_set_through_the_api(admin: Api, carrier: Carrier) -> None:
+    trunk = carrier.trunk_a["id"]
+    before = admin.get(f"/trunks/{trunk}")["data"]
+    assert (before["media_anchor"], before["media_codecs"], before["media_failure"], before["topology_hiding"]) == (
+        "never", [], "carry", True)
+    changed = admin.patch(f"/trunks/{trunk}", json={"media_anchor": "nat", "media_codecs": ["PCMA", "telephone-event"],
+                                                    "media_failure": "refuse", "topology_hiding": False})["data"]
+    assert (changed["media_anchor"], changed["media_codecs"], changed["media_failure"],
+            changed["topology_hiding"]) == ("nat", ["PCMA", "telephone-event"], "refuse", False)
+    for bad in ({"media_anchor": "sometimes"}, {"media_codecs": ["PCMA; rm -rf"]}, {"media_failure": None},
+                {"topology_hiding": None}, {"media_codecs": ["G729"] * 33}):
+        admin.patch(f"/trunks/{trunk}", expect=422, json=bad)

@@ -73,6 +73,8 @@ def test_a_customer_cannot_choose_its_routing_or_prices(customer_a: Api, carrier
     got = customer_a.patch(f"/trunks/{carrier.trunk_a['id']}", expect=403, json={"routing_plan_id": carrier.plan["id"]})
     assert "routing_plan_id" in got["error"]["message"]
     customer_a.post("/trunks", expect=403, json={"name": "t9", "rate_plan_id": carrier.rate_plan["id"]})
+    for carrier_only in ({"media_anchor": "always"}, {"media_codecs": ["PCMU"]}, {"topology_hiding": False}):
+        customer_a.patch(f"/trunks/{carrier.trunk_a['id']}", expect=403, json=carrier_only)
     customer_a.patch(f"/accounts/{carrier.a['id']}", expect=403, json={"credit_limit": "1000"})
     customer_a.post(f"/accounts/{carrier.a['id']}/topups", expect=403, json={"amount": "100"})
 
