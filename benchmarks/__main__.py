@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--full", action="store_true", help="longer load steps, finer bisection")
     parser.add_argument("--only", default="", help="comma-separated: decision, cdr_pipeline, capacity, reload")
-    parser.add_argument("--configs", default="A,B,C", help="capacity configurations to run")
+    parser.add_argument("--configs", default="A,A0,B,C", help="capacity configurations to run")
     parser.add_argument("--profile", type=int, default=0, metavar="SECONDS",
                         help="capacity: profile A's workers with py-spy under load first")
     args = parser.parse_args(argv)

@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from benchmarks import capacity_data
 from routing_engine import sipcheck, stack
 from routing_engine.settings import PROJECT_ROOT, Settings, load_settings
@@ -41,7 +43,9 @@ HERE = Path(__file__).resolve().parent
 SIPP = "/usr/bin/sipp"
 PROXY, CUSTOMER, VENDOR, PORT = "127.0.0.120", "127.0.0.121", "127.0.0.131", 5060
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-CONFIGS = {"A": "WARP engine (KEMI, full call path)", "B": "native permissions + lcr + dialog",
+CONFIGS = {"A": "WARP engine (KEMI, full call path)",
+           "A0": "WARP engine, topology hiding off for the benchmark trunk (what topos costs)",
+           "B": "native permissions + lcr + dialog",
            "C": "native null stateful proxy"}
 
 
@@ -56,7 +60,7 @@ class Options:
     tcp_children: int = 2
     warmup_calls: int = 150
     shm_mb: int = 512  # the same for every configuration; 128 MB runs out of transactions near 900 calls/s
-    configs: tuple[str, ...] = ("A", "B", "C")
+    configs: tuple[str, ...] = ("A", "A0", "B", "C")
     profile_s: int = 0  # > 0: first profile A's workers with py-spy under the common rate for this long
 
 
@@ -181,7 +185,7 @@ def node(name: str, env: dict[str, str], settings: Settings, opts: Options, work
     run_dir.mkdir(parents=True, exist_ok=True)
     log = workdir / "kamailio.log"
     with contextlib.ExitStack() as stack_:
-        if name == "A":
+        if name in ("A", "A0"):
             warp = load_settings(environ=env)
             kenv = stack.kamailio_env(warp, env)
             emitter = stack_.enter_context(started([sys.executable, "-m", "routing_engine.cli", "cdr-emitter"],
@@ -460,7 +464,7 @@ def _figures(name: str, running: Node, best: int, steps: list[Step]) -> dict[str
         "cpu_ms_per_call": round(1000 * steady.kamailio_cpu_s / calls, 3),
         "cpu_ms_per_call_at_max": round(1000 * passing[0].kamailio_cpu_s / max(passing[0].calls, 1), 3)
         if passing else None,
-        "helper_cpu_ms_per_call": round(1000 * steady.helper_cpu_s / calls, 3) if name == "A" else None,
+        "helper_cpu_ms_per_call": round(1000 * steady.helper_cpu_s / calls, 3) if name in ("A", "A0") else None,
         "invite_100_p50_ms": p100[0], "invite_100_p99_ms": p100[1],
         "invite_100_mean_ms": round(statistics.fmean(steady.invite_100_ms), 2) if steady.invite_100_ms else None,
         "invite_180_p50_ms": p180[0], "invite_180_p99_ms": p180[1],
@@ -521,6 +525,9 @@ def run(opts: Options = QUICK, say: Any = None) -> dict[str, object]:
         say(f"  {name}: {CONFIGS[name]}")
         config_dir = workdir / name
         config_dir.mkdir(parents=True, exist_ok=True)
+        if name in ("A", "A0"):
+            with psycopg.connect(settings.database_url, autocommit=True) as conn:
+                conn.execute("UPDATE trunks.trunks SET topology_hiding = %s", (name == "A",))
         with contextlib.ExitStack() as processes:
             running = processes.enter_context(node(name, env, settings, opts, config_dir, native_url, rules))
             warm = run_step(running, 50, opts.warmup_calls, opts, config_dir / "warmup", inject, f"{name}w")
