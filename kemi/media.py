@@ -26,6 +26,7 @@ from typing import Any
 
 import KSR  # provided by app_python3
 
+from kemi.pv import pv as _pv
 from routing_engine.adapters import media_failures
 from routing_engine.adapters.rtpengine_ng import NgClient, NgError
 from routing_engine.media import (
@@ -45,11 +46,6 @@ log = logging.getLogger("warp.media")
 PLAN_AVP = "$avp(warp_mplan)"  # the call's plan, for the replies of this transaction
 SDP_AVP = "$avp(warp_msdp)"    # who sent this transaction's request, and whether it had an SDP
 REPLY_ROUTE = "ksr_media_reply"
-
-
-def _pv(name: str) -> str:
-    value = KSR.pv.get(name)
-    return "" if value is None else str(value)
 
 
 def _has_sdp() -> bool:

@@ -40,6 +40,8 @@ from typing import Any  # noqa: E402
 import KSR  # noqa: E402  (provided by app_python3)
 
 from kemi import media  # noqa: E402
+from kemi.pv import NotText  # noqa: E402
+from kemi.pv import pv as _pv  # noqa: E402
 from routing_engine import auth, bootstrap, failover, inbound, metrics, rating, registrar, topology  # noqa: E402
 from routing_engine.adapters.quality import Outcome  # noqa: E402
 from routing_engine.cdr import CdrRecord, billable_duration, compact_trace, lrn_source_of, pdd_ms, q850_cause  # noqa: E402
@@ -79,18 +81,6 @@ class _KsrLogHandler(logging.Handler):
             pass
 
 
-class _NotText(ValueError):
-    """A SIP field that is not UTF-8 text: the sender's error (400), not ours (500)."""
-
-
-def _pv(name: str) -> str:
-    try:
-        value = KSR.pv.get(name)
-    except UnicodeDecodeError as exc:
-        raise _NotText(name) from exc
-    return "" if value is None else str(value)
-
-
 def _guarded(method: Callable[..., int]) -> Callable[..., int]:
     """Kamailio callback wrapper: no exception leaves; a request in trouble gets a 500."""
 
@@ -98,7 +88,7 @@ def _guarded(method: Callable[..., int]) -> Callable[..., int]:
     def wrapper(self: kamailio, *args: Any) -> int:
         try:
             return method(self, *args)
-        except _NotText as exc:
+        except NotText as exc:
             log.info("request refused: %s is not UTF-8 text", exc)
             with contextlib.suppress(Exception):
                 KSR.sl.send_reply(400, "Bad Request")  # sl itself never answers an ACK
