@@ -39,7 +39,7 @@ from typing import Any  # noqa: E402
 
 import KSR  # noqa: E402  (provided by app_python3)
 
-from kemi import media  # noqa: E402
+from kemi import admission, media  # noqa: E402
 from kemi.pv import NotText  # noqa: E402
 from kemi.pv import pv as _pv  # noqa: E402
 from routing_engine import auth, bootstrap, failover, inbound, metrics, rating, registrar, topology  # noqa: E402
@@ -390,70 +390,12 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             self._relay_failed(call, [])
         return 1
 
-    def _admit(self, request: CallRequest, decision: Relay, now: datetime) -> tuple[int, int] | None:
-        """Limits, then funds. Returns (reserved micros, max call seconds), or None when a refusal
-        has been sent. Redis unavailable: refused too (money is never guessed)."""
-        app = self._app()
-        snapshot = app.snapshot()
-        ctx = decision.context
-        trunk = snapshot.trunks[ctx.trunk_id]  # type: ignore[index]
-        account = snapshot.accounts[ctx.account_id]  # type: ignore[index]
-        cap = app.settings.sip.max_call_duration_s
-        hold = cap + app.settings.sip.fr_inv_timeout_ms // 1000 + 60
-        reject = Reject(503, "Service Unavailable", ctx, decision.trace)
-        try:
-            admission = app.limits.admit(request.call_id, trunk.id, account.id, now.timestamp(), hold,
-                                         trunk.cps_limit, account.cps_limit, trunk.max_concurrent,
-                                         account.max_concurrent)
-        except Exception as exc:
-            log.error("call %s refused: limits unavailable (%s)", request.call_id, exc)
-            self._refuse(request, now, reject, headers=("Retry-After: 5",))
-            return None
-        if not admission.ok:
-            metrics.LIMIT_REFUSALS.labels(admission.limit, admission.scope).inc()
-            reason = "CPS limit exceeded" if admission.limit == "cps" else "Call limit reached"
-            decision.trace["limits"] = f"{admission.scope} {admission.limit} limit reached"
-            self._refuse(request, now, Reject(503, reason, ctx, decision.trace),
-                         headers=(f"Retry-After: {1 if admission.limit == 'cps' else 5}",))
-            return None
-        price = decision.price
-        credit = rating.to_micros(account.credit_limit) if account.billing_type == "postpaid" else 0
-        try:
-            reservation = app.wallet.reserve(
-                request.call_id, account.id, now.timestamp(), hold,
-                rating.to_micros(rating.charge(1, price)), rating.to_micros(rating.charge(cap, price)), credit)
-        except Exception as exc:
-            log.error("call %s refused: funds unavailable (%s)", request.call_id, exc)
-            self._release_limits(request.call_id, trunk.id, account.id)
-            self._refuse(request, now, reject, headers=("Retry-After: 5",))
-            return None
-        max_s = rating.max_duration(rating.from_micros(reservation.micros), price, cap) if reservation.micros else 0
-        if max_s <= 0:
-            decision.trace["funds"] = {"available": str(rating.from_micros(reservation.available))}
-            self._release_limits(request.call_id, trunk.id, account.id)
-            self._refuse(request, now, Reject(402, "Insufficient funds", ctx, decision.trace))
-            return None
-        decision.trace["funds"] = {"reserved": str(rating.from_micros(reservation.micros)), "max_s": max_s}
-        # now the call's real limit is known, its place in the limits heals sooner if a node dies
-        with contextlib.suppress(Exception):
-            until = now.timestamp() + max_s + hold - cap
-            pipe = app.limits.client.pipeline(transaction=False)
-            app.limits.extend(request.call_id, trunk.id, account.id, until, pipe=pipe)
-            app.wallet.extend(request.call_id, account.id, until, pipe=pipe)
-            pipe.execute()
-        return reservation.micros, max_s
-
-    def _release_limits(self, call_id: str, trunk_id: Any, account_id: Any) -> None:
-        try:
-            self._app().limits.release(call_id, trunk_id, account_id)
-        except Exception as exc:  # the entry expires by itself
-            log.warning("limits of %s not released now (%s); they expire on their own", call_id, exc)
-
     def _relay(self, request: CallRequest, decision: Relay, now: datetime) -> int:
-        admitted = self._admit(request, decision, now)
-        if admitted is None:
+        admitted = admission.admit(self._app(), request.call_id, decision, now)
+        if isinstance(admitted, admission.Refused):
+            self._refuse(request, now, admitted.reject, headers=admitted.headers)
             return 1
-        reserved, max_s = admitted
+        reserved, max_s = admitted.reserved_micros, admitted.max_s
         _hide_topology(request.call_id, self._app().snapshot().trunks.get(decision.context.trunk_id))
         # name a timeout route, so that the call's end is reported before the dialog module's BYEs
         KSR.pv.sets("$dlg_ctx(timeout_route)", "warp-timeout")
