@@ -39,10 +39,10 @@ from typing import Any  # noqa: E402
 
 import KSR  # noqa: E402  (provided by app_python3)
 
-from kemi import admission, media  # noqa: E402
+from kemi import admission, media, registration  # noqa: E402
 from kemi.pv import NotText  # noqa: E402
 from kemi.pv import pv as _pv  # noqa: E402
-from routing_engine import auth, bootstrap, failover, inbound, metrics, rating, registrar, topology  # noqa: E402
+from routing_engine import auth, bootstrap, failover, inbound, metrics, rating, topology  # noqa: E402
 from routing_engine.adapters.quality import Outcome  # noqa: E402
 from routing_engine.cdr import CdrRecord, billable_duration, compact_trace, lrn_source_of, pdd_ms, q850_cause  # noqa: E402
 from routing_engine.decision import CallRequest, Reject, Relay, decide_invite  # noqa: E402
@@ -303,47 +303,11 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         return None
 
     def _register(self) -> int:
-        app = self._app()
         now = datetime.now(UTC)
         request = self._request()
         trunk_id = self._digest(request, now)
-        if trunk_id is None:
-            return 1
-        snapshot = app.snapshot()
-        trunk = snapshot.trunks[trunk_id]
-        account = snapshot.accounts.get(trunk.account_id)
-        if account is None or account.status.value in ("suspended", "closed") or not trunk.enabled:
-            KSR.sl.sl_send_reply(403, f"Account {account.status.value}" if account else "Forbidden")
-            return 1
-        a = app.settings.auth
-        values = [_pv(f"$(hdr(Contact)[{i}])") for i in range(int(_pv("$hdrc(Contact)") or 0))]
-        expires_text = _pv("$hdr(Expires)").strip()
-        try:
-            contacts = registrar.parse_contacts(values)
-            wanted = registrar.plan(contacts, int(expires_text) if expires_text.isdigit() else None,
-                                    minimum=a.register_min_expires, maximum=a.register_max_expires,
-                                    default=a.register_default_expires)
-        except registrar.RegisterError as exc:
-            if exc.min_expires is not None:
-                KSR.hdr.append_to_reply(f"Min-Expires: {exc.min_expires}\r\n")
-            KSR.sl.sl_send_reply(exc.code, exc.reason)
-            return 1
-        received = f"sip:{_uri_host(request.source_ip)}:{request.source_port};transport={request.transport}"
-        try:
-            if contacts == []:
-                bindings = app.registrations.bindings(trunk_id, now.timestamp())
-            else:
-                bindings = app.registrations.apply(trunk_id, wanted, now.timestamp(), received,
-                                                   trunk.max_contacts, request.call_id, _pv("$ua"))
-        except Exception as exc:
-            log.error("REGISTER of trunk %s not stored: %s", trunk.name, exc)
-            KSR.hdr.append_to_reply("Retry-After: 30\r\n")
-            KSR.sl.sl_send_reply(503, "Service Unavailable")
-            return 1
-        for b in bindings:
-            KSR.hdr.append_to_reply(f"Contact: <{b.uri}>;expires={b.expires_in}\r\n")
-        KSR.sl.sl_send_reply(200, "OK")
-        log.info("trunk %s registered from %s: %d contact(s)", trunk.name, received, len(bindings))
+        if trunk_id is not None:
+            registration.register(self._app(), request, trunk_id, now)
         return 1
 
     def _inbound(self, request: CallRequest, gateway: Any, now: datetime) -> int:
@@ -664,10 +628,6 @@ def _canonical_ip(text: str) -> str:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
     return str(address)
-
-
-def _uri_host(ip: str) -> str:
-    return f"[{ip}]" if ":" in ip and not ip.startswith("[") else ip
 
 
 def _attempt(route: dict[str, Any], code: int, reason: str, q850: int | None = None,
