@@ -111,15 +111,7 @@ def children_cpu() -> float:
 # ------------------------------------------------------------------ processes
 
 def _stop(proc: subprocess.Popen[bytes], timeout_s: float = 10) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    stack.stop_group(proc, timeout_s)
     # a worker outliving its main process would still hold the port
     for pid in group_pids(proc.pid):
         with contextlib.suppress(ProcessLookupError):

@@ -7,8 +7,10 @@ already up is left alone and reported as not started by us, so whoever started i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -315,21 +317,22 @@ def start_rtpengine(settings: Settings, run_dir: Path, log_path: Path,
     try:
         while not client.ping():
             if proc.poll() is not None or time.monotonic() > deadline:
-                stop_rtpengine(proc)
+                stop_group(proc)
                 raise StackError(f"rtpengine did not start; see {log_path}")
     finally:
         client.close()
     return proc
 
 
-def stop_rtpengine(proc: subprocess.Popen[bytes], timeout_s: float = 10) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=timeout_s)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
-        proc.wait()
+def stop_group(proc: subprocess.Popen[bytes], timeout_s: float = 10) -> None:
+    """Stop a process started in its own session, with everything in its group: TERM, then KILL
+    if it is still there after ``timeout_s``."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

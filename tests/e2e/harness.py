@@ -7,10 +7,8 @@ Nothing sleeps for a fixed time: readiness and outcomes are awaited with deadlin
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -46,16 +44,7 @@ def udp_bound(ip: str, port: int) -> bool:
         return any(line.split()[1] == want for line in fh.readlines()[1:])
 
 
-def _stop_group(proc: subprocess.Popen[bytes], timeout_s: float = 10) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+_stop_group = stack.stop_group
 
 
 # ------------------------------------------------------------------ Kamailio node
@@ -329,7 +318,7 @@ class Rtpengine:
 
     def stop(self) -> None:
         if self.proc is not None:
-            stack.stop_rtpengine(self.proc)
+            stack.stop_group(self.proc)
             self.proc = None
 
     def calls(self) -> list[str]:
