@@ -40,7 +40,7 @@ test-unit: setup
 	@$(PY) -m pytest tests/unit
 
 lint: setup
-	@$(VENV)/bin/ruff check routing_engine kemi tests
+	@$(VENV)/bin/ruff check routing_engine kemi tests benchmarks
 	@$(VENV)/bin/mypy --no-error-summary
 
 bench: setup

@@ -96,7 +96,7 @@ def generate(vendors: int = 20, prefixes: int = 1_000_000, npanxx: int = 100_000
     )
 
 
-def _numbers(snapshot: RoutingSnapshot, calls: int) -> list[tuple[str, str]]:
+def call_numbers(snapshot: RoutingSnapshot, calls: int) -> list[tuple[str, str]]:
     rnd = random.Random(11)
     homes = list(snapshot.npanxx)
     numbers = []
@@ -137,7 +137,7 @@ def run(calls: int = 20_000, workers: int = 4, prefixes: int = 1_000_000) -> dic
     snapshot = generate(prefixes=prefixes, npanxx=min(100_000, prefixes // 10))
     build_s = time.perf_counter() - started
     rss_after = _rss_mb()
-    numbers = _numbers(snapshot, calls)
+    numbers = call_numbers(snapshot, calls)
 
     with tempfile.TemporaryDirectory() as tmp:
         store = SnapshotStore(Path(tmp))

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.decision import _numbers, decide_all
+from benchmarks.decision import call_numbers, decide_all
 from routing_engine.adapters.snapshots import SnapshotStore
 
 
@@ -26,7 +26,7 @@ def main(directory: str, version: str, calls: int) -> None:
     snapshot = SnapshotStore(Path(directory)).load(version)
     load_ms = (time.perf_counter() - started) * 1000
     gc.freeze()
-    decide_all(snapshot, _numbers(snapshot, calls))
+    decide_all(snapshot, call_numbers(snapshot, calls))
     print("warm", flush=True)
     sys.stdin.readline()
     print(json.dumps({**_rollup_mb(), "load_ms": load_ms}), flush=True)

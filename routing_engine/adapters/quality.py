@@ -80,7 +80,7 @@ def record(client: Any, outcomes: Iterable[tuple[Any, ...]], now: float, window_
     bucket = int(now // BUCKET_S) * BUCKET_S
     own = pipe is None
     pipe = client.pipeline(transaction=False) if own else pipe
-    for outcome in map(lambda o: Outcome(*o), outcomes):
+    for outcome in (Outcome(*o) for o in outcomes):
         figures = {"attempts": 1}
         if outcome.answered:
             figures |= {"answered": 1, "seconds": max(0, outcome.seconds)}
