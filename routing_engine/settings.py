@@ -49,6 +49,9 @@ class SipSettings:
     fr_inv_timeout_ms: int = 120000
     # Dialog lifetime when nothing shorter applies (s); the rating issue shortens it per call.
     max_call_duration_s: int = 14400
+    # Networks ('10.0.0.0/8', '192.0.2.7/32:6379') SIP is never sent to, beside the node's own
+    # services, which are always refused (routing_engine/destinations.py).
+    forbidden_destinations: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
