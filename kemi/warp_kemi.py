@@ -30,6 +30,7 @@ import functools  # noqa: E402
 import ipaddress  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import time  # noqa: E402
 import traceback  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -42,7 +43,7 @@ import KSR  # noqa: E402  (provided by app_python3)
 from kemi import admission, media, registration  # noqa: E402
 from kemi.pv import NotText  # noqa: E402
 from kemi.pv import pv as _pv  # noqa: E402
-from routing_engine import auth, bootstrap, failover, inbound, metrics, rating, topology  # noqa: E402
+from routing_engine import auth, bootstrap, destinations, failover, inbound, metrics, rating, topology  # noqa: E402
 from routing_engine.adapters.quality import Outcome  # noqa: E402
 from routing_engine.cdr import CdrRecord, billable_duration, compact_trace, lrn_source_of, pdd_ms, q850_cause  # noqa: E402
 from routing_engine.decision import CallRequest, Reject, Relay, decide_invite  # noqa: E402
@@ -50,7 +51,7 @@ from routing_engine.settings import load_settings  # noqa: E402
 
 log = logging.getLogger("warp.kemi")
 
-AUTH_STALE_NONCE, AUTH_NO_CREDENTIALS = -4, -5  # auth module result codes
+AUTH_INVALID_PASSWORD, AUTH_STALE_NONCE, AUTH_NO_CREDENTIALS, AUTH_NONCE_REUSED = -2, -4, -5, -6  # auth results
 PROC_INIT = -127  # Kamailio's rank for the init call made in the main process before forking
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, UPDATE, INFO, PRACK, NOTIFY, REFER"
 CALL_VAR = "$dlg_var(warp)"  # the call's context, kept with its dialog until the CDR is written
@@ -61,6 +62,8 @@ DONE_VAR = "$dlg_var(warp_done)"  # set once the answered call's end has been re
 RING_VAR = "$dlg_var(warp_ring)"  # first 180/183 of the call (any vendor): its PDD
 ATTEMPT_AT_VAR = "$dlg_var(warp_att_at)"  # when the INVITE went to the vendor now being tried
 ATTEMPT_RING_VAR = "$dlg_var(warp_att_ring)"  # that vendor's first 180/183
+PEERS_VAR = "$dlg_var(warp_peers)"  # the addresses the call's two sides send from (space-separated)
+FLOOD_TABLE, PEER_TABLE = "warpflood", "warppeer"  # kamailio.cfg htables
 
 
 class _KsrLogHandler(logging.Handler):
@@ -148,6 +151,8 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
     # ------------------------------------------------------------------ requests
     @_guarded
     def ksr_request_route(self, msg: Any) -> int:
+        if self._shed():
+            return 1  # blocked source or flood: no answer at all
         if KSR.sanity.sanity_check_defaults() < 0:
             return 1  # sanity already answered (400) or dropped the message
         if KSR.maxfwd.process_maxfwd(10) < 0:
@@ -180,9 +185,16 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         return 1
 
     def _within_dialog(self) -> int:
+        """A request with a To tag. It is relayed only inside a dialog this node carries, and
+        only from an address of one of that call's two sides: a Route header naming us is not
+        enough (that was an open relay), and neither is a Call-ID and tags learnt elsewhere."""
         if KSR.rr.loose_route() > 0:
+            if (foreign := self._foreign_in_dialog()) is not None:
+                return self._refuse_in_dialog(foreign)
             raw = _pv(CALL_VAR)
             media.in_dialog(self._app(), json.loads(raw) if raw else None)
+            if (refused := self._destination_refused()) is not None:
+                return self._refuse_in_dialog(refused, 403, "Forbidden")
             if KSR.tm.t_relay() < 0:
                 KSR.sl.sl_reply_error()
             return 1
@@ -192,9 +204,67 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
                 KSR.tm.t_relay()
             return 1
         if KSR.is_BYE() > 0 and KSR.dialog.is_known_dlg() > 0:
+            if (foreign := self._foreign_in_dialog()) is not None:
+                return self._refuse_in_dialog(foreign)
             return self._bye_by_dialog()
-        KSR.sl.sl_send_reply(404, "Not Here")
+        KSR.sl.sl_send_reply(481, "Call/Transaction Does Not Exist")
         return 1
+
+    def _foreign_in_dialog(self) -> str | None:
+        """Why this in-dialog request is not one of a call we carry (None: it is)."""
+        if KSR.dialog.is_known_dlg() < 0:
+            return "no dialog of ours"
+        peers = _pv(PEERS_VAR).split()
+        source = _canonical_ip(_pv("$si"))
+        if source in peers:
+            return None
+        # a vendor may answer from one gateway and hang up from another of its own
+        gateway = self._app().snapshot().gateway_hosts.get(source)
+        raw = _pv(CALL_VAR) if gateway is not None else ""
+        vendors = {r.get("vendor_id") for r in json.loads(raw)["routes"]} if raw else set()
+        if gateway is not None and str(gateway.vendor_id) in vendors:
+            return None
+        return f"from {source}, not a side of the call"
+
+    def _refuse_in_dialog(self, why: str, code: int = 481, reason: str = "Call/Transaction Does Not Exist") -> int:
+        metrics.IN_DIALOG_REFUSED.labels("destination" if code == 403 else "foreign").inc()
+        log.warning("in-dialog %s refused: %s", _pv("$rm"), why)
+        if not KSR.is_ACK() > 0:  # is_ACK answers a bool
+            KSR.sl.sl_send_reply(code, reason)
+        return 1
+
+    def _destination_refused(self) -> str | None:
+        """Why the request may not go where $du (or else $ru) points: one of this node's own
+        services or no SIP peer's address (routing_engine/destinations.py)."""
+        uri = _pv("$du") or _pv("$ru")
+        host, port = destinations.uri_target(uri)
+        return self._app().destination_refusal(host, port)
+
+    def _shed(self) -> bool:
+        """Drop, unanswered, requests from a blocked source and floods (every request kind,
+        counted per source address and second on this node). Peers (trunk ACL addresses,
+        vendor gateways, addresses that proved a digest credential here) have the higher limit.
+        A blocked source's in-dialog requests of calls in progress still pass, so those calls
+        end (and are billed) when they end."""
+        app = self._app()
+        source = _canonical_ip(_pv("$si"))
+        now = time.time()
+        peer = app.is_peer(source) or KSR.htable.sht_is_null(PEER_TABLE, source) == -1
+        sip = app.settings.sip
+        count = KSR.htable.sht_inc(FLOOD_TABLE, f"{source}/{int(now)}")
+        if count > (sip.flood_peer_rps if peer else sip.flood_rps):
+            if count == (sip.flood_peer_rps if peer else sip.flood_rps) + 1:
+                metrics.FLOOD_DROPS.inc()
+                log.warning("source %s over its flood limit this second: requests dropped", source)
+            return True
+        if _pv("$pr") == "tcp" and peer:
+            KSR.tcpops.tcp_set_connection_lifetime(sip.tcp_peer_lifetime_s)
+        if app.blocks is not None and app.blocks.blocked(source, now):
+            if KSR.siputils.has_totag() > 0 and KSR.dialog.is_known_dlg() > 0:
+                return False
+            metrics.AUTH_FAILURES.labels("blocked_source").inc()
+            return True
+        return False
 
     def _bye_by_dialog(self) -> int:
         """A BYE of a call we carry whose route topos cannot restore (it keeps it in Redis, and
@@ -207,6 +277,8 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             KSR.sl.sl_send_reply(404, "Not Here")
             return 1
         KSR.pv.sets("$ru", contact)
+        if (refused := self._destination_refused()) is not None:
+            return self._refuse_in_dialog(refused, 403, "Forbidden")
         log.warning("call %s: BYE sent on by its dialog (route not restorable)", _pv("$ci"))
         if KSR.tm.t_relay() < 0:
             KSR.sl.sl_reply_error()
@@ -267,14 +339,6 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         (blocked source, flood) has been sent instead."""
         app = self._app()
         realm = app.settings.auth.realm
-        try:
-            if app.defence.is_blocked(request.source_ip):
-                metrics.AUTH_FAILURES.labels("blocked_source").inc()
-                return None  # blocked for brute force: silence tells a scanner nothing
-        except Exception as exc:
-            log.warning("block check skipped, Redis unavailable: %s", exc)
-        if KSR.pike.pike_check_req() < 0:
-            return None  # flooding this node: drop
         if KSR.auth.has_credentials(realm) < 0:
             KSR.auth.auth_challenge(realm, 1)
             return None
@@ -284,19 +348,28 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         result = KSR.auth.pv_auth_check(realm, ha1, 1, 0)
         if result == 1 and credential is not None:
             KSR.auth.consume_credentials()
+            KSR.htable.sht_seti(PEER_TABLE, _canonical_ip(request.source_ip), 1)
             return credential.trunk_id
-        if result in (AUTH_STALE_NONCE, AUTH_NO_CREDENTIALS):
-            KSR.auth.auth_challenge(realm, 1 | (16 if result == AUTH_STALE_NONCE else 0))
+        if result in (AUTH_STALE_NONCE, AUTH_NO_CREDENTIALS, AUTH_NONCE_REUSED):
+            # stale, bound to another request or address, or used already: a fresh challenge
+            stale = result in (AUTH_STALE_NONCE, AUTH_NONCE_REUSED)
+            KSR.auth.auth_challenge(realm, 1 | (16 if stale else 0))
             return None
         metrics.AUTH_FAILURES.labels("bad_credentials").inc()
-        blocked = False
-        try:
-            blocked = app.defence.record_failure(request.source_ip)
-        except Exception as exc:
-            log.warning("auth failure not counted, Redis unavailable: %s", exc)
-        if blocked:
-            metrics.IP_BLOCKS.inc()
-            log.warning("source %s blocked after repeated digest failures", request.source_ip)
+        # Only a wrong password against a nonce we issued to this very address counts toward a
+        # block (the nonce is bound to the source IP): a spoofer who never saw our challenge
+        # cannot make one, so forged UDP cannot block a customer. A trunk ACL address is never
+        # blocked by digest failures.
+        source = _canonical_ip(request.source_ip)
+        if result == AUTH_INVALID_PASSWORD and not app.is_peer(source):
+            try:
+                if app.defence.record_failure(source):
+                    metrics.IP_BLOCKS.inc()
+                    if app.blocks is not None:
+                        app.blocks.add(source, time.time() + app.settings.auth.block_s)
+                    log.warning("source %s blocked after repeated digest failures", source)
+            except Exception as exc:
+                log.warning("auth failure not counted, Redis unavailable: %s", exc)
         KSR.sl.sl_send_reply(403, "Forbidden")
         if KSR.is_INVITE() > 0:
             app.emit_cdr(self._cdr(request, now, 403, "Forbidden", decision=Reject(403, "Forbidden")))
@@ -323,6 +396,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         vendor = snapshot.vendors.get(gateway.vendor_id)
         _hide_topology(request.call_id, snapshot.trunks.get(decision.context.trunk_id))
         KSR.dialog.dlg_manage()
+        KSR.pv.sets(PEERS_VAR, _canonical_ip(request.source_ip))
         ctx = decision.context
         call = {
             "call_id": request.call_id, "direction": "inbound", "invite_at": now.isoformat(),
@@ -349,6 +423,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         KSR.pv.sets("$ru", first.ruri)
         if first.dst:
             KSR.pv.sets("$du", first.dst)
+        KSR.tm.t_on_branch("ksr_branch_route")
         KSR.tm.t_on_failure("ksr_failure_route")
         if KSR.tm.t_relay() < 0:
             self._relay_failed(call, [])
@@ -364,6 +439,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         # name a timeout route, so that the call's end is reported before the dialog module's BYEs
         KSR.pv.sets("$dlg_ctx(timeout_route)", "warp-timeout")
         KSR.dialog.dlg_manage()
+        KSR.pv.sets(PEERS_VAR, _canonical_ip(request.source_ip))
         KSR.dialog.dlg_set_timeout(max_s)  # the dialog module sends BYE both ways when it runs out
         ctx = decision.context
         call = {
@@ -447,6 +523,11 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
 
     @_guarded
     def ksr_branch_route(self, msg: Any) -> int:
+        if (refused := self._destination_refused()) is not None:
+            metrics.IN_DIALOG_REFUSED.labels("destination").inc()
+            log.warning("call %s: branch to %s dropped: %s", _pv("$ci"), _pv("$du") or _pv("$ru"), refused)
+            KSR.set_drop()  # this branch is not sent; the failure route moves on
+            return 1
         raw = _pv(CALL_VAR)
         if raw:
             route = json.loads(raw)["routes"][int(_pv(ROUTE_VAR) or 0)]
@@ -530,6 +611,8 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         # other transitions arrive as "unknown", and dialog:failed was recorded by the failure route
         if evname == "dialog:start":
             KSR.pv.sets(ANSWER_VAR, datetime.now(UTC).isoformat())
+            # the event runs on the answer: its source is the called side's address
+            KSR.pv.sets(PEERS_VAR, f"{_pv(PEERS_VAR)} {_canonical_ip(_pv('$si'))}".strip())
         elif evname in ("dialog:end", "dialog:timeout"):
             # dialog:end, or the timeout event, which comes first when the call's time is up: the
             # dialog module then sends BYE both ways, and its dialog:end may never fire (the BYE

@@ -70,6 +70,36 @@ def identify(snapshot: RoutingSnapshot, source_ip: str, source_port: int, transp
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Peers:
+    """The addresses a snapshot knows as SIP peers: customer ACL entries and vendor gateways.
+    They get the generous flood limit, and digest failures never block them."""
+
+    exact: frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address]
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+    def __contains__(self, source_ip: object) -> bool:
+        address = _address(source_ip) if isinstance(source_ip, str) else None
+        if address is None:
+            return False
+        return address in self.exact or any(address.version == n.version and address in n for n in self.networks)
+
+
+def peers(snapshot: RoutingSnapshot) -> Peers:
+    exact: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+    networks = []
+    for entry in snapshot.acl_by_specificity:
+        if entry.network.num_addresses == 1:
+            exact.add(entry.network.network_address)
+        else:
+            networks.append(entry.network)
+    for host in snapshot.gateway_hosts:
+        address = _address(host)
+        if address is not None:
+            exact.add(address)
+    return Peers(frozenset(exact), tuple(networks))
+
+
 def credential(snapshot: RoutingSnapshot, username: str) -> Credential | None:
     """The stored credential for a digest username, if its trunk accepts digest."""
     found = snapshot.credentials.get(username)

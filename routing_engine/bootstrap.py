@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import secrets
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,13 +22,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from routing_engine import lrn, metrics, validation
+from routing_engine import auth, destinations, lrn, metrics, validation
 from routing_engine.adapters import lrn_sources, postgres, redis_store
 from routing_engine.adapters.health import HealthView
 from routing_engine.adapters.money import Limits, Wallet
 from routing_engine.adapters.quality import Outcome, QualityView
 from routing_engine.adapters.quality import record as record_outcomes
-from routing_engine.adapters.registrations import Defence, RegistrationStore
+from routing_engine.adapters.registrations import BlockCache, Defence, RegistrationStore
 from routing_engine.adapters.snapshots import SnapshotFollower, SnapshotStore
 from routing_engine.cdr import CdrRecord
 from routing_engine.decision import LrnLookup
@@ -146,12 +147,45 @@ class App:
     wallet: Any = None
     health: Any = None
     quality: Any = None
+    blocks: BlockCache | None = None
     # checked against for unknown digest users, so they fail exactly like a wrong password
     unknown_user_ha1: str = field(default_factory=lambda: secrets.token_hex(16))
     _spool: Path = field(init=False)
+    _guard: destinations.Guard = field(init=False)
+    _peers: tuple[str, auth.Peers] | None = field(default=None, init=False)
+    _resolved: dict[str, tuple[float, list[str]]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self._spool = spool_dir(self.settings)
+        self._guard = destinations.from_settings(self.settings)
+
+    def is_peer(self, source_ip: str) -> bool:
+        """Is this address a customer ACL entry or a vendor gateway of the snapshot in service?"""
+        snapshot = self.snapshot()
+        if self._peers is None or self._peers[0] != snapshot.version:
+            self._peers = (snapshot.version, auth.peers(snapshot))
+        return source_ip in self._peers[1]
+
+    def destination_refusal(self, host: str, port: int) -> str | None:
+        """Why SIP may not be sent to host:port (None: it may). A name is resolved here (as
+        Kamailio would resolve it) and every address it has is checked; answers are kept a minute."""
+        if destinations.parse_ip(host) is not None:
+            return self._guard.refusal(host, port)
+        now = time.monotonic()
+        cached = self._resolved.get(host)
+        if cached is None or cached[0] < now:
+            try:
+                addresses = sorted({str(a[4][0]) for a in socket.getaddrinfo(host, port, proto=socket.IPPROTO_UDP)})
+            except (OSError, UnicodeError):
+                addresses = []
+            cached = (now + 60, addresses)
+            self._resolved[host] = cached
+        if not cached[1]:
+            return f"{host[:60]!r} does not resolve"
+        for address in cached[1]:
+            if (why := self._guard.refusal(address, port)) is not None:
+                return f"{host[:60]} is {address}: {why}"
+        return None
 
     def snapshot(self) -> RoutingSnapshot:
         return self.follower.get()
@@ -218,9 +252,10 @@ def build_app(environ: Mapping[str, str] | None = None) -> App:
     log.info("routing snapshot %s loaded: %d trunks, %d vendors, %d plans", snapshot.version,
              len(snapshot.trunks), len(snapshot.vendors), len(snapshot.plans))
     a = settings.auth
+    defence = Defence(client, a.failures_before_block, a.failure_window_s, a.block_s)
     follower = SnapshotFollower(snapshot_store(settings), snapshot, settings.snapshot.check_interval_ms / 1000)
     quality = quality_view(settings, client)
     return App(settings, stream, follower, lrn_lookup(settings, client), health=HealthView(client), quality=quality,
                registrations=RegistrationStore(client),
-               defence=Defence(client, a.failures_before_block, a.failure_window_s, a.block_s),
+               defence=defence, blocks=BlockCache(defence, a.block_refresh_ms / 1000),
                limits=Limits(client), wallet=Wallet(client))

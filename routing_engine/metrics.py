@@ -49,6 +49,11 @@ LIMIT_REFUSALS = Counter("warp_limit_refusals", "Calls refused by a CPS or concu
 AUTH_FAILURES = Counter("warp_auth_failures", "Digest failures and requests from blocked sources", ["kind"],
                         registry=None)
 IP_BLOCKS = Counter("warp_ip_blocks", "Source addresses blocked for repeated digest failures", registry=None)
+FLOOD_DROPS = Counter("warp_flood_drops", "Seconds in which a source address went over its flood limit "
+                      "(its further requests that second dropped unanswered)", registry=None)
+IN_DIALOG_REFUSED = Counter("warp_sip_refused", "Requests not relayed: in-dialog requests that belong to no call "
+                            "of ours or come from neither side (foreign), and relays to a forbidden "
+                            "destination (destination)", ["kind"], registry=None)
 DECISION_SECONDS = Histogram("warp_routing_decision_seconds", "Time to decide an INVITE (decide_invite)",
                              buckets=_LATENCY, registry=None)
 LRN_LOOKUPS = Counter("warp_lrn_lookups", "LRN lookups of NANP numbers by result (cache_hit, dip, failed)",

@@ -52,6 +52,16 @@ class SipSettings:
     # Networks ('10.0.0.0/8', '192.0.2.7/32:6379') SIP is never sent to, beside the node's own
     # services, which are always refused (routing_engine/destinations.py).
     forbidden_destinations: tuple[str, ...] = ()
+    # Flood limits per source IP and node, over every request kind (requests per second; past
+    # them requests are dropped unanswered). Peers are customer ACL addresses, vendor gateways
+    # and addresses that proved a digest credential on this node.
+    flood_rps: int = 20
+    flood_peer_rps: int = 2000
+    # TCP: a connection lives this long without traffic, unless a peer uses it (then the peer
+    # lifetime applies); at most this many connections in all.
+    tcp_lifetime_s: int = 30
+    tcp_peer_lifetime_s: int = 3605
+    tcp_max_connections: int = 4096
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,8 @@ class AuthSettings:
     # Nonce secret shared by every node (so a nonce from one node verifies on another);
     # empty: each Kamailio makes its own at start.
     nonce_secret: str = ""
+    nonce_expire_s: int = 30        # a challenge's nonce is good this long, once (one_time_nonce)
+    block_refresh_ms: int = 1000    # how often a SIP worker re-reads the shared block list
     failures_before_block: int = 5  # digest failures from one source IP within the window...
     failure_window_s: int = 60
     block_s: int = 600              # ...block it (all nodes) for this long

@@ -232,6 +232,9 @@ def kamailio_command(settings: Settings, run_dir: Path) -> list[str]:
         "WARP_MAX_DURATION": str(s.max_call_duration_s),
         "WARP_SERVER_HEADER": f'"Server: {s.server_header}"',
         "WARP_USER_AGENT_HEADER": f'"User-Agent: {s.server_header}"',
+        "WARP_NONCE_EXPIRE": str(settings.auth.nonce_expire_s),
+        "WARP_TCP_LIFETIME": str(s.tcp_lifetime_s),
+        "WARP_TCP_MAX_CONNECTIONS": str(s.tcp_max_connections),
     }
     m = settings.media
     if m.enabled:  # the rtpengine module is loaded only then (kamailio.cfg: #!ifdef WARP_RTPENGINE_SOCK)

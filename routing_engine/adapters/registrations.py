@@ -13,6 +13,7 @@ delivery and the per-trunk limits anyway, and one small hash per trunk is easy t
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from routing_engine.inbound import Contact
 from routing_engine.registrar import Plan
 
 KEY = "warp:reg:{}"
+log = logging.getLogger("warp.defence")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +120,11 @@ class Defence:
         pipe.zcard(cls.BLOCKED)
         return int(pipe.execute()[1])
 
+    def blocked_until(self, now: float) -> dict[str, float]:
+        """Every source blocked at ``now``, with the moment its block ends."""
+        return {str(ip): float(until) for ip, until in
+                self.client.zrangebyscore(self.BLOCKED, now, "+inf", withscores=True)}
+
     def blocks(self) -> list[tuple[str, int]]:
         out = []
         for key in self.client.scan_iter(match=self.BLOCK.format("*"), count=500):
@@ -129,6 +136,31 @@ class Defence:
     def clear(self, ip: str) -> bool:
         self.client.zrem(self.BLOCKED, ip)
         return bool(self.client.delete(self.BLOCK.format(ip), self.FAILS.format(ip)))
+
+
+class BlockCache:
+    """The blocked sources as one SIP worker sees them: read from Redis at most every
+    ``refresh_s``, so a request costs no round trip and a block reaches every worker of every
+    node within ``refresh_s``. Redis unavailable: the last list read stays in force."""
+
+    def __init__(self, defence: Defence, refresh_s: float) -> None:
+        self.defence = defence
+        self.refresh_s = refresh_s
+        self._until: dict[str, float] = {}
+        self._next = 0.0
+
+    def blocked(self, ip: str, now: float) -> bool:
+        if now >= self._next:
+            self._next = now + self.refresh_s
+            try:
+                self._until = self.defence.blocked_until(now)
+            except Exception as exc:
+                log.warning("block list not refreshed, Redis unavailable: %s", exc)
+        return self._until.get(ip, 0.0) > now
+
+    def add(self, ip: str, until: float) -> None:
+        """A block this worker just placed, in force here at once."""
+        self._until[ip] = until
 
 
 def connect_errors() -> tuple[type[Exception], ...]:
