@@ -66,25 +66,36 @@ def prepare_snapshot(settings: Settings) -> str:
     except Exception as exc:
         if published is None:
             raise
+        unreadable = store.readable(published.version)
+        if unreadable is not None:
+            # never misread: a file of another code version or schema cannot stand in for Postgres
+            raise RuntimeError(f"Postgres unreachable ({exc}) and the published snapshot {published.version} "
+                               f"cannot be used: {unreadable}") from exc
         log.warning("Postgres unreachable (%s): starting on published snapshot %s", exc, published.version)
         return published.version
     found = validation.problems(snapshot)
     if found:
         for problem in found[:50]:
             log.error("configuration problem: %s", problem)
-        if published is not None:
+        if published is not None and (unreadable := store.readable(published.version)) is None:
             log.error("configuration in Postgres is invalid: starting on published snapshot %s", published.version)
             return published.version
-        log.error("configuration in Postgres is invalid and nothing was published before: starting on it")
+        if published is not None:
+            log.error("published snapshot %s refused (%s): rebuilding it from Postgres", published.version, unreadable)
+        log.error("configuration in Postgres is invalid and no usable snapshot was published before: starting on it")
     store.publish(snapshot)
     return snapshot.version
 
 
 def initial_snapshot(settings: Settings) -> RoutingSnapshot:
-    """The snapshot in service, mapped from its published file (see prepare_snapshot)."""
+    """The snapshot in service, mapped from its published file (see prepare_snapshot). A file
+    this code cannot read (another code version or schema) is rebuilt from Postgres first."""
     store = snapshot_store(settings)
     published = store.current()
-    if published is None:
+    if published is None or store.readable(published.version) is not None:
+        if published is not None:
+            log.warning("published snapshot %s refused (%s): rebuilding it", published.version,
+                        store.readable(published.version))
         prepare_snapshot(settings)  # a process started without Kamailio's mod_init (tools, tests)
         published = store.current()
         assert published is not None

@@ -48,6 +48,11 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return found
 
 
+def latest(directory: Path = MIGRATIONS_DIR) -> str:
+    """The newest migration this code knows: the schema it expects."""
+    return discover(directory)[-1].version
+
+
 def apply(conn: psycopg.Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
     """Apply pending migrations; returns the versions applied now."""
     migrations = discover(directory)

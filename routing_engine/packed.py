@@ -17,6 +17,7 @@ business (adapters/snapshots.py).
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import struct
 from bisect import bisect_left
@@ -30,8 +31,11 @@ from uuid import UUID
 
 from routing_engine.snapshot import CustomerRate, Location, RatePlan, RoutingSnapshot, VendorRate
 
-MAGIC = b"WARPSNP1"
-_HEADER = struct.Struct("<8sQ")  # magic, offset of the table of contents
+MAGIC = b"WARPSNP2"
+# magic, the format id (this code's layout), the schema it was built from (the last migration),
+# offset of the table of contents
+_HEADER = struct.Struct("<8s16s64sQ")
+PACK_FORMAT = 2  # raise on any change to the tables below or to what the contents hold
 _SPAN = 10**15
 _MAX_DIGITS = 15
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -50,6 +54,53 @@ _CACHE_LIMIT = 65_536  # decoded rows kept per table in a process; cleared when 
 
 class PackError(ValueError):
     """A value the packed form cannot hold exactly (the snapshot is then not published)."""
+
+
+class FormatMismatch(ValueError):
+    """A snapshot file written by another version of this code, or from another schema: it is
+    refused (and rebuilt from Postgres), never read as if it were ours."""
+
+
+def _layout() -> bytes:
+    """This code's snapshot layout: the pack format and every value class a snapshot pickles,
+    field by field, so a changed dataclass changes the id without anyone remembering to."""
+    import dataclasses
+    import enum
+
+    from routing_engine import media, snapshot
+
+    parts = [f"pack:{PACK_FORMAT}"]
+    for module in (snapshot, media):
+        for name, value in sorted(vars(module).items()):
+            if isinstance(value, type) and dataclasses.is_dataclass(value):
+                parts.append(f"{name}(" + ",".join(f"{f.name}:{f.type}" for f in dataclasses.fields(value)) + ")")
+            elif isinstance(value, type) and issubclass(value, enum.Enum) and value.__module__ == module.__name__:
+                parts.append(f"{name}[" + ",".join(f"{m.name}={m.value}" for m in value) + "]")
+    return hashlib.sha256("\n".join(parts).encode()).digest()[:16]
+
+
+LAYOUT = _layout()
+
+
+def header(buffer: Any) -> tuple[bytes, str]:
+    """(format id, schema) a packed file says it was written with."""
+    buf = memoryview(buffer)
+    if len(buf) < _HEADER.size:
+        raise FormatMismatch("not a packed routing snapshot (too short)")
+    magic, layout, schema, _ = _HEADER.unpack_from(buf, 0)
+    if magic != MAGIC:
+        raise FormatMismatch(f"not a snapshot of this format (magic {bytes(magic)[:8]!r}, this code writes {MAGIC!r})")
+    return bytes(layout), schema.rstrip(b"\0").decode(errors="replace")
+
+
+def check(buffer: Any, schema: str) -> None:
+    """Refuse a file this code did not write for this schema."""
+    layout, written_for = header(buffer)
+    if layout != LAYOUT:
+        raise FormatMismatch(f"written by another version of the code (format {layout.hex()}, "
+                             f"this code reads {LAYOUT.hex()})")
+    if written_for != schema:
+        raise FormatMismatch(f"built from schema {written_for or '?'}, this code expects {schema}")
 
 
 def _key(digits: str) -> int | None:
@@ -268,8 +319,9 @@ def _location_bytes(location: Location) -> bytes:
 
 # ------------------------------------------------------------------ files
 
-def write(snapshot: RoutingSnapshot, out: IO[bytes]) -> None:
-    """Write ``snapshot`` in packed form to ``out`` (a binary file at position 0)."""
+def write(snapshot: RoutingSnapshot, out: IO[bytes], schema: str = "") -> None:
+    """Write ``snapshot`` in packed form to ``out`` (a binary file at position 0); ``schema``
+    names the database schema it was built from (the last migration)."""
     vendor_ids = tuple(snapshot.vendors)
     numbers = {vid: n for n, vid in enumerate(vendor_ids)}
     index: dict[str, list[bytes]] = {}
@@ -278,7 +330,9 @@ def write(snapshot: RoutingSnapshot, out: IO[bytes]) -> None:
             index.setdefault(prefix, []).append(
                 _GROUP.pack(numbers[vid], len(rows)) + b"".join(_pack_rate(r) for r in rows))
     tables: dict[str, tuple[int, int, int, int]] = {}
-    out.write(_HEADER.pack(MAGIC, 0))
+    if len(schema.encode()) > 64:
+        raise PackError(f"schema name too long: {schema[:80]}")
+    out.write(_HEADER.pack(MAGIC, LAYOUT, schema.encode(), 0))
 
     def section(name: str, rows: Iterable[tuple[str, bytes]]) -> None:
         keys, size, values = _table_bytes(rows)
@@ -302,7 +356,7 @@ def write(snapshot: RoutingSnapshot, out: IO[bytes]) -> None:
     toc_at = _align(out)
     out.write(pickle.dumps(toc, protocol=pickle.HIGHEST_PROTOCOL))
     out.seek(0)
-    out.write(_HEADER.pack(MAGIC, toc_at))
+    out.write(_HEADER.pack(MAGIC, LAYOUT, schema.encode(), toc_at))
 
 
 def _align(out: IO[bytes]) -> int:
@@ -312,12 +366,17 @@ def _align(out: IO[bytes]) -> int:
     return out.tell()
 
 
-def read(buffer: Any) -> RoutingSnapshot:
-    """The snapshot in a packed buffer (bytes or a read-only mmap); its tables read the buffer in place."""
+def read(buffer: Any, schema: str | None = None) -> RoutingSnapshot:
+    """The snapshot in a packed buffer (bytes or a read-only mmap); its tables read the buffer in
+    place. A file of another code version is refused (FormatMismatch), and of another schema too
+    when ``schema`` is given."""
     buf = memoryview(buffer)
-    magic, toc_at = _HEADER.unpack_from(buf, 0)
-    if magic != MAGIC:
-        raise ValueError("not a packed routing snapshot")
+    if schema is None:
+        if header(buf)[0] != LAYOUT:
+            check(buf, "")  # raises, naming both formats
+    else:
+        check(buf, schema)
+    toc_at = _HEADER.unpack_from(buf, 0)[3]
     toc = pickle.loads(buf[toc_at:])  # noqa: S301 - our own file, written by write()
     snapshot: RoutingSnapshot = toc["snapshot"]
     tables = {name: _Table(buf, *where) for name, where in toc["tables"].items()}

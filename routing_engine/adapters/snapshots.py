@@ -24,8 +24,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from routing_engine import metrics, packed
+from routing_engine import metrics, migrate, packed
 from routing_engine.snapshot import RoutingSnapshot
+
+SCHEMA = migrate.latest()  # the schema this code builds snapshots from
 
 log = logging.getLogger("warp.snapshots")
 
@@ -65,11 +67,11 @@ class SnapshotStore:
                          datetime.fromisoformat(data["published_at"]))
 
     def publish(self, snapshot: RoutingSnapshot) -> bool:
-        """Put ``snapshot`` in service; False if that version already is."""
+        """Put ``snapshot`` in service; False if that version already is (in this code's format)."""
         now = self.current()
-        if now is not None and now.version == snapshot.version and self.path(snapshot.version).exists():
+        if now is not None and now.version == snapshot.version and self.readable(snapshot.version) is None:
             return False
-        self._write_atomically(self.path(snapshot.version), lambda fh: packed.write(snapshot, fh))
+        self._write_atomically(self.path(snapshot.version), lambda fh: packed.write(snapshot, fh, SCHEMA))
         self._point_at(snapshot.version, snapshot.loaded_at, now.version if now else None)
         self._prune()
         return True
@@ -92,12 +94,25 @@ class SnapshotStore:
     def path(self, version: str) -> Path:
         return self.directory / f"{version}.snap"
 
+    def readable(self, version: str) -> str | None:
+        """Why this code cannot read the published file of ``version`` (None: it can): missing,
+        or written by another version of the code or from another schema."""
+        try:
+            with self.path(version).open("rb") as fh:
+                packed.check(fh.read(4096), SCHEMA)
+        except FileNotFoundError:
+            return "no such file"
+        except packed.FormatMismatch as exc:
+            return str(exc)
+        return None
+
     def load(self, version: str) -> RoutingSnapshot:
         """The published version, its tables read in place from a shared read-only map of its file
-        (the map lives as long as the snapshot does; unlinking the file later does not disturb it)."""
+        (the map lives as long as the snapshot does; unlinking the file later does not disturb it).
+        A file of another code version or schema raises packed.FormatMismatch."""
         with self.path(version).open("rb") as fh:
             mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        return packed.read(mapped)
+        return packed.read(mapped, SCHEMA)
 
     def _prune(self) -> None:
         now = self.current()

@@ -1,10 +1,14 @@
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
+import pytest
 
-from routing_engine import demo
+from routing_engine import bootstrap, demo
 from routing_engine.adapters import postgres
 from routing_engine.decision import CallRequest, Reject, Relay, decide_invite
+from routing_engine.settings import load_settings
+from tests.conftest import test_environ
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
 
@@ -76,3 +80,35 @@ def test_deleted_rows_are_not_in_the_snapshot(db: psycopg.Connection) -> None:
     db.execute("UPDATE routing.providers SET deleted_at = now() WHERE name = 'vendor-alpha'")
     snapshot = postgres.load_snapshot(db, NOW)
     assert "vendor-alpha" not in {v.name for v in snapshot.vendors.values()}
+
+
+def _old_format(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[8:24] = b"\x02" * 16  # the format id of some other code version
+    path.write_bytes(bytes(data))
+
+
+def test_a_published_file_of_another_code_version_is_rebuilt_from_postgres(db: psycopg.Connection,
+                                                                          tmp_path: Path) -> None:
+    demo.load(db)
+    settings = load_settings(environ={**test_environ(), "WARP_STACK__DATA_DIR": str(tmp_path)})
+    version = bootstrap.prepare_snapshot(settings)
+    store = bootstrap.snapshot_store(settings)
+    _old_format(store.path(version))
+    assert store.readable(version) is not None
+    assert bootstrap.prepare_snapshot(settings) == version  # same data: same version, rewritten
+    assert store.readable(version) is None
+    assert bootstrap.initial_snapshot(settings).version == version
+
+
+def test_postgres_down_and_only_a_file_of_another_code_version_refuses_to_start(db: psycopg.Connection,
+                                                                               tmp_path: Path) -> None:
+    demo.load(db)
+    settings = load_settings(environ={**test_environ(), "WARP_STACK__DATA_DIR": str(tmp_path)})
+    version = bootstrap.prepare_snapshot(settings)
+    _old_format(bootstrap.snapshot_store(settings).path(version))
+    unreachable = load_settings(environ={**test_environ(), "WARP_STACK__DATA_DIR": str(tmp_path),
+                                         "WARP_DATABASE__URL": "postgresql://warp@127.0.0.1:1/none",
+                                         "WARP_DATABASE__CONNECT_TIMEOUT_S": "1"})
+    with pytest.raises(RuntimeError, match="cannot be used: written by another version of the code"):
+        bootstrap.prepare_snapshot(unreachable)

@@ -122,3 +122,76 @@ def test_a_version_whose_file_is_missing_is_written_again(tmp_path: Path) -> Non
     assert store.publish(snapshot)
     assert store.load(snapshot.version).version == snapshot.version
     assert not list(tmp_path.glob("*.pickle"))
+
+
+# ------------------------------------------------------------------ format versions
+
+def _rewrite_header(path: Path, *, layout: bytes | None = None, schema: str | None = None) -> None:
+    import struct
+
+    from routing_engine import packed
+
+    data = bytearray(path.read_bytes())
+    magic, old_layout, old_schema, toc = struct.unpack_from("<8s16s64sQ", data, 0)
+    struct.pack_into("<8s16s64sQ", data, 0, magic, layout or old_layout,
+                     (schema.encode() if schema is not None else old_schema), toc)
+    path.write_bytes(bytes(data))
+    assert packed.header(bytes(data))[0] == (layout or old_layout)
+
+
+def test_a_file_written_by_another_code_version_is_refused_never_misread(tmp_path: Path) -> None:
+    from routing_engine import packed
+
+    store = SnapshotStore(tmp_path)
+    snapshot = valid_world().snapshot()
+    store.publish(snapshot)
+    _rewrite_header(store.path(snapshot.version), layout=b"\x01" * 16)
+    assert "another version of the code" in (store.readable(snapshot.version) or "")
+    with pytest.raises(packed.FormatMismatch, match="format 0101"):
+        store.load(snapshot.version)
+    # publishing the same version again rewrites the file in this code's format
+    assert store.publish(snapshot)
+    assert store.readable(snapshot.version) is None
+    assert store.load(snapshot.version).version == snapshot.version
+
+
+def test_a_file_built_from_another_schema_is_refused(tmp_path: Path) -> None:
+    from routing_engine import packed
+
+    store = SnapshotStore(tmp_path)
+    snapshot = valid_world().snapshot()
+    store.publish(snapshot)
+    _rewrite_header(store.path(snapshot.version), schema="0001_schemas_and_core_tables")
+    assert "built from schema 0001_schemas_and_core_tables" in (store.readable(snapshot.version) or "")
+    with pytest.raises(packed.FormatMismatch):
+        store.load(snapshot.version)
+
+
+def test_the_format_id_follows_the_snapshot_classes_fields() -> None:
+    import dataclasses
+
+    from routing_engine import packed, snapshot
+
+    before = packed._layout()
+    original = snapshot.Credential
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Credential:  # the same class with one more field
+        username: str
+        trunk_id: object
+        ha1: str
+        extra: int = 0
+
+    snapshot.Credential = Credential  # type: ignore[misc]
+    try:
+        assert packed._layout() != before
+    finally:
+        snapshot.Credential = original  # type: ignore[misc]
+    assert packed._layout() == before == packed.LAYOUT
+
+
+def test_an_old_magic_is_refused_with_its_reason() -> None:
+    from routing_engine import packed
+
+    with pytest.raises(packed.FormatMismatch, match="WARPSNP1"):
+        packed.read(b"WARPSNP1" + b"\0" * 200)
