@@ -325,6 +325,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         KSR.dialog.dlg_manage()
         ctx = decision.context
         call = {
+            "cdr_id": str(uuid.uuid4()),  # the call's identity: its Call-ID is the caller's choice
             "call_id": request.call_id, "direction": "inbound", "invite_at": now.isoformat(),
             "dialed": request.dialed, "caller": request.caller,
             "account_id": str(ctx.account_id), "trunk_id": str(ctx.trunk_id),
@@ -355,7 +356,11 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         return 1
 
     def _relay(self, request: CallRequest, decision: Relay, now: datetime) -> int:
-        admitted = admission.admit(self._app(), request.call_id, decision, now)
+        # The call's identity, given here and kept in its dialog: its limits place, its funds, its
+        # charge and its CDR are all keyed by it. A Call-ID is the caller's choice, and two calls
+        # may share one (a new From tag on a known Call-ID is a new call).
+        cdr_id = uuid.uuid4()
+        admitted = admission.admit(self._app(), cdr_id, request.call_id, decision, now)
         if isinstance(admitted, admission.Refused):
             self._refuse(request, now, admitted.reject, headers=admitted.headers)
             return 1
@@ -367,6 +372,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         KSR.dialog.dlg_set_timeout(max_s)  # the dialog module sends BYE both ways when it runs out
         ctx = decision.context
         call = {
+            "cdr_id": str(cdr_id),
             "limited": True,
             "reserved": reserved,
             "max_s": max_s,
@@ -437,7 +443,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             outcomes = [Outcome(ids[a.vendor], a.code == 200, seconds if a.code == 200 else 0, a.pdd_ms, destination)
                         for a in attempts if a.vendor in ids and a.code != 487]
         record = self._cdr_from_call(call, code, reason, end_at, answer_at, attempts, hangup_side, q850)
-        release = (call["call_id"], call["trunk_id"], call["account_id"]) if call.get("limited") else None
+        release = (record.cdr_id, call["trunk_id"], call["account_id"]) if call.get("limited") else None
         self._app().end_call(dataclasses.replace(record, media=media.finish(self._app(), call)), release, outcomes)
 
     # ------------------------------------------------------------------ replies and failures
@@ -596,7 +602,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         pdd = pdd_ms(datetime.fromisoformat(call["invite_at"]), datetime.fromisoformat(ringing)) if ringing else None
         return CdrRecord.from_fields({
             **fields,
-            "cdr_id": str(uuid.uuid4()),
+            "cdr_id": call.get("cdr_id") or str(uuid.uuid4()),
             "node": self._app().settings.node.name,
             "from_raw": call.get("caller") or "",
             "to_raw": call.get("dialed") or "",
