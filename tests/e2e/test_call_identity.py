@@ -166,7 +166,9 @@ def test_second_call_with_the_same_call_id_gets_402_when_the_funds_pay_for_one(
                       service=DIALED, keys={"caller": CALLER}, extra=shared)
         assert second.wait() == 0, second.report()
         assert "402 Insufficient funds" in second.trace()
-        # the refusal gave back nothing of the first call's: its place and its funds are still held
+        # the refusal gave back nothing of the first call's, neither at once nor when the emitter
+        # wrote the refusal's CDR: its place and its funds are still held
+        assert cdrs(module_db, shared[1], 1)[0]["sip_code"] == 402
         assert limits.active(trunk, account, time.time()) == (1, 1)
         assert wallet.reserved(account) == to_micros(Decimal("0.06"))
         assert held.wait() == 0, held.report()
@@ -180,7 +182,7 @@ def test_second_call_with_the_same_call_id_gets_402_when_the_funds_pay_for_one(
 
 
 def test_second_concurrent_call_with_the_same_call_id_meets_the_call_limit(
-        node: Node, tmp_path: Path, clean_redis: redis.Redis,
+        node: Node, tmp_path: Path, module_db: psycopg.Connection, clean_redis: redis.Redis,
         world: dict[str, tuple[uuid.UUID, uuid.UUID]]) -> None:
     account, trunk = world["conc"]
     limits = Limits(clean_redis)
@@ -192,9 +194,12 @@ def test_second_concurrent_call_with_the_same_call_id_meets_the_call_limit(
                       service=DIALED, keys={"caller": CALLER}, extra=shared)
         assert second.wait() == 0, second.report()
         assert "503 Call limit reached" in second.trace() and "Retry-After: 5" in second.trace()
-        assert limits.active(trunk, account, time.time()) == (1, 1)  # the first call keeps its place
+        # the first call keeps its place, also once the refusal's CDR is written
+        assert cdrs(module_db, shared[1], 1)[0]["sip_code"] == 503
+        assert limits.active(trunk, account, time.time()) == (1, 1)
         assert held.wait() == 0, held.report()
         assert gateway.wait() == 0 and len(gateway.received("INVITE")) == 1
+    assert sorted(r["sip_code"] for r in cdrs(module_db, shared[1], 2)) == [200, 503]
     wait_for(lambda: limits.active(trunk, account, time.time()) == (0, 0), 5, "the counters to return to zero")
 
 
