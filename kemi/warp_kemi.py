@@ -321,7 +321,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             self._refuse(request, now, decision, direction="inbound")
             return 1
         vendor = snapshot.vendors.get(gateway.vendor_id)
-        _hide_topology(request.call_id, snapshot.trunks.get(decision.context.trunk_id))
+        _hide_topology(request, snapshot.trunks.get(decision.context.trunk_id))
         KSR.dialog.dlg_manage()
         ctx = decision.context
         call = {
@@ -365,7 +365,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             self._refuse(request, now, admitted.reject, headers=admitted.headers)
             return 1
         reserved, max_s = admitted.reserved_micros, admitted.max_s
-        _hide_topology(request.call_id, self._app().snapshot().trunks.get(decision.context.trunk_id))
+        _hide_topology(request, self._app().snapshot().trunks.get(decision.context.trunk_id))
         # name a timeout route, so that the call's end is reported before the dialog module's BYEs
         KSR.pv.sets("$dlg_ctx(timeout_route)", "warp-timeout")
         KSR.dialog.dlg_manage()
@@ -524,7 +524,9 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         topology hiding off are left as they are. Not _guarded: nothing may be answered here,
         and on any doubt the message is hidden."""
         try:
-            if KSR.htable.sht_is_null(topology.SKIP_TABLE, _pv("$ci")) == -1:
+            call_id = _pv("$ci")
+            if any(KSR.htable.sht_is_null(topology.SKIP_TABLE, topology.skip_key(call_id, tag)) == -1
+                   for tag in (_pv("$ft"), _pv("$tt")) if tag):
                 KSR.set_drop()  # 'drop' in this event means: skip topology hiding
         except Exception:
             pass
@@ -621,9 +623,9 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         })
 
 
-def _hide_topology(call_id: str, trunk: Any) -> None:
+def _hide_topology(request: CallRequest, trunk: Any) -> None:
     if not topology.hides(trunk):
-        KSR.htable.sht_sets(topology.SKIP_TABLE, call_id, "1")
+        KSR.htable.sht_sets(topology.SKIP_TABLE, topology.skip_key(request.call_id, _pv("$ft")), "1")
 
 
 def _canonical_ip(text: str) -> str:

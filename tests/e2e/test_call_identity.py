@@ -28,6 +28,7 @@ from tests.e2e.harness import (
     Node,
     Rtpengine,
     Sipp,
+    header,
     kamailio_node,
     rtpengine,
     scenario_expecting,
@@ -39,7 +40,7 @@ from tests.e2e.harness import (
 pytestmark = pytest.mark.e2e
 
 NODE = "127.0.6.1"
-SHARE_A, SHARE_B, PREPAID, CONC = "127.0.6.11", "127.0.6.12", "127.0.6.13", "127.0.6.14"
+SHARE_A, SHARE_B, PREPAID, CONC, EXPOSED = "127.0.6.11", "127.0.6.12", "127.0.6.13", "127.0.6.14", "127.0.6.15"
 MEDIA_X, MEDIA_Y = "127.0.6.21", "127.0.6.22"
 RELAY = "127.0.6.30"
 VENDOR_A, VENDOR_B = "127.0.6.41", "127.0.6.42"
@@ -68,10 +69,12 @@ def world(module_db: psycopg.Connection) -> dict[str, tuple[uuid.UUID, uuid.UUID
         "prepaid": provision.customer(db, "ID-PRE", f"{PREPAID}/32", plans[VENDOR_A], billing_type="prepaid",
                                       credit_limit="0", rate_plan=per_second),
         "conc": provision.customer(db, "ID-CONC", f"{CONC}/32", plans[VENDOR_A]),
+        "exposed": provision.customer(db, "ID-EXP", f"{EXPOSED}/32", plans[VENDOR_A]),
         "x": provision.customer(db, "ID-X", f"{MEDIA_X}/32", plans[MEDIA_VENDOR_X]),
         "y": provision.customer(db, "ID-Y", f"{MEDIA_Y}/32", plans[MEDIA_VENDOR_Y]),
     }
     db.execute("UPDATE trunks.trunks SET max_concurrent = 1 WHERE id = %s", (ids["conc"][1],))
+    db.execute("UPDATE trunks.trunks SET topology_hiding = false WHERE id = %s", (ids["exposed"][1],))
     db.execute("UPDATE trunks.trunks SET media_anchor = 'always' WHERE id IN (%s, %s)", (ids["x"][1], ids["y"][1]))
     return ids
 
@@ -238,6 +241,27 @@ def test_ending_one_call_keeps_the_media_of_another_with_the_same_call_id(
     # each call's statistics are its own legs' only
     assert long_cdr["media"]["from_customer"] > short_cdr["media"]["from_customer"] > 0
     wait_for(lambda: relay.calls() == [], 5, "rtpengine's session list to be empty")
+
+
+def test_a_call_id_used_before_by_a_trunk_without_topology_hiding_does_not_expose_another_call(
+        node: Node, tmp_path: Path) -> None:
+    """Topology hiding is skipped per call; keyed by Call-ID alone, a hidden customer's call
+    whose Call-ID an exposed trunk's call had used (for hours after that call) went unhidden."""
+    shared = same_call_id("topology")
+    seen: dict[str, str] = {}
+    for customer in (EXPOSED, SHARE_A):  # a vendor SIPp each: SIPp takes one Call-ID as one call
+        with vendor("vendor_answer.xml", VENDOR_A, tmp_path) as gateway:
+            uac = answered(node, customer, tmp_path, shared, hold_ms=200)
+            assert uac.wait() == 0, uac.report()
+            assert gateway.wait() == 0, gateway.report()
+            seen[customer] = gateway.received("INVITE")[0]
+    hidden, seen_exposed, seen_hidden = uac, seen[EXPOSED], seen[SHARE_A]
+    routing = ("Via", "Record-Route", "Contact", "Route")
+    assert any(EXPOSED in h for h in header(seen_exposed, "Contact"))  # that trunk's choice
+    assert not [h for name in routing for h in header(seen_hidden, name) if SHARE_A in h], seen_hidden
+    assert header(seen_hidden, "Record-Route") == [] and len(header(seen_hidden, "Via")) == 1
+    for reply in hidden.received("SIP/2.0"):
+        assert not [h for name in routing for h in header(reply, name) if VENDOR_A in h], reply
 
 
 def test_no_python_exception_escaped(node: Node) -> None:
