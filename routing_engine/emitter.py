@@ -151,9 +151,9 @@ class PostgresSink(Sink):
     With a wallet, it first settles the calls that reserved funds: the exact charge, once per
     call (by CDR id, the identity the call's funds and places are held under: never the Call-ID,
     which calls may share), and the reservation released. With limits, it releases each finished
-    call's place in
-    the concurrency counters again: the SIP worker released it at the call's end unless Redis
-    was down then, and a CDR spooled during an outage reaches this point only once Redis is back.
+    call's place in the concurrency counters again: the SIP worker released it at the call's end
+    unless Redis was down then, and a CDR spooled during an outage reaches this point only once
+    Redis is back.
     Settling before the insert and acknowledging after it means a crash anywhere repeats only
     idempotent steps.
     """
