@@ -10,9 +10,12 @@ warp_kemi.py calls four hooks; everything media does lives here:
                    in dialog): a 18x/2xx SDP answers the request's offer, or is the offer
                    itself when the request had none.
 - ``finish``       every end of a call (BYE, CANCEL, final failure, dialog timeout): the
-                   session's statistics are read and the session deleted, by Call-ID through the
-                   ng protocol, which works even where no SIP message of the call is at hand
-                   (the dialog timeout runs on a faked message).
+                   session's statistics are read and the session deleted, by Call-ID and the
+                   caller's From tag through the ng protocol, which works even where no SIP
+                   message of the call is at hand (the dialog timeout runs on a faked message).
+                   The From tag matters: two calls may share a Call-ID (rtpengine then holds them
+                   as one session with a leg per tag), and ending one must not end the other's
+                   media.
 
 Which side sent an SDP decides its flags (routing_engine.media.ng_flags). Every failure to reach
 or use rtpengine is counted in one place: routing_engine.adapters.media_failures.count.
@@ -154,15 +157,16 @@ def finish(app: Any, call: dict[str, Any]) -> str | None:
         out["late_offer"] = True
     if not state.get("anchor"):
         return json.dumps(out, separators=(",", ":"))
+    caller = state.get("caller_tag", "")
     try:
         client = _client(app)
         try:
-            out.update(call_stats(client.query(call["call_id"]), state.get("caller_tag", "")))
+            out.update(call_stats(client.query(call["call_id"], caller), caller))
         except NgError as exc:
             out["stats"] = "unavailable"
             log.info("call %s: no media statistics: %s", call["call_id"], exc)
         try:
-            client.delete(call["call_id"])
+            client.delete(call["call_id"], caller)
         except NgError as exc:
             # a late-offer call that never got its 200 has no session: nothing failed then
             if "Unknown call-id" not in str(exc):

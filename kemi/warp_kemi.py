@@ -394,11 +394,12 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             self._refuse(request, now, decision, direction="inbound")
             return 1
         vendor = snapshot.vendors.get(gateway.vendor_id)
-        _hide_topology(request.call_id, snapshot.trunks.get(decision.context.trunk_id))
+        _hide_topology(request, snapshot.trunks.get(decision.context.trunk_id))
         KSR.dialog.dlg_manage()
         KSR.pv.sets(PEERS_VAR, _canonical_ip(request.source_ip))
         ctx = decision.context
         call = {
+            "cdr_id": str(uuid.uuid4()),  # the call's identity: its Call-ID is the caller's choice
             "call_id": request.call_id, "direction": "inbound", "invite_at": now.isoformat(),
             "dialed": request.dialed, "caller": request.caller,
             "account_id": str(ctx.account_id), "trunk_id": str(ctx.trunk_id),
@@ -430,12 +431,16 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         return 1
 
     def _relay(self, request: CallRequest, decision: Relay, now: datetime) -> int:
-        admitted = admission.admit(self._app(), request.call_id, decision, now)
+        # The call's identity, given here and kept in its dialog: its limits place, its funds, its
+        # charge and its CDR are all keyed by it. A Call-ID is the caller's choice, and two calls
+        # may share one (a new From tag on a known Call-ID is a new call).
+        cdr_id = uuid.uuid4()
+        admitted = admission.admit(self._app(), cdr_id, request.call_id, decision, now)
         if isinstance(admitted, admission.Refused):
             self._refuse(request, now, admitted.reject, headers=admitted.headers)
             return 1
         reserved, max_s = admitted.reserved_micros, admitted.max_s
-        _hide_topology(request.call_id, self._app().snapshot().trunks.get(decision.context.trunk_id))
+        _hide_topology(request, self._app().snapshot().trunks.get(decision.context.trunk_id))
         # name a timeout route, so that the call's end is reported before the dialog module's BYEs
         KSR.pv.sets("$dlg_ctx(timeout_route)", "warp-timeout")
         KSR.dialog.dlg_manage()
@@ -443,6 +448,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         KSR.dialog.dlg_set_timeout(max_s)  # the dialog module sends BYE both ways when it runs out
         ctx = decision.context
         call = {
+            "cdr_id": str(cdr_id),
             "limited": True,
             "reserved": reserved,
             "max_s": max_s,
@@ -513,7 +519,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             outcomes = [Outcome(ids[a.vendor], a.code == 200, seconds if a.code == 200 else 0, a.pdd_ms, destination)
                         for a in attempts if a.vendor in ids and a.code != 487]
         record = self._cdr_from_call(call, code, reason, end_at, answer_at, attempts, hangup_side, q850)
-        release = (call["call_id"], call["trunk_id"], call["account_id"]) if call.get("limited") else None
+        release = (record.cdr_id, call["trunk_id"], call["account_id"]) if call.get("limited") else None
         self._app().end_call(dataclasses.replace(record, media=media.finish(self._app(), call)), release, outcomes)
 
     # ------------------------------------------------------------------ replies and failures
@@ -599,7 +605,9 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         topology hiding off are left as they are. Not _guarded: nothing may be answered here,
         and on any doubt the message is hidden."""
         try:
-            if KSR.htable.sht_is_null(topology.SKIP_TABLE, _pv("$ci")) == -1:
+            call_id = _pv("$ci")
+            if any(KSR.htable.sht_is_null(topology.SKIP_TABLE, topology.skip_key(call_id, tag)) == -1
+                   for tag in (_pv("$ft"), _pv("$tt")) if tag):
                 KSR.set_drop()  # 'drop' in this event means: skip topology hiding
         except Exception:
             pass
@@ -679,7 +687,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         pdd = pdd_ms(datetime.fromisoformat(call["invite_at"]), datetime.fromisoformat(ringing)) if ringing else None
         return CdrRecord.from_fields({
             **fields,
-            "cdr_id": str(uuid.uuid4()),
+            "cdr_id": call.get("cdr_id") or str(uuid.uuid4()),
             "node": self._app().settings.node.name,
             "from_raw": call.get("caller") or "",
             "to_raw": call.get("dialed") or "",
@@ -698,9 +706,9 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         })
 
 
-def _hide_topology(call_id: str, trunk: Any) -> None:
+def _hide_topology(request: CallRequest, trunk: Any) -> None:
     if not topology.hides(trunk):
-        KSR.htable.sht_sets(topology.SKIP_TABLE, call_id, "1")
+        KSR.htable.sht_sets(topology.SKIP_TABLE, topology.skip_key(request.call_id, _pv("$ft")), "1")
 
 
 def _canonical_ip(text: str) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from routing_engine import auth, destinations, lrn, metrics, validation
 from routing_engine.adapters import lrn_sources, postgres, redis_store
@@ -209,9 +210,10 @@ class App:
             return None
         return self.quality.demotion(vendor_id, self.snapshot().vendors.keys(), destination)  # type: ignore[no-any-return]
 
-    def end_call(self, record: CdrRecord, release: tuple[str, Any, Any] | None = None,
+    def end_call(self, record: CdrRecord, release: tuple[UUID, Any, Any] | None = None,
                  outcomes: list[Outcome] | None = None) -> None:
-        """A call's end in one Redis round trip: its place in the limits freed, its vendor attempts
+        """A call's end in one Redis round trip: its place in the limits freed (``release``: the
+        call's identity, its CDR id, with its trunk and account), its vendor attempts
         added to the quality window, its CDR appended to the stream. If Redis cannot take them, the
         CDR goes to the local spool (the companion frees the call's place when it writes that CDR;
         an entry that did reach the stream as well is stored once, by CDR id) and the quality

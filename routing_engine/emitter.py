@@ -149,9 +149,11 @@ class PostgresSink(Sink):
     """Writes batches into cdr.cdrs; reconnects after a failure.
 
     With a wallet, it first settles the calls that reserved funds: the exact charge, once per
-    Call-ID, and the reservation released. With limits, it releases each finished call's place in
-    the concurrency counters again: the SIP worker released it at the call's end unless Redis
-    was down then, and a CDR spooled during an outage reaches this point only once Redis is back.
+    call (by CDR id, the identity the call's funds and places are held under: never the Call-ID,
+    which calls may share), and the reservation released. With limits, it releases each finished
+    call's place in the concurrency counters again: the SIP worker released it at the call's end
+    unless Redis was down then, and a CDR spooled during an outage reaches this point only once
+    Redis is back.
     Settling before the insert and acknowledging after it means a crash anywhere repeats only
     idempotent steps.
     """
@@ -193,9 +195,9 @@ class PostgresSink(Sink):
             for r in records:
                 if r.settle and r.account_id is not None:
                     at = (r.end_at or r.invite_at).isoformat()
-                    self.wallet.settle(r.call_id, r.account_id, to_micros(r.customer_price or Decimal(0)), at)
+                    self.wallet.settle(r.cdr_id, r.account_id, to_micros(r.customer_price or Decimal(0)), at)
         if self.limits is not None:
-            self.limits.release_many([(r.call_id, r.trunk_id, r.account_id) for r in records
+            self.limits.release_many([(r.cdr_id, r.trunk_id, r.account_id) for r in records
                                       if r.trunk_id is not None and r.account_id is not None])
         if self._conn is None or self._conn.closed:
             self._conn = postgres.connect(self.url, self.timeout_s)

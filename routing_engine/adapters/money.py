@@ -1,20 +1,27 @@
 """Limits and funds in Redis, atomic across every Kamailio node (one Lua script per step).
 
+Every record of a call here is keyed by the identity the node gave the call at its initial
+INVITE (its CDR id, a UUID), never by its Call-ID: a Call-ID is chosen by the caller, and two
+calls may share one (two customers by chance, one customer on purpose, a new From tag on a
+known Call-ID). Keyed by Call-ID, such calls shared one place in the limits, one reservation
+and one charge.
+
 Call limits
   CPS: a token bucket per trunk and per account (capacity = the limit, refilled continuously).
-  Concurrent calls: a sorted set per trunk and per account, member = Call-ID, score = the time
+  Concurrent calls: a sorted set per trunk and per account, member = the call, score = the time
   it expires if nobody releases it (a node that dies mid-call leaks nothing for long). A call
   is admitted only if every bucket has a token and every set has room; then all are taken in
   the same script, so two nodes can never both take the last place.
 
 Funds (amounts in whole millionths, so Redis does exact integer arithmetic)
   ``warp:bal:<account>``    live balance; seeded from the Postgres ledger when missing
-  ``warp:resv:<account>``   reservations of calls in progress (Call-ID -> expiry / amount)
+  ``warp:resv:<account>``   reservations of calls in progress (call -> expiry / amount)
   available = balance + credit limit (postpaid only) - reservations in force.
   A call reserves what it may spend (up to the price of the longest call allowed), and is cut
   when that runs out (the dialog timeout). At its end it is charged exactly once (a marker per
-  Call-ID), the reservation is released, and the charge is appended to the ``warp:ledger``
-  stream, which the companion writes to ``billing.balance_updates``.
+  call), the reservation is released, and the charge is appended to the ``warp:ledger``
+  stream with the call as its reference, which the companion writes to
+  ``billing.balance_updates`` (where (kind, reference) is unique).
 
 Time is passed in by the caller (``now``, seconds since the epoch).
 """
@@ -120,6 +127,25 @@ class Admission:
     scope: str = ""   # trunk | account
 
 
+def _member(call: UUID) -> str:
+    """A call's member name in the sets and hashes: its identity, never a caller's text."""
+    if not isinstance(call, UUID):
+        raise TypeError(f"a call is identified by its UUID, not by {type(call).__name__} {call!r}")
+    return str(call)
+
+
+def _by_call(scored: list[tuple[str, float]]) -> dict[UUID, float]:
+    """Members with their scores, by call (a member that is no UUID was left by an older release,
+    keyed by Call-ID: it expires on its own and is no call of ours to report)."""
+    out = {}
+    for member, score in scored:
+        try:
+            out[UUID(member)] = float(score)
+        except ValueError:
+            continue
+    return out
+
+
 class Limits:
     def __init__(self, client: Any) -> None:
         self.client = client
@@ -130,48 +156,48 @@ class Limits:
         return [f"warp:cps:trunk:{trunk_id}", f"warp:cps:account:{account_id}",
                 f"warp:active:trunk:{trunk_id}", f"warp:active:account:{account_id}"]
 
-    def admit(self, call_id: str, trunk_id: UUID, account_id: UUID, now: float, hold_s: int,
+    def admit(self, call: UUID, trunk_id: UUID, account_id: UUID, now: float, hold_s: int,
               trunk_cps: int | None, account_cps: int | None,
               trunk_max: int | None, account_max: int | None) -> Admission:
         result = self._admit(keys=self._keys(trunk_id, account_id), args=[
-            repr(now), call_id, repr(now + hold_s), trunk_cps or 0, account_cps or 0,
+            repr(now), _member(call), repr(now + hold_s), trunk_cps or 0, account_cps or 0,
             trunk_max or 0, account_max or 0])
         verdict, scope = (str(x) for x in result)
         return Admission(True) if verdict == "ok" else Admission(False, verdict, scope)
 
-    def extend(self, call_id: str, trunk_id: UUID, account_id: UUID, until: float, pipe: Any = None) -> None:
+    def extend(self, call: UUID, trunk_id: UUID, account_id: UUID, until: float, pipe: Any = None) -> None:
         """Move the self-healing expiry of an admitted call (once its real length is known).
         Given a pipeline, the commands join it and its owner executes it."""
         own = pipe is None
         pipe = self.client.pipeline() if own else pipe
         for key in self._keys(trunk_id, account_id)[2:]:
-            pipe.zadd(key, {call_id: until}, xx=True)
+            pipe.zadd(key, {_member(call): until}, xx=True)
             pipe.expireat(key, int(until) + 60, gt=True)
         if own:
             pipe.execute()
 
-    def release(self, call_id: str, trunk_id: UUID, account_id: UUID, pipe: Any = None) -> None:
+    def release(self, call: UUID, trunk_id: UUID, account_id: UUID, pipe: Any = None) -> None:
         own = pipe is None
         pipe = self.client.pipeline() if own else pipe
         for key in self._keys(trunk_id, account_id)[2:]:
-            pipe.zrem(key, call_id)
+            pipe.zrem(key, _member(call))
         if own:
             pipe.execute()
 
-    def release_many(self, calls: list[tuple[str, UUID, UUID]]) -> None:
-        """Release finished calls (Call-ID, trunk, account) in one round trip; idempotent."""
+    def release_many(self, calls: list[tuple[UUID, UUID, UUID]]) -> None:
+        """Release finished calls (call, trunk, account) in one round trip; idempotent."""
         if not calls:
             return
         pipe = self.client.pipeline(transaction=False)
-        for call_id, trunk_id, account_id in calls:
+        for call, trunk_id, account_id in calls:
             for key in self._keys(trunk_id, account_id)[2:]:
-                pipe.zrem(key, call_id)
+                pipe.zrem(key, _member(call))
         pipe.execute()
 
-    def expiries(self, trunk_id: UUID) -> dict[str, float]:
-        """Call-ID -> the moment the trunk's place of that call frees itself if nobody releases it."""
+    def expiries(self, trunk_id: UUID) -> dict[UUID, float]:
+        """Call -> the moment the trunk's place of that call frees itself if nobody releases it."""
         key = self._keys(trunk_id, trunk_id)[2]
-        return {m: float(s) for m, s in self.client.zrange(key, 0, -1, withscores=True)}
+        return _by_call(self.client.zrange(key, 0, -1, withscores=True))
 
     def active(self, trunk_id: UUID, account_id: UUID, now: float) -> tuple[int, int]:
         keys = self._keys(trunk_id, account_id)[2:]
@@ -195,33 +221,35 @@ class Wallet:
     def _keys(account_id: UUID) -> list[str]:
         return [f"warp:bal:{account_id}", f"warp:resv:{account_id}", f"warp:resvamt:{account_id}"]
 
-    def reserve(self, call_id: str, account_id: UUID, now: float, hold_s: int, first_micros: int,
+    def reserve(self, call: UUID, account_id: UUID, now: float, hold_s: int, first_micros: int,
                 want_micros: int, credit_micros: int) -> Reservation:
         amount, available = self._reserve(keys=self._keys(account_id), args=[
-            repr(now), call_id, repr(now + hold_s), first_micros, want_micros, credit_micros])
+            repr(now), _member(call), repr(now + hold_s), first_micros, want_micros, credit_micros])
         return Reservation(int(amount), int(available))
 
-    def extend(self, call_id: str, account_id: UUID, until: float, pipe: Any = None) -> None:
+    def extend(self, call: UUID, account_id: UUID, until: float, pipe: Any = None) -> None:
         """Move the expiry of a call's reservation (once its real length is known), so a node
         that dies mid-call holds the account's funds only as long as that call could have
         lasted, not for the longest call allowed. Given a pipeline, the commands join it."""
         keys = self._keys(account_id)
         own = pipe is None
         pipe = self.client.pipeline() if own else pipe
-        pipe.zadd(keys[1], {call_id: until}, xx=True)
+        pipe.zadd(keys[1], {_member(call): until}, xx=True)
         for key in keys[1:]:
             pipe.expireat(key, int(until) + 60, gt=True)
         if own:
             pipe.execute()
 
-    def expiries(self, account_id: UUID) -> dict[str, float]:
-        """Call-ID -> the moment its reservation lapses if nobody settles it."""
-        return {m: float(s) for m, s in self.client.zrange(self._keys(account_id)[1], 0, -1, withscores=True)}
+    def expiries(self, account_id: UUID) -> dict[UUID, float]:
+        """Call -> the moment its reservation lapses if nobody settles it."""
+        return _by_call(self.client.zrange(self._keys(account_id)[1], 0, -1, withscores=True))
 
-    def settle(self, call_id: str, account_id: UUID, cost_micros: int, at_iso: str) -> bool:
-        """Charge once (by Call-ID) and release the reservation; True if this call charged."""
-        keys = [*self._keys(account_id), f"warp:charged:{call_id}", LEDGER_STREAM]
-        return bool(self._settle(keys=keys, args=[call_id, cost_micros, str(account_id), at_iso, CHARGED_TTL_S]))
+    def settle(self, call: UUID, account_id: UUID, cost_micros: int, at_iso: str) -> bool:
+        """Charge the call once and release its reservation; True if this settlement charged.
+        The ledger entry's reference is the call (its CDR id), unique per call."""
+        member = _member(call)
+        keys = [*self._keys(account_id), f"warp:charged:{member}", LEDGER_STREAM]
+        return bool(self._settle(keys=keys, args=[member, cost_micros, str(account_id), at_iso, CHARGED_TTL_S]))
 
     def topup(self, account_id: UUID, micros: int, reference: str, at_iso: str, kind: str = "topup") -> int:
         keys = [self._keys(account_id)[0], LEDGER_STREAM]

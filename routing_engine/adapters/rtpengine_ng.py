@@ -138,14 +138,21 @@ class NgClient:
     def statistics(self) -> dict[str, Any]:
         return self.command("statistics").get("statistics", {})  # type: ignore[no-any-return]
 
-    def query(self, call_id: str) -> dict[str, Any]:
-        return self.command("query", **{"call-id": call_id})
+    def query(self, call_id: str, from_tag: str = "") -> dict[str, Any]:
+        """The session's statistics; with ``from_tag``, only that leg and the legs it talks to."""
+        return self.command("query", **_session(call_id, from_tag))
 
-    def delete(self, call_id: str) -> dict[str, Any]:
-        """End the call's session (every leg); the answer carries its final statistics."""
-        return self.command("delete", **{"call-id": call_id})
+    def delete(self, call_id: str, from_tag: str = "") -> dict[str, Any]:
+        """End a session; the answer carries its final statistics. With ``from_tag``, only the
+        legs of that caller go (rtpengine keeps one session per Call-ID, and two calls may share
+        a Call-ID: each caller's From tag is its own leg); without it, every leg of the Call-ID."""
+        return self.command("delete", **_session(call_id, from_tag))
 
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+def _session(call_id: str, from_tag: str) -> dict[str, str]:
+    return {"call-id": call_id, **({"from-tag": from_tag} if from_tag else {})}
