@@ -167,8 +167,9 @@ def load_warp(url: str, data: BenchData, customer_cidr: str, gateway: tuple[str,
         account = _id(conn, "INSERT INTO accounts.accounts (ban, name, status, rate_plan_id, billing_type,"
                       " credit_limit) VALUES ('BENCH1', 'Benchmark customer', 'active', %s, 'postpaid', 999999999)"
                       " RETURNING id", (retail,))
-        trunk = _id(conn, "INSERT INTO trunks.trunks (account_id, name, routing_plan_id) VALUES (%s, 'bench', %s)"
-                    " RETURNING id", (account, plan))
+        # no CPS limit worth the name: the benchmark looks for the node's own ceiling
+        trunk = _id(conn, "INSERT INTO trunks.trunks (account_id, name, routing_plan_id, cps_limit)"
+                    " VALUES (%s, 'bench', %s, 100000) RETURNING id", (account, plan))
         conn.execute("INSERT INTO trunks.trunk_access_lists (account_id, trunk_id, cidr) VALUES (%s, %s, %s)",
                      (account, trunk, customer_cidr))
 

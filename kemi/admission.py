@@ -43,7 +43,8 @@ def admit(app: Any, call: UUID, call_id: str, decision: Relay, now: datetime) ->
     hold = cap + app.settings.sip.fr_inv_timeout_ms // 1000 + 60
     unavailable = Refused(Reject(503, "Service Unavailable", ctx, decision.trace), ("Retry-After: 5",))
     try:
-        admission = app.limits.admit(call, trunk.id, account.id, now.timestamp(), hold, trunk.cps_limit,
+        trunk_cps = trunk.cps_limit or app.settings.sip.default_trunk_cps
+        admission = app.limits.admit(call, trunk.id, account.id, now.timestamp(), hold, trunk_cps,
                                      account.cps_limit, trunk.max_concurrent, account.max_concurrent)
     except Exception as exc:
         log.error("call %s refused: limits unavailable (%s)", call_id, exc)

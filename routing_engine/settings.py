@@ -62,6 +62,9 @@ class SipSettings:
     tcp_lifetime_s: int = 30
     tcp_peer_lifetime_s: int = 3605
     tcp_max_connections: int = 4096
+    # New calls per second of a trunk whose own cps_limit is not set (0: no limit), so that no
+    # address a trunk's ACL names can set up calls without bound.
+    default_trunk_cps: int = 100
 
 
 @dataclass(frozen=True)
