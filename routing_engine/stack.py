@@ -490,6 +490,14 @@ def start_rtpengine(settings: Settings, run_dir: Path, log_path: Path,
     an ng ping. Raises StackError if it exits or stays silent."""
     from routing_engine.adapters.rtpengine_ng import NgClient
 
+    host = settings.media.ng_address.rpartition(":")[0].strip("[]")
+    if not _loopback(host):
+        # rtpengine's ng protocol has no authentication and no source filter (10.5): whoever
+        # reaches the socket lists, queries and deletes calls. The one rtpengine started here
+        # (warp run/start, the tests) keeps it on loopback; a shared one elsewhere is media.managed=false.
+        raise StackError(f"media.ng_address {settings.media.ng_address}: the rtpengine started here binds its "
+                         f"unauthenticated ng control to a loopback address only (e.g. 127.0.0.1:22222); for "
+                         f"an rtpengine on another host set media.managed=false")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     client = NgClient(settings.media.ng_address, timeout_s=0.2, retries=0)
     if client.ping():
@@ -508,6 +516,17 @@ def start_rtpengine(settings: Settings, run_dir: Path, log_path: Path,
     finally:
         client.close()
     return proc
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def stop_group(proc: subprocess.Popen[bytes], timeout_s: float = 10) -> None:

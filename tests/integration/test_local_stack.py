@@ -270,3 +270,38 @@ def test_a_redis_an_older_checkout_left_running_without_a_password_is_refused_na
             redis.Redis(host="127.0.0.1", port=settings.stack.redis_port).ping()
     finally:
         stack.stop_redis(settings)
+
+
+# ------------------------------------------------------------------ rtpengine's ng control
+
+RTP_NG = "127.0.7.11:2224"
+
+
+def _sockets_of(pid: int) -> list[tuple[str, str]]:
+    """(netid, local address) of every socket the process holds, from ss."""
+    out = subprocess.run(["ss", "-anpH"], capture_output=True, text=True, check=True).stdout
+    return [(line.split()[0], line.split()[4]) for line in out.splitlines() if f"pid={pid}," in line]
+
+
+def test_the_managed_rtpengine_answers_ng_on_its_loopback_address_only_with_no_other_control_port(
+        tmp_path: Path) -> None:
+    settings = load_settings(environ={"WARP_MEDIA__NG_ADDRESS": RTP_NG, "WARP_MEDIA__INTERFACE": "127.0.7.11",
+                                      "WARP_MEDIA__PORT_MIN": "47300", "WARP_MEDIA__PORT_MAX": "47399"})
+    proc = stack.start_rtpengine(settings, tmp_path / "run", tmp_path / "rtpengine.log")
+    try:
+        sockets = _sockets_of(proc.pid)
+    finally:
+        stack.stop_group(proc)
+    assert ("udp", RTP_NG) in sockets
+    # no CLI, HTTP/WebSocket, TCP-ng or legacy control listener: the ng socket is the one way in
+    assert [s for s in sockets if s[0] not in ("udp", "u_str", "u_dgr")] == [], sockets
+    assert [s for s in sockets if s[0] == "udp" and s[1] != RTP_NG] == [], sockets
+
+
+@pytest.mark.parametrize("ng", ["0.0.0.0:2225", "192.0.2.1:2225"])
+def test_the_managed_rtpengine_refuses_an_ng_address_off_loopback(ng: str, tmp_path: Path) -> None:
+    settings = load_settings(environ={"WARP_MEDIA__NG_ADDRESS": ng})
+    with pytest.raises(stack.StackError, match="loopback address only"):
+        proc = stack.start_rtpengine(settings, tmp_path / "run", tmp_path / "rtpengine.log")
+        stack.stop_group(proc)  # it started: the test fails, and leaves nothing running
+    assert not (tmp_path / "rtpengine.log").exists()  # nothing was started
