@@ -459,13 +459,16 @@ def kamailio_env(settings: Settings, base: dict[str, str] | None = None) -> dict
 
 def topos_redis_server(url: str) -> str:
     """The ndb_redis server definition (name=topos) for the Redis the node uses."""
-    from urllib.parse import urlsplit
+    from urllib.parse import unquote, urlsplit
 
     parts = urlsplit(url)
     db = parts.path.strip("/") or "0"
     spec = f"name=topos;addr={parts.hostname or '127.0.0.1'};port={parts.port or 6379};db={db}"
     if parts.password:
-        spec += f";pass={parts.password}"
+        password = unquote(parts.password)
+        if ";" in password:  # ndb_redis splits its server definition on ';'
+            raise StackError("the Redis password contains ';', which Kamailio's ndb_redis cannot take")
+        spec += f";pass={password}"
     return spec
 
 
