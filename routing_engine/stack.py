@@ -227,7 +227,14 @@ def secure_postgres(settings: Settings) -> bool:
         return False
     password = ensure_secret(settings, POSTGRES_SECRET)
     trusted = f"postgresql://{EMBEDDED_POSTGRES_USER}@127.0.0.1:{settings.stack.postgres_port}/postgres"
-    with psycopg.connect(trusted, autocommit=True, connect_timeout=5) as conn:
+    try:
+        conn = psycopg.connect(trusted, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        raise StackError(f"the embedded Postgres in {pg} trusts some connections (pg_hba.conf) but not this "
+                         f"one, so it cannot be given its password: {exc}; set the password of role "
+                         f"{EMBEDDED_POSTGRES_USER} to the one in {settings.secret_path(POSTGRES_SECRET)} and "
+                         f"remove the trust lines, or remove {pg} (its data is lost)") from None
+    with conn:
         # the SCRAM verifier is made here: the password itself never reaches the server (or its log)
         verifier = conn.pgconn.encrypt_password(password.encode(), EMBEDDED_POSTGRES_USER.encode(),
                                                 b"scram-sha-256")
