@@ -191,12 +191,13 @@ def node(name: str, env: dict[str, str], settings: Settings, opts: Options, work
         else:
             if name == "B":
                 hash_size = 1 << max(7, rules.bit_length())
-                cmd = _native_command(settings, "lcr.cfg", run_dir, opts, {
-                    "BENCH_DB_URL": f'"{native_db_url.replace("postgresql://", "postgres://")}"',
-                    "BENCH_RULE_HASH": str(hash_size)})
+                cmd = _native_command(settings, "lcr.cfg", run_dir, opts, {"BENCH_RULE_HASH": str(hash_size)})
+                # the URL carries the database password: the environment, not the command line (ps)
+                native_env = {**os.environ, "BENCH_DB_URL": native_db_url.replace("postgresql://", "postgres://")}
             else:
                 cmd = _native_command(settings, "null.cfg", run_dir, opts, {"BENCH_GATEWAY": f'"{VENDOR}:{PORT}"'})
-            running = Node(name, stack_.enter_context(started(cmd, log)))
+                native_env = None
+            running = Node(name, stack_.enter_context(started(cmd, log, env=native_env)))
         _wait_answering(running.kamailio, log)
         yield running
 

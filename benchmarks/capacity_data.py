@@ -122,11 +122,10 @@ def write_injection_file(data: BenchData, path: Path) -> None:
 def fresh_database(settings: Settings, name: str) -> str:
     """Drop and create ``name`` on the embedded cluster; return its URL."""
     stack.ensure_database(settings, "postgres")
-    admin = f"postgresql://warp@127.0.0.1:{settings.stack.postgres_port}/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
+    with psycopg.connect(settings.embedded_database_url("postgres"), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
-    return f"postgresql://warp@127.0.0.1:{settings.stack.postgres_port}/{name}"
+    return settings.embedded_database_url(name)
 
 
 def _id(conn: psycopg.Connection[Any], sql: str, params: tuple[object, ...] = ()) -> Any:

@@ -72,11 +72,10 @@ def _pct(values: list[float], q: float) -> float:
 
 def run(total: int = 50_000, rates: tuple[int, ...] = (200, 1000), seconds: float = 10.0) -> dict[str, object]:
     settings = load_settings()
-    admin = f"postgresql://warp@127.0.0.1:{settings.stack.postgres_port}/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
+    with psycopg.connect(settings.embedded_database_url("postgres"), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{DATABASE}"')
-    url = f"postgresql://warp@127.0.0.1:{settings.stack.postgres_port}/{DATABASE}"
+    url = settings.embedded_database_url(DATABASE)
     with psycopg.connect(url, autocommit=True) as conn:
         migrate.apply(conn)
     client = redis_store.connect(settings.redis_url, 5000)
@@ -131,6 +130,6 @@ def run(total: int = 50_000, rates: tuple[int, ...] = (200, 1000), seconds: floa
     finally:
         client.delete(STREAM)
         client.close()
-        with psycopg.connect(admin, autocommit=True) as conn:
+        with psycopg.connect(settings.embedded_database_url("postgres"), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
     return results

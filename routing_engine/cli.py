@@ -4,6 +4,7 @@
     warp start | stop | status  the same in the background (scripts, load tests)
     warp setup                  embedded Postgres + Redis up, migrations, demo data
     warp stack up | down        only the embedded Postgres and Redis
+    warp stack secrets          their passwords, made if missing (docker-compose reads them too)
     warp db migrate | demo      schema migrations / demo data (idempotent)
     warp exec -- CMD ...        set up, run CMD, stop what was started for it (make test)
     warp kamailio               Kamailio in the foreground with these settings
@@ -539,6 +540,10 @@ def cmd_snapshot(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "up":
         setup(settings, with_demo=False)
+    elif args.action == "secrets":  # where they are, never what they are
+        stack.ensure_secrets(settings)
+        _say(f"passwords of the embedded Postgres (role warp) and Redis in {settings.secrets_dir}: "
+             f"postgres.password, redis.password, pgpass (PGPASSFILE for psql)")
     else:
         stack.down(settings)
         _say("embedded Postgres and Redis stopped")
@@ -635,7 +640,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status")
     sub.add_parser("setup")
     p = sub.add_parser("stack")
-    p.add_argument("action", choices=["up", "down"])
+    p.add_argument("action", choices=["up", "down", "secrets"])
     p = sub.add_parser("db")
     p.add_argument("action", choices=["migrate", "demo"])
     p = sub.add_parser("exec")

@@ -3,21 +3,38 @@
 Both servers live under the project's git-ignored data folder on their own loopback ports, so
 a developer machine's own services are never touched. Starting is idempotent: a server that is
 already up is left alone and reported as not started by us, so whoever started it stops it.
+
+Neither answers without a password: on the first start each gets one (``secrets.token_urlsafe``)
+in ``<data_dir>/secrets/`` (folder 0700, files 0600), which ``settings.database_url`` and
+``settings.redis_url`` carry. Passwords reach the servers through files and stdin, never a
+command line (any local user reads those in ps). A cluster an older checkout initialised with
+trust auth is given the password and password-only access on its next start.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from routing_engine.settings import PROJECT_ROOT, Settings
+from routing_engine.settings import (
+    EMBEDDED_POSTGRES_USER,
+    POSTGRES_SECRET,
+    PROJECT_ROOT,
+    REDIS_SECRET,
+    Settings,
+)
+
+log = logging.getLogger("warp.stack")
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 REDIS_SERVER = "/usr/bin/redis-server"
@@ -63,7 +80,63 @@ def _run(cmd: list[str], what: str) -> None:
         raise StackError(f"{what} failed ({' '.join(cmd)}):\n{result.stdout}{result.stderr}")
 
 
+# ------------------------------------------------------------------ secrets
+
+def ensure_secret(settings: Settings, name: str) -> str:
+    """The embedded server's password: generated on first use, then kept (and re-tightened to
+    0600 in a 0700 folder if someone loosened them)."""
+    directory = settings.secrets_dir
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    path = settings.secret_path(name)
+    existing = settings.embedded_secret(name)
+    if existing is None:
+        # written aside, then linked into place: a concurrent start never reads half a file,
+        # and whichever start links first wins
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.")  # mode 0600
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(32) + "\n")
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
+        existing = settings.embedded_secret(name)
+        assert existing is not None
+    path.chmod(0o600)
+    if name == POSTGRES_SECRET:
+        _write_private(settings.secrets_dir / "pgpass", f"127.0.0.1:*:*:{EMBEDDED_POSTGRES_USER}:{existing}\n")
+    return existing
+
+
+def ensure_secrets(settings: Settings) -> None:
+    """Both embedded servers' passwords (``warp stack secrets``; docker-compose reads them too)."""
+    ensure_secret(settings, POSTGRES_SECRET)
+    ensure_secret(settings, REDIS_SECRET)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner may read, never readable by others even for a moment."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
 # ------------------------------------------------------------------ postgres
+
+# pg_hba.conf of the embedded cluster: the password of role warp for every connection, over
+# the loopback TCP port and over the socket (in the cluster's own 0700 folder) alike.
+PG_HBA = """\
+# Written by the WARP embedded stack (routing_engine/stack.py): password (SCRAM) for everyone.
+# TYPE  DATABASE     USER  ADDRESS       METHOD
+local   all          all                 scram-sha-256
+host    all          all   127.0.0.1/32  scram-sha-256
+host    all          all   ::1/128       scram-sha-256
+local   replication  all                 scram-sha-256
+host    replication  all   127.0.0.1/32  scram-sha-256
+host    replication  all   ::1/128       scram-sha-256
+"""
 
 def _pg_dir(settings: Settings) -> Path:
     return settings.data_dir / "postgres"
@@ -89,18 +162,106 @@ def start_postgres(settings: Settings) -> bool:
         raise StackError(f"port {settings.stack.postgres_port} is taken by another program; "
                          f"set stack.postgres_port (WARP_STACK__POSTGRES_PORT) to a free port")
     if not (pg / "PG_VERSION").exists():
-        pg.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:
-            shutil.chown(pg, "postgres", "postgres")
-        pg.chmod(0o700)
-        _run([*_as_postgres_user(), str(PG_BIN / "initdb"), "-D", str(pg), "-U", "warp",
-              "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8"], "initdb")
+        _initdb(settings, pg)
+    elif not _trusting(pg) and settings.embedded_secret(POSTGRES_SECRET) is None:
+        raise StackError(_lost_password(settings))
     log_file = pg / "server.log"
     options = (f"-p {settings.stack.postgres_port} -c listen_addresses=127.0.0.1 "
                f"-k {pg} -c max_connections=200 -c fsync=on")
     _run([*_as_postgres_user(), str(PG_BIN / "pg_ctl"), "-D", str(pg), "-l", str(log_file),
           "-o", options, "-w", "-t", "60", "start"], "starting Postgres")
     return True
+
+
+def _initdb(settings: Settings, pg: Path) -> None:
+    """A new cluster whose superuser warp has the generated password, for every connection."""
+    password = ensure_secret(settings, POSTGRES_SECRET)
+    pg.mkdir(parents=True, exist_ok=True)
+    owned = os.geteuid() == 0  # initdb runs as postgres: it gets the password in a file of its own
+    if owned:
+        shutil.chown(pg, "postgres", "postgres")
+    pg.chmod(0o700)
+    pwdir = Path(tempfile.mkdtemp(dir=settings.data_dir, prefix=".initdb-"))  # mode 0700
+    try:
+        pwfile = pwdir / "pw"
+        _write_private(pwfile, password + "\n")
+        if owned:
+            shutil.chown(pwdir, "postgres", "postgres")
+            shutil.chown(pwfile, "postgres", "postgres")
+        _run([*_as_postgres_user(), str(PG_BIN / "initdb"), "-D", str(pg), "-U", EMBEDDED_POSTGRES_USER,
+              "--auth=scram-sha-256", f"--pwfile={pwfile}", "--encoding=UTF8", "--locale=C.UTF-8"], "initdb")
+    finally:
+        shutil.rmtree(pwdir, ignore_errors=True)
+    _rewrite_hba(pg)
+
+
+def _trusting(pg: Path) -> bool:
+    """Whether pg_hba.conf lets anyone in without a password (an older checkout's cluster)."""
+    try:
+        text = (pg / "pg_hba.conf").read_text()
+    except FileNotFoundError:
+        return False
+    return any("trust" in line.partition("#")[0].split() for line in text.splitlines())
+
+
+def _rewrite_hba(pg: Path) -> None:
+    path = pg / "pg_hba.conf"
+    with open(path, "w") as out:  # in place: it keeps its owner (postgres) and mode
+        out.write(PG_HBA)
+
+
+def _lost_password(settings: Settings) -> str:
+    return (f"the embedded Postgres in {_pg_dir(settings)} requires a password, but "
+            f"{settings.secret_path(POSTGRES_SECRET)} is missing: restore that file, or remove "
+            f"{_pg_dir(settings)} (its data is lost) to start a new cluster")
+
+
+def secure_postgres(settings: Settings) -> bool:
+    """Give a running cluster initialised with trust auth (an older checkout) the generated
+    password and password-only access; True if it had to. Nothing to do on a cluster made here."""
+    import psycopg
+    from psycopg import sql
+
+    pg = _pg_dir(settings)
+    if not _trusting(pg):
+        return False
+    password = ensure_secret(settings, POSTGRES_SECRET)
+    trusted = f"postgresql://{EMBEDDED_POSTGRES_USER}@127.0.0.1:{settings.stack.postgres_port}/postgres"
+    try:
+        conn = psycopg.connect(trusted, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        raise StackError(f"the embedded Postgres in {pg} trusts some connections (pg_hba.conf) but not this "
+                         f"one, so it cannot be given its password: {exc}; set the password of role "
+                         f"{EMBEDDED_POSTGRES_USER} to the one in {settings.secret_path(POSTGRES_SECRET)} and "
+                         f"remove the trust lines, or remove {pg} (its data is lost)") from None
+    with conn:
+        # the SCRAM verifier is made here: the password itself never reaches the server (or its log)
+        verifier = conn.pgconn.encrypt_password(password.encode(), EMBEDDED_POSTGRES_USER.encode(),
+                                                b"scram-sha-256")
+        conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+            sql.Identifier(EMBEDDED_POSTGRES_USER), sql.Literal(verifier.decode())))
+        _rewrite_hba(pg)
+        conn.execute("SELECT pg_reload_conf()")
+    deadline = time.monotonic() + 10
+    while _accepts_without_password(trusted):  # the postmaster reloads pg_hba.conf on its signal
+        if time.monotonic() > deadline:
+            raise StackError(f"Postgres in {pg} still accepts connections without a password after "
+                             f"pg_hba.conf was rewritten; see {pg / 'server.log'}")
+        time.sleep(0.05)
+    log.warning("the embedded Postgres in %s trusted every local connection (an older checkout): role %s "
+                "now has the password in %s, and pg_hba.conf asks everyone for it", pg,
+                EMBEDDED_POSTGRES_USER, settings.secret_path(POSTGRES_SECRET))
+    return True
+
+
+def _accepts_without_password(url: str) -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=5):
+            return True
+    except psycopg.OperationalError:
+        return False
 
 
 def stop_postgres(settings: Settings) -> None:
@@ -114,8 +275,7 @@ def ensure_database(settings: Settings, name: str | None = None) -> None:
     import psycopg
 
     db = name or settings.database.name
-    admin_url = f"postgresql://warp@127.0.0.1:{settings.stack.postgres_port}/postgres"
-    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
+    with psycopg.connect(settings.embedded_database_url("postgres"), autocommit=True, connect_timeout=5) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,)).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{db}"')
@@ -138,19 +298,51 @@ def redis_running(settings: Settings) -> bool:
     return port_open(settings.stack.redis_port)
 
 
+# Commands the node never sends and that turn a Redis password into a shell or a data leak
+# (CONFIG SET dir/dbfilename, MODULE LOAD, replicating to or from another server, ACL changes).
+# The tests' FLUSHDB, Lua scripts (EVALSHA) and INFO stay.
+REDIS_DISABLED_COMMANDS = ("CONFIG", "DEBUG", "MODULE", "SLAVEOF", "REPLICAOF", "SYNC", "PSYNC",
+                           "FAILOVER", "MIGRATE", "ACL")
+
+
+def redis_config(password: str) -> str:
+    """The embedded Redis's secret part of its configuration, handed over on its stdin."""
+    lines = [f"requirepass {password}", "protected-mode yes"]
+    lines += [f'rename-command {name} ""' for name in REDIS_DISABLED_COMMANDS]
+    return "\n".join(lines) + "\n"
+
+
+def _redis_refuses_strangers(settings: Settings) -> bool:
+    """Whether the Redis on our port asks for a password (False: it answers anyone)."""
+    with socket.create_connection(("127.0.0.1", settings.stack.redis_port), timeout=2) as conn:
+        conn.sendall(b"PING\r\n")
+        return conn.recv(128).startswith(b"-NOAUTH")
+
+
 def start_redis(settings: Settings) -> bool:
     directory = _redis_dir(settings)
     directory.mkdir(parents=True, exist_ok=True)
     if redis_running(settings):
+        if not _redis_refuses_strangers(settings):
+            raise StackError(f"the embedded Redis on 127.0.0.1:{settings.stack.redis_port} answers without a "
+                             f"password (an older checkout started it): stop it with `warp stack down` and start "
+                             f"again, and it comes back with the password in {settings.secret_path(REDIS_SECRET)}")
         return False
     if port_open(settings.stack.redis_port):
         raise StackError(f"port {settings.stack.redis_port} is taken by another program; "
                          f"set stack.redis_port (WARP_STACK__REDIS_PORT) to a free port")
+    password = ensure_secret(settings, REDIS_SECRET)
+    # "-": the configuration (with the password) comes on stdin, so no file and no argument holds it.
     # Append-only file: the CDR stream and counters survive a restart of Redis.
-    _run([REDIS_SERVER, "--port", str(settings.stack.redis_port), "--bind", "127.0.0.1",
-          "--dir", str(directory), "--daemonize", "yes", "--pidfile", str(directory / "redis.pid"),
-          "--logfile", str(directory / "redis.log"), "--appendonly", "yes",
-          "--appendfsync", "everysec", "--save", ""], "starting Redis")
+    result = subprocess.run(
+        [REDIS_SERVER, "-", "--port", str(settings.stack.redis_port), "--bind", "127.0.0.1",
+         "--dir", str(directory), "--daemonize", "yes", "--pidfile", str(directory / "redis.pid"),
+         "--logfile", str(directory / "redis.log"), "--appendonly", "yes",
+         "--appendfsync", "everysec", "--save", ""],
+        input=redis_config(password), capture_output=True, text=True)
+    if result.returncode != 0:  # Redis quotes a configuration line it refuses: never the password
+        output = (result.stdout + result.stderr).replace(password, "<password>")
+        raise StackError(f"starting Redis failed:\n{output}")
     deadline = time.monotonic() + 20
     while not port_open(settings.stack.redis_port):
         if time.monotonic() > deadline:
@@ -184,6 +376,7 @@ def _wait_gone(pid: int, timeout_s: float) -> None:
 def up(settings: Settings) -> Started:
     started_pg = start_postgres(settings) if settings.embedded_postgres else False
     if settings.embedded_postgres:
+        secure_postgres(settings)
         ensure_database(settings)
     started_redis = start_redis(settings) if settings.embedded_redis else False
     return Started(postgres=started_pg, redis=started_redis)
@@ -276,13 +469,16 @@ def kamailio_env(settings: Settings, base: dict[str, str] | None = None) -> dict
 
 def topos_redis_server(url: str) -> str:
     """The ndb_redis server definition (name=topos) for the Redis the node uses."""
-    from urllib.parse import urlsplit
+    from urllib.parse import unquote, urlsplit
 
     parts = urlsplit(url)
     db = parts.path.strip("/") or "0"
     spec = f"name=topos;addr={parts.hostname or '127.0.0.1'};port={parts.port or 6379};db={db}"
     if parts.password:
-        spec += f";pass={parts.password}"
+        password = unquote(parts.password)
+        if ";" in password:  # ndb_redis splits its server definition on ';'
+            raise StackError("the Redis password contains ';', which Kamailio's ndb_redis cannot take")
+        spec += f";pass={password}"
     return spec
 
 
@@ -307,6 +503,14 @@ def start_rtpengine(settings: Settings, run_dir: Path, log_path: Path,
     an ng ping. Raises StackError if it exits or stays silent."""
     from routing_engine.adapters.rtpengine_ng import NgClient
 
+    host = settings.media.ng_address.rpartition(":")[0].strip("[]")
+    if not _loopback(host):
+        # rtpengine's ng protocol has no authentication and no source filter (10.5): whoever
+        # reaches the socket lists, queries and deletes calls. The one rtpengine started here
+        # (warp run/start, the tests) keeps it on loopback; a shared one elsewhere is media.managed=false.
+        raise StackError(f"media.ng_address {settings.media.ng_address}: the rtpengine started here binds its "
+                         f"unauthenticated ng control to a loopback address only (e.g. 127.0.0.1:22222); for "
+                         f"an rtpengine on another host set media.managed=false")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     client = NgClient(settings.media.ng_address, timeout_s=0.2, retries=0)
     if client.ping():
@@ -325,6 +529,17 @@ def start_rtpengine(settings: Settings, run_dir: Path, log_path: Path,
     finally:
         client.close()
     return proc
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def stop_group(proc: subprocess.Popen[bytes], timeout_s: float = 10) -> None:

@@ -41,7 +41,7 @@ if sipp -sf "$here/sipp-scenarios/customer_call.xml" -i 127.0.0.101 -p 5060 "$pr
   call_id=$(grep -m1 '^Call-ID:' "$work/customer.msg" | awk '{print $2}')
   echo "demo call: 200 OK, held ${hold} ms, BYE answered 200 — carried by the vendor at ${answered:-?}"
   echo "demo call: Call-ID $call_id — its CDR:"
-  echo "  psql postgresql://warp@127.0.0.1:55432/warp -c \"SELECT call_id, sip_code, duration_s, to_e164, gateway FROM cdr.cdrs WHERE call_id = '$call_id'\""
+  echo "  PGPASSFILE=.data/secrets/pgpass psql postgresql://warp@127.0.0.1:55432/warp -c \"SELECT call_id, sip_code, duration_s, to_e164, gateway FROM cdr.cdrs WHERE call_id = '$call_id'\""
 else
   echo "demo call FAILED; SIPp said:" >&2
   tail -40 "$work/customer.out" >&2

@@ -47,6 +47,12 @@ def test_environ() -> dict[str, str]:
 test_environ.__test__ = False  # type: ignore[attr-defined]
 
 
+def admin_url(settings: Settings) -> str:
+    """The embedded cluster's maintenance database (to create and drop others), with the
+    password the stack generated: the one place the tests build such a URL."""
+    return settings.embedded_database_url("postgres")
+
+
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     return load_settings(environ=test_environ())
@@ -57,8 +63,7 @@ def database(settings: Settings) -> str:
     """A fresh, migrated test database for the session."""
     if not stack.postgres_running(settings):
         pytest.fail("the embedded Postgres is not running: run the tests with `make test`")
-    admin = f"postgresql://warp@127.0.0.1:{settings.stack.postgres_port}/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
+    with psycopg.connect(admin_url(settings), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{settings.database.name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{settings.database.name}"')
     with psycopg.connect(settings.database_url, autocommit=True) as conn:

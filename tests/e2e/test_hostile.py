@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from routing_engine.credentials import ha1_md5
+from routing_engine.settings import POSTGRES_SECRET, REDIS_SECRET, Settings
 from routing_engine.sipcheck import options_ping
 from tests.e2e import provision
 from tests.e2e.harness import (
@@ -36,7 +37,7 @@ ATTACKER, SCANNER = "127.0.0.196", "127.0.0.198"
 DIALED, CALLER = "12125551234", "13055550100"
 UNSOLD = "442079460000"  # hostile requests are decided on, but never reach the vendor
 REALM, USER = "warp.local", "hostile-user"
-PASSWORD, NONCE_SECRET, DSN_SECRET = "pw-Zq81-never-logged", "nonce-Xk44-never-shown", "dsn-Hv27-never-shown"
+PASSWORD, NONCE_SECRET = "pw-Zq81-never-logged", "nonce-Xk44-never-shown"
 SERVER = "Carrier-Edge"
 
 
@@ -58,9 +59,11 @@ def world(module_db: psycopg.Connection) -> dict[str, tuple[uuid.UUID, uuid.UUID
 
 @pytest.fixture(scope="module")
 def node(world: dict[str, tuple[uuid.UUID, uuid.UUID]], clean_redis: redis.Redis, e2e_env: dict[str, str],
-         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    port = e2e_env.get("WARP_STACK__POSTGRES_PORT", "55432")
-    dsn = f"postgresql://warp:{DSN_SECRET}@127.0.0.1:{port}/{e2e_env['WARP_DATABASE__NAME']}"  # trust: ignored
+         settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    # the database given as a URL with its password in it (the embedded cluster's generated one),
+    # Redis the embedded way (its password read from the secrets folder)
+    dsn = settings.embedded_database_url()
+    assert settings.embedded_secret(POSTGRES_SECRET) and settings.embedded_secret(POSTGRES_SECRET) in dsn
     with kamailio_node(e2e_env, PROXY, tmp_path_factory.mktemp("hostile"), extra_env={
             "WARP_SIP__SERVER_HEADER": SERVER, "WARP_AUTH__NONCE_SECRET": NONCE_SECRET,
             "WARP_DATABASE__URL": dsn, "WARP_NODE__NAME": "hostile-node"}) as n:
@@ -240,8 +243,14 @@ def reply_ack(reply: str) -> str:
 
 # ------------------------------------------------------------------ secrets
 
-def test_secrets_never_appear_in_logs_cdrs_or_the_command_line(node: Node, tmp_path: Path,
-                                                               module_db: psycopg.Connection) -> None:
+def _cmdlines(pids: list[int]) -> str:
+    return " ".join(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                    for pid in pids)
+
+
+def test_secrets_never_appear_in_logs_cdrs_or_the_command_line(node: Node, tmp_path: Path, settings: Settings,
+                                                               module_db: psycopg.Connection,
+                                                               clean_redis: redis.Redis) -> None:
     with vendor("vendor_answer.xml", VENDOR, tmp_path) as gw:
         uac = sipp("customer_call_auth.xml", DIGEST, tmp_path, remote=node.target, service=DIALED,
                    keys={"caller": CALLER}, extra=["-au", USER, "-ap", PASSWORD])
@@ -251,19 +260,28 @@ def test_secrets_never_appear_in_logs_cdrs_or_the_command_line(node: Node, tmp_p
                  keys={"caller": CALLER}, extra=["-au", USER, "-ap", PASSWORD + "-typo"])
     wrong.wait()
     row = cdr(module_db, call_id_of(uac))
-    secrets = (PASSWORD, NONCE_SECRET, DSN_SECRET)
+    db_password, redis_password = settings.embedded_secret(POSTGRES_SECRET), settings.embedded_secret(REDIS_SECRET)
+    assert db_password and redis_password  # the embedded servers have passwords, and the node used them:
+    assert row is not None  # the companion wrote the CDR (Postgres), and topos kept the dialog in Redis
+    assert any(key.startswith(("d:z:", "b:x:")) for key in clean_redis.scan_iter(count=1000))  # topos records
+    secrets = (PASSWORD, NONCE_SECRET, db_password, redis_password)
+    postmaster = int((settings.data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
+    redis_server = int((settings.data_dir / "redis" / "redis.pid").read_text().strip())
     places = {
         "kamailio log": node.log_text(),
         "companion log": (node.log_path.parent / "cdr-emitter.log").read_text(errors="replace"),
         "CDR": repr(row),
-        "Kamailio's command line": " ".join(
-            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            for pid in group_pids(node.kamailio.pid)),  # type: ignore[union-attr]
+        "Kamailio's command line": _cmdlines(group_pids(node.kamailio.pid)),  # type: ignore[union-attr]
+        "companion's command line": _cmdlines(group_pids(node.emitter.pid)),  # type: ignore[union-attr]
+        "servers' command lines": _cmdlines([postmaster, *group_pids(postmaster), redis_server]),
+        "Postgres log": (settings.data_dir / "postgres" / "server.log").read_text(errors="replace"),
+        "Redis log": (settings.data_dir / "redis" / "redis.log").read_text(errors="replace"),
         "what the vendor received": gw.trace(),
     }
-    for where, text in places.items():
-        for secret in secrets:
-            assert secret not in text, f"a secret shows in the {where}"
+    assert [where for where, text in places.items() if not text] == [], "nothing to look at there"
+    # named by where, never shown (a failing assertion would print it in the test output)
+    leaks = sorted({where for where, text in places.items() for secret in secrets if secret in text})
+    assert leaks == [], f"a secret shows in: {', '.join(leaks)}"
     assert wait_for(lambda: "Proxy-Authorization" not in gw.trace(), 1, "credentials consumed")
 
 

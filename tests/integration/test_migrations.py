@@ -6,12 +6,13 @@ import pytest
 
 from routing_engine import migrate
 from routing_engine.settings import Settings
+from tests.conftest import admin_url
 
 
 @pytest.fixture
 def scratch(settings: Settings, database: str):
     """An empty database of its own, for tests that apply migrations from scratch."""
-    admin = f"postgresql://warp@127.0.0.1:{settings.stack.postgres_port}/postgres"
+    admin = admin_url(settings)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute('DROP DATABASE IF EXISTS "warp_scratch" WITH (FORCE)')
         conn.execute('CREATE DATABASE "warp_scratch"')

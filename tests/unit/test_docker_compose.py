@@ -180,3 +180,66 @@ def test_the_companion_reaches_kamailio_metric_files_and_ctl_socket_through_the_
                         for v in s.get("volumes") or []}
     assert volume(kamailio) & volume(emitter)  # metrics/<node>/ and run/<node>/kamailio_ctl live there
     assert "WARP_METRICS__KAMAILIO_CTL" not in _environment(emitter)  # the default path, on that volume
+
+
+# ------------------------------------------------------------------ passwords (issue 15 item 11)
+
+NODE_SERVICES = ("migrate", "kamailio", "cdr-emitter", "api")
+
+
+def _secret_names(service: dict[str, Any]) -> set[str]:
+    return {s["source"] if isinstance(s, dict) else str(s) for s in service.get("secrets") or []}
+
+
+def test_postgres_and_redis_take_their_passwords_from_secret_files(config: dict[str, Any]) -> None:
+    services, secrets = config["services"], config["secrets"]
+    # the embedded stack's own files by default (`warp stack secrets` makes them)
+    assert Path(secrets["postgres_password"]["file"]) == ROOT / ".data" / "secrets" / "postgres.password"
+    assert Path(secrets["redis_password"]["file"]) == ROOT / ".data" / "secrets" / "redis.password"
+    postgres = services["postgres"]
+    env = _environment(postgres)
+    assert "postgres_password" in _secret_names(postgres)
+    assert "POSTGRES_PASSWORD" not in env and env.get("POSTGRES_HOST_AUTH_METHOD", "") != "trust"
+    assert env["POSTGRES_PASSWORD_FILE"] in " ".join(postgres["entrypoint"])  # its readable copy
+    assert "/run/secrets/postgres_password" in " ".join(postgres["entrypoint"])
+    redis = services["redis"]
+    command = " ".join(redis["command"])
+    assert "redis_password" in _secret_names(redis)
+    assert "requirepass" in command and "/run/secrets/redis_password" in command
+    assert "--requirepass" not in command  # the password is on no command line
+    assert "/run/secrets/redis_password" in " ".join(redis["healthcheck"]["test"])  # a NOAUTH is not healthy
+
+
+def test_the_redis_service_disables_the_commands_the_embedded_server_disables(config: dict[str, Any]) -> None:
+    from routing_engine import stack
+
+    command = " ".join(config["services"]["redis"]["command"])
+    listed = command.split("rename-command %s")[1].split(">>")[0].split()[1:]
+    assert tuple(listed) == stack.REDIS_DISABLED_COMMANDS
+
+
+@pytest.mark.parametrize("name", NODE_SERVICES)
+def test_node_processes_read_the_passwords_from_the_secrets(config: dict[str, Any], name: str,
+                                                           tmp_path: Path) -> None:
+    from routing_engine.settings import load_settings
+
+    service = config["services"][name]
+    env = _environment(service)
+    assert {"postgres_password", "redis_password"} <= _secret_names(service)
+    assert env["WARP_DATABASE__PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    assert env["WARP_REDIS__PASSWORD_FILE"] == "/run/secrets/redis_password"
+    assert urlsplit(env["DATABASE_URL"]).password is None and urlsplit(env["REDIS_URL"]).password is None
+    # what the settings make of it, with the secrets where docker mounts them (here: tmp_path)
+    (tmp_path / "pg").write_text("pg-pw\n")
+    (tmp_path / "rd").write_text("rd-pw\n")
+    env.update({"WARP_DATABASE__PASSWORD_FILE": str(tmp_path / "pg"),
+                "WARP_REDIS__PASSWORD_FILE": str(tmp_path / "rd")})
+    settings = load_settings(environ={k: v for k, v in env.items() if k.startswith(("WARP_DATABASE", "WARP_REDIS"))
+                                      or k in ("DATABASE_URL", "REDIS_URL")})
+    assert urlsplit(settings.database_url).password == "pg-pw"
+    assert urlsplit(settings.redis_url).password == "rd-pw"
+
+
+def test_the_image_never_holds_the_data_folder_and_its_secrets() -> None:
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    assert ".data" in ignored

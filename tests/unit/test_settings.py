@@ -11,12 +11,40 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_project_settings_file_is_valid_and_embedded_by_default() -> None:
-    s = load_settings(DEFAULT_CONFIG, environ={})
+def test_project_settings_file_is_valid_and_embedded_by_default(tmp_path: Path) -> None:
+    s = load_settings(DEFAULT_CONFIG, environ={"WARP_STACK__DATA_DIR": str(tmp_path)})  # no secrets yet
     assert s.sip.listen == ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")
     assert s.embedded_postgres and s.embedded_redis
     assert s.database_url == "postgresql://warp@127.0.0.1:55432/warp"
     assert s.redis_url == "redis://127.0.0.1:56379/0"
+
+
+def test_embedded_urls_carry_the_passwords_the_stack_generated(tmp_path: Path) -> None:
+    s = load_settings(DEFAULT_CONFIG, environ={"WARP_STACK__DATA_DIR": str(tmp_path)})
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "postgres.password").write_text("pg-Secret_1\n")
+    (tmp_path / "secrets" / "redis.password").write_text("rd-Secret_2\n")
+    assert s.database_url == "postgresql://warp:pg-Secret_1@127.0.0.1:55432/warp"
+    assert s.embedded_database_url("postgres") == "postgresql://warp:pg-Secret_1@127.0.0.1:55432/postgres"
+    assert s.redis_url == "redis://:rd-Secret_2@127.0.0.1:56379/0"
+
+
+def test_an_external_url_takes_its_password_from_a_file(tmp_path: Path) -> None:
+    (tmp_path / "pg").write_text("p@ss/word\n")
+    (tmp_path / "rd").write_text("r:pw\n")
+    s = load_settings(write(tmp_path, "{}"), environ={
+        "DATABASE_URL": "postgresql://warp@postgres:5432/warp", "WARP_DATABASE__PASSWORD_FILE": str(tmp_path / "pg"),
+        "REDIS_URL": "redis://redis:6379/0", "WARP_REDIS__PASSWORD_FILE": str(tmp_path / "rd")})
+    assert s.database_url == "postgresql://warp:p%40ss%2Fword@postgres:5432/warp"
+    assert s.redis_url == "redis://:r%3Apw@redis:6379/0"
+    import redis
+
+    pool = redis.ConnectionPool.from_url(s.redis_url)
+    assert pool.connection_kwargs["password"] == "r:pw"
+    missing = load_settings(write(tmp_path, "{}"), environ={
+        "REDIS_URL": "redis://redis:6379/0", "WARP_REDIS__PASSWORD_FILE": str(tmp_path / "none")})
+    with pytest.raises(SettingsError, match="password file not found"):
+        missing.redis_url  # noqa: B018
 
 
 def test_environment_overrides_any_key_with_type_conversion(tmp_path: Path) -> None:
@@ -49,6 +77,7 @@ def test_database_and_redis_urls_switch_off_the_embedded_servers(tmp_path: Path)
         ("sip:\n  listen: [udp-127.0.0.1]\n", {}, "sip.listen[0]"),
         ("{}", {"DATABASE_URL": "mysql://x"}, "database.url"),
         ("stack:\n  redis_port: 70000\n", {}, "stack.redis_port"),
+        ("{}", {"WARP_REDIS__PASSWORD_FILE": "/run/secrets/x"}, "redis.password_file: only with redis.url"),
         ("routing:\n  default_region: usa\n", {}, "routing.default_region"),
         ("- a\n- b\n", {}, "top level must be a mapping"),
         ("{}", {"WARP_METRICS__LISTEN": "9464"}, "metrics.listen: expected address:port"),
