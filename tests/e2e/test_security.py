@@ -32,6 +32,7 @@ DIALED, CALLER, TRAP = "12125551234", "13055550100", "4420"  # 4420...: only the
 REALM, USER, PASSWORD = "warp.local", "sec-user", "pw-Sec-4471"
 LIFETIME_S = 2
 BUSY = {"reject_code": "486", "reject_reason": "Busy"}
+DEFAULT_CPS = 3
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,8 @@ def node(world: dict[str, uuid.UUID], clean_redis: redis.Redis, e2e_env: dict[st
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     with kamailio_node(e2e_env, PROXY, tmp_path_factory.mktemp("security"), extra_env={
             "WARP_API__LISTEN": f"{SERVICE}:{SERVICE_PORT}", "WARP_SIP__TCP_LIFETIME_S": str(LIFETIME_S),
-            "WARP_AUTH__FAILURES_BEFORE_BLOCK": "3", "WARP_NODE__NAME": "security-node"}) as n:
+            "WARP_AUTH__FAILURES_BEFORE_BLOCK": "3", "WARP_NODE__NAME": "security-node",
+            "WARP_SIP__DEFAULT_TRUNK_CPS": str(DEFAULT_CPS)}) as n:
         yield n
 
 
@@ -301,6 +303,22 @@ def test_an_idle_tcp_connection_from_nobody_is_closed_and_a_trunks_is_kept(node:
     finally:
         idle.close()
         trunk.close()
+
+
+def test_a_trunk_without_its_own_cps_limit_gets_the_default_one(node: Node) -> None:
+    """20 INVITEs at once from a trunk whose cps_limit is not set: past the default's bucket the
+    calls are refused 503 CPS limit exceeded (they route to the trapped vendor, so the admitted
+    ones end at once with a relay failure)."""
+    with raw(CUSTOMER, 5094) as ua:
+        for n in range(20):
+            ua.send(request("INVITE", CUSTOMER, ruri=f"sip:{TRAP}79460000@{PROXY}", port=5094,
+                            call_id=f"cps-{n}-{uuid.uuid4().hex}"), (PROXY, 5060))
+        finals = []
+        while len(finals) < 20:
+            finals.append(final(ua, 10))
+    refused = [f for f in finals if f.startswith("SIP/2.0 503 CPS limit exceeded")]
+    assert len(refused) >= 20 - DEFAULT_CPS - 2, [f.split("\r\n", 1)[0] for f in finals]
+    assert all(header(f, "Retry-After") == ["1"] for f in refused)
 
 
 def test_no_python_exception_escaped(node: Node) -> None:
