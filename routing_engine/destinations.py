@@ -104,8 +104,10 @@ def uri_target(uri: str) -> tuple[str, int]:
     """The host and port a SIP URI sends to ('sip:user@host:port;params'): the port its scheme
     and transport imply when none is written."""
     scheme, _, rest = uri.strip().strip("<>").partition(":")
-    rest, _, params = rest.partition(";")
-    hostport = rest.rpartition("@")[2].split("?", 1)[0]
+    # the user part may carry ';' itself (sip:1234;rn=305;npdi@host): the host follows its '@'
+    user, at, hostpart = rest.partition("@")
+    hostpart = hostpart if at else user
+    hostport, _, params = hostpart.split("?", 1)[0].partition(";")
     secure = scheme.lower() == "sips" or "transport=tls" in params.lower()
     if hostport.startswith("["):
         host, _, tail = hostport[1:].partition("]")

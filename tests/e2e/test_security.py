@@ -59,7 +59,7 @@ def node(world: dict[str, uuid.UUID], clean_redis: redis.Redis, e2e_env: dict[st
     with kamailio_node(e2e_env, PROXY, tmp_path_factory.mktemp("security"), extra_env={
             "WARP_API__LISTEN": f"{SERVICE}:{SERVICE_PORT}", "WARP_SIP__TCP_LIFETIME_S": str(LIFETIME_S),
             "WARP_AUTH__FAILURES_BEFORE_BLOCK": "3", "WARP_NODE__NAME": "security-node",
-            "WARP_SIP__DEFAULT_TRUNK_CPS": str(DEFAULT_CPS)}) as n:
+            "WARP_SIP__DEFAULT_TRUNK_CPS": str(DEFAULT_CPS), "WARP_AUTH__BLOCK_REFRESH_MS": "200"}) as n:
         yield n
 
 
@@ -261,8 +261,11 @@ def test_real_guessing_blocks_an_unknown_source_and_it_then_gets_silence_for_eve
             assert final(ua).startswith("SIP/2.0 403")
         assert clean_redis.exists(f"warp:block:{GUESSER}")
 
-        def silent() -> bool:  # every worker reads the shared block list within block_refresh_ms
-            ua.send(request("OPTIONS", GUESSER, ruri=f"sip:{PROXY}"), (PROXY, 5060))
+        def silent() -> bool:
+            """Every worker reads the shared block list within block_refresh_ms: a burst of probes
+            (spread over the workers) all unanswered says each of them has it."""
+            for _ in range(12):
+                ua.send(request("OPTIONS", GUESSER, ruri=f"sip:{PROXY}"), (PROXY, 5060))
             return ua.drain(quiet_s=0.3) == []
 
         wait_for(silent, 5, "the block to reach every worker")

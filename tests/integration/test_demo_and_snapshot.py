@@ -91,7 +91,7 @@ def _old_format(path: Path) -> None:
 def test_a_published_file_of_another_code_version_is_rebuilt_from_postgres(db: psycopg.Connection,
                                                                           tmp_path: Path) -> None:
     demo.load(db)
-    settings = load_settings(environ={**test_environ(), "WARP_STACK__DATA_DIR": str(tmp_path)})
+    settings = load_settings(environ={**test_environ(), "WARP_NODE__NAME": f"format-{tmp_path.name}"})
     version = bootstrap.prepare_snapshot(settings)
     store = bootstrap.snapshot_store(settings)
     _old_format(store.path(version))
@@ -104,10 +104,11 @@ def test_a_published_file_of_another_code_version_is_rebuilt_from_postgres(db: p
 def test_postgres_down_and_only_a_file_of_another_code_version_refuses_to_start(db: psycopg.Connection,
                                                                                tmp_path: Path) -> None:
     demo.load(db)
-    settings = load_settings(environ={**test_environ(), "WARP_STACK__DATA_DIR": str(tmp_path)})
+    node = f"format-{tmp_path.name}"
+    settings = load_settings(environ={**test_environ(), "WARP_NODE__NAME": node})
     version = bootstrap.prepare_snapshot(settings)
     _old_format(bootstrap.snapshot_store(settings).path(version))
-    unreachable = load_settings(environ={**test_environ(), "WARP_STACK__DATA_DIR": str(tmp_path),
+    unreachable = load_settings(environ={**test_environ(), "WARP_NODE__NAME": node,
                                          "WARP_DATABASE__URL": "postgresql://warp@127.0.0.1:1/none",
                                          "WARP_DATABASE__CONNECT_TIMEOUT_S": "1"})
     with pytest.raises(RuntimeError, match="cannot be used: written by another version of the code"):

@@ -42,6 +42,8 @@ def test_a_peer_address_is_allowed(ip: str, port: int) -> None:
     ("sip:127.0.0.1", ("127.0.0.1", 5060)), ("sips:a@host.example", ("host.example", 5061)),
     ("sip:a@[::1]:5070;lr", ("::1", 5070)), ("<sip:a@10.0.0.1;transport=TLS>", ("10.0.0.1", 5061)),
     ("sip:a@10.0.0.1:99999", ("10.0.0.1", 5060)),
+    ("sip:7788#2125551234;rn=3055559999;npdi@127.0.0.9:5060", ("127.0.0.9", 5060)),
+    ("sip:127.0.0.9;transport=tls", ("127.0.0.9", 5061)), ("sip:u@h.example?Subject=x", ("h.example", 5060)),
 ])
 def test_uri_target_reads_host_and_port_as_kamailio_sends(uri: str, target: tuple[str, int]) -> None:
     assert destinations.uri_target(uri) == target
