@@ -349,7 +349,9 @@ def test_after_the_whole_set_the_node_is_up_with_every_worker_and_no_python_erro
         with endpoint(source_of(message)) as (sender, _):
             sender.sendto(message.data, (NODE, 5060))
     assert options_ping(NODE, 5060, timeout_s=3) == 200
-    assert group_pids(node.kamailio.pid) == workers, "a worker died or was replaced"  # type: ignore[union-attr]
+    # every process there before is still there (Kamailio replaces no worker: one that dies takes
+    # the node down); late-forked helpers may have joined since the node first answered
+    assert workers <= group_pids(node.kamailio.pid), "a worker died"  # type: ignore[union-attr]
     assert Path(node.log_path).exists()
     log = node.log_text()
     assert "Traceback" not in log and "unhandled" not in log, log[-3000:]
