@@ -395,5 +395,10 @@ def test_fuzzed_sip_never_gets_a_500_and_leaves_the_node_calls_and_cdrs_working(
     assert kemi_errors() == 0
     # the CDR stream is not stuck: the call made after the fuzzing gets its CDR (one CDR that
     # Postgres refuses, a NUL in a Call-ID say, must not hold back the ones after it)
-    row = cdr(module_db, call_id_of(after), timeout_s=30)
+    companion_log = node.log_path.parent / "cdr-emitter.log"
+    try:
+        row = cdr(module_db, call_id_of(after), timeout_s=30)
+    except AssertionError as stuck:
+        tail = companion_log.read_text(errors="replace")[-1500:] if companion_log.exists() else "(no log)"
+        raise AssertionError(f"{stuck}; the companion says:\n{tail}") from None
     assert row["sip_code"] == 200
