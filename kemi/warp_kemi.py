@@ -153,14 +153,35 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
     def ksr_request_route(self, msg: Any) -> int:
         if self._shed():
             return 1  # blocked source or flood: no answer at all
+        # RFC 3261 syntax first (kamailio.cfg says which checks); nothing is answered to an ACK
         if KSR.sanity.sanity_check_defaults() < 0:
-            return 1  # sanity already answered (400) or dropped the message
+            if KSR.is_ACK() <= 0:
+                try:
+                    start = (KSR.pv.get("$mb") or "").split("\r\n", 1)[0].split(" ")
+                except UnicodeError:
+                    start = []
+                scheme = start[1].split(":", 1)[0].lower() if len(start) > 2 and ":" in start[1] else ""
+                if scheme[:1].isalpha() and all(c.isalnum() or c in "+-." for c in scheme) \
+                        and scheme not in ("sip", "sips", "tel", "tels"):
+                    KSR.sl.sl_send_reply(416, "Unsupported URI Scheme")  # RFC 3261 8.2.2.1
+                else:
+                    KSR.sanity.sanity_reply()  # the 400 (or 420 with Unsupported) sanity chose
+            return 1
+        if int(KSR.pv.get("$cl") or 0) > int(KSR.pv.get("$bs") or 0):
+            if KSR.is_ACK() <= 0:  # a body shorter than its Content-Length: UDP cut it (RFC 3261 18.3)
+                KSR.sl.sl_send_reply(400, "Content-Length Beyond Message")
+            return 1
         if KSR.maxfwd.process_maxfwd(10) < 0:
             KSR.sl.sl_send_reply(483, "Too Many Hops")
             return 1
-        if KSR.is_OPTIONS() > 0 and KSR.is_myself_ruri() > 0 and not _pv("$rU"):
-            KSR.hdr.append_to_reply(f"Allow: {ALLOW}\r\n")
-            KSR.sl.sl_send_reply(200, "OK")
+        if KSR.is_OPTIONS() > 0 and KSR.siputils.has_totag() <= 0:
+            # an OPTIONS to any URI of ours is answered here, with what we allow; one for another
+            # domain is not relayed: nobody here by that name
+            if KSR.is_myself_ruri() > 0:
+                KSR.hdr.append_to_reply(f"Allow: {ALLOW}\r\n")
+                KSR.sl.sl_send_reply(200, "OK")
+            else:
+                KSR.sl.sl_send_reply(404, "Not Here")
             return 1
         if KSR.is_CANCEL() > 0:
             if KSR.tm.t_check_trans() > 0:
