@@ -89,6 +89,7 @@ def _guarded(method: Callable[..., int]) -> Callable[..., int]:
 
     @functools.wraps(method)
     def wrapper(self: kamailio, *args: Any) -> int:
+        self.open_call = None
         try:
             return method(self, *args)
         except NotText as exc:
@@ -105,12 +106,16 @@ def _guarded(method: Callable[..., int]) -> Callable[..., int]:
                           method.__name__, call_id, traceback.format_exc())
                 if KSR.is_request() > 0 and not KSR.is_ACK() > 0:
                     KSR.sl.send_reply(500, "Server Internal Error")
-                if method.__name__ == "ksr_request_route" and KSR.is_INVITE() > 0 and not _pv("$tt"):
+                if self.open_call is not None:
+                    self._salvage(self.open_call, exc)
+                elif method.__name__ == "ksr_request_route" and KSR.is_INVITE() > 0 and not _pv("$tt"):
                     self._app().emit_cdr(self._cdr(self._request(), datetime.now(UTC), 500,
                                                    "Server Internal Error", Reject(500, "Server Internal Error")))
             except Exception:
-                pass
+                log.error("call %s: its end could not be recorded: %s", call_id, traceback.format_exc())
             return 1
+        finally:
+            self.open_call = None
 
     return wrapper
 
@@ -136,6 +141,9 @@ def mod_init() -> kamailio:
 class kamailio:  # noqa: N801 - the class name app_python3 looks for
     def __init__(self) -> None:
         self.app: bootstrap.App | None = None
+        # the admitted call this callback has in hand and has not finished yet: if the callback
+        # fails, _guarded still ends it (CDR, charge, limits released) from what it holds
+        self.open_call: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ process life
     def child_init(self, rank: int) -> int:
@@ -461,12 +469,6 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             self._refuse(request, now, admitted.reject, headers=admitted.headers)
             return 1
         reserved, max_s = admitted.reserved_micros, admitted.max_s
-        _hide_topology(request, self._app().snapshot().trunks.get(decision.context.trunk_id))
-        # name a timeout route, so that the call's end is reported before the dialog module's BYEs
-        KSR.pv.sets("$dlg_ctx(timeout_route)", "warp-timeout")
-        KSR.dialog.dlg_manage()
-        KSR.pv.sets(PEERS_VAR, _canonical_ip(request.source_ip))
-        KSR.dialog.dlg_set_timeout(max_s)  # the dialog module sends BYE both ways when it runs out
         ctx = decision.context
         call = {
             "cdr_id": str(cdr_id),
@@ -494,6 +496,13 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
                 for r in decision.routes[: decision.policy.max_attempts]
             ],
         }
+        self.open_call = call  # from here on, whatever fails, the call ends with its CDR and money
+        _hide_topology(request, self._app().snapshot().trunks.get(ctx.trunk_id))
+        # name a timeout route, so that the call's end is reported before the dialog module's BYEs
+        KSR.pv.sets("$dlg_ctx(timeout_route)", "warp-timeout")
+        KSR.dialog.dlg_manage()
+        KSR.pv.sets(PEERS_VAR, _canonical_ip(request.source_ip))
+        KSR.dialog.dlg_set_timeout(max_s)  # the dialog module sends BYE both ways when it runs out
         refused = media.start_call(self._app(), call, self._app().snapshot().trunks[ctx.trunk_id].media)  # type: ignore[index]
         KSR.pv.sets(CALL_VAR, json.dumps(call, separators=(",", ":")))
         if refused:
@@ -504,6 +513,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         KSR.rr.record_route()
         if self._send_to(call, 0) < 0:
             self._relay_failed(call, [])
+        self.open_call = None  # relayed: its end comes with the failure route or the dialog's end
         return 1
 
     def _send_to(self, call: dict[str, Any], index: int) -> int:
@@ -542,6 +552,43 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         record = self._cdr_from_call(call, code, reason, end_at, answer_at, attempts, hangup_side, q850)
         release = (record.cdr_id, call["trunk_id"], call["account_id"]) if call.get("limited") else None
         self._app().end_call(dataclasses.replace(record, media=media.finish(self._app(), call)), release, outcomes)
+        self.open_call = None
+
+    def _salvage(self, call: dict[str, Any], error: Exception) -> None:
+        """A callback failed with ``call`` admitted and not finished: end it all the same, from the
+        few fields it surely holds — its CDR (code 500), its charge if it was answered, its limits
+        place released — so no call leaves without its CDR and its money."""
+        app = self._app()
+        now = datetime.now(UTC)
+        answer = _pv(ANSWER_VAR) if _pv(CALL_VAR) else ""
+        answer_at = datetime.fromisoformat(answer) if answer else None
+        duration = billable_duration(answer_at, now)
+        cdr_id = uuid.UUID(call["cdr_id"])
+        money: dict[str, Any] = {}
+        try:
+            if call.get("price"):
+                owed = rating.bill(duration, int(call.get("max_s") or 0), rating.price_from_json(call["price"]), None)
+                money = {"billable_s": owed.billable_s, "customer_price": owed.customer_price,
+                         "customer_rate": rating.price_from_json(call["price"]).per_minute}
+        except Exception:
+            log.error("call %s: price not computed (%s): its reservation is released uncharged",
+                      call.get("call_id"), traceback.format_exc())
+        record = CdrRecord(
+            cdr_id=cdr_id, call_id=str(call.get("call_id") or ""), node=app.settings.node.name,
+            invite_at=datetime.fromisoformat(call["invite_at"]), end_at=now, answer_at=answer_at,
+            duration_s=duration, sip_code=500, sip_reason=f"Server Internal Error ({type(error).__name__})",
+            direction=call.get("direction", "outbound"), account_id=uuid.UUID(call["account_id"]),
+            trunk_id=uuid.UUID(call["trunk_id"]), from_raw=call.get("caller"), to_raw=call.get("dialed"),
+            from_e164=call.get("from_e164"), to_e164=call.get("to_e164"), ban=call.get("ban"),
+            settle=bool(call.get("reserved")), hangup_side="proxy", **money)
+        with contextlib.suppress(Exception):
+            record = dataclasses.replace(record, media=media.finish(app, call))
+        release = (cdr_id, call["trunk_id"], call["account_id"]) if call.get("limited") else None
+        app.end_call(record, release)
+        with contextlib.suppress(Exception):
+            KSR.pv.sets(DONE_VAR, "1")  # a later dialog event finds it recorded
+        log.error("call %s ended by the error above: CDR %s written with what the call held",
+                  call.get("call_id"), cdr_id)
 
     # ------------------------------------------------------------------ replies and failures
     @_guarded
@@ -580,6 +627,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         if not raw:
             return 1
         call = json.loads(raw)
+        self.open_call = call
         attempts = _attempts()
         route = call["routes"][int(_pv(ROUTE_VAR) or 0)]
         if KSR.tm.t_is_canceled() > 0:
@@ -594,6 +642,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         while (index := failover.next_route(policy, len(call["routes"]), attempts)) is not None:
             KSR.pv.sets(ATTEMPTS_VAR, json.dumps([a.to_json() for a in attempts]))
             if self._send_to(call, index) > 0:
+                self.open_call = None  # the next vendor has it
                 log.info("call %s: %s answered %d, trying %s", call["call_id"], route["vendor"], code,
                          call["routes"][index]["vendor"])
                 return 1
@@ -653,6 +702,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             KSR.pv.sets(DONE_VAR, "1")
             answer = _pv(ANSWER_VAR)
             call = json.loads(raw)
+            self.open_call = call
             route = call["routes"][int(_pv(ROUTE_VAR) or 0)]
             attempts = [*_attempts(), _attempt(route, 200, "OK", ended_at=answer or None)]
             # a BYE from the caller carries the dialog's From tag; the timeout, or no BYE at all, is ours
