@@ -3,8 +3,8 @@
 import uuid
 from datetime import UTC, datetime
 
-from routing_engine.cdr import CdrRecord
 from routing_engine import metrics
+from routing_engine.cdr import CdrRecord
 from routing_engine.emitter import Emitter, RecordsRefused, Sink, Stream
 
 T0 = datetime(2026, 11, 22, tzinfo=UTC)
