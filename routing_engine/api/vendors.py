@@ -13,7 +13,7 @@ from uuid import UUID
 
 import psycopg
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict
 
 from routing_engine.api import addresses, decks, rates, store, writes
 from routing_engine.api.envelope import ApiError, Envelope, error_responses, not_found, ok, paged
@@ -21,6 +21,7 @@ from routing_engine.api.fields import (
     Cursor,
     Digits,
     Host,
+    Moment,
     Name,
     PageLimit,
     Port,
@@ -249,7 +250,7 @@ def delete_vendor_rate(vendor_id: UUID, rate_id: UUID, who: Caller = Depends(OPE
 def import_vendor_rates(vendor_id: UUID, file: Annotated[UploadFile, File(description="the deck, CSV with a header")],
                  mapping: Annotated[str | None, Form(description=rates.MAPPING_HELP)] = None,
                  mode: Annotated[Literal["replace", "merge"], Form(description=rates.MODE_HELP)] = "replace",
-                 effective_at: Annotated[AwareDatetime | None, Form(description="for rows without a date")] = None,
+                 effective_at: Annotated[Moment | None, Form(description="for rows without a date")] = None,
                  who: Caller = Depends(OPERATE), conn: psycopg.Connection = Depends(connection)) -> Any:
     """Imports a vendor rate deck from CSV in one transaction (see docs/API.md for the columns).
     Any bad row: 422 listing each line and problem, and nothing changes."""

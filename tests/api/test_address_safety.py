@@ -131,3 +131,13 @@ def test_an_invalid_bearer_token_beside_a_valid_key_is_refused(client: TestClien
     assert response.status_code == 401
     assert "not both" in response.json()["error"]["message"]
     assert client.get("/api/v1/vendors", headers={"X-API-Key": reader.key}).status_code == 200
+
+
+def test_a_rate_time_postgres_would_store_but_never_read_back_is_refused(operator: Api, carrier: Carrier) -> None:
+    """0001-01-01T00:00+14:00 is a year-0 time in UTC: stored, it made every later read of the
+    rates (and every snapshot build) fail."""
+    rates = f"/vendors/{carrier.vendor['id']}/rates"
+    for field, at in (("effective_at", "0001-01-01T00:00:00+14:00"), ("ends_at", "9999-12-31T23:59:00-14:00")):
+        got = operator.post(rates, expect=422, json={"prefix": "44", "rate": "0.01", field: at})
+        assert got["error"]["details"][0]["field"] == f"body.{field}"
+    operator.get(rates)
