@@ -4,6 +4,7 @@ which Postgres text cannot hold), and an ACL entry that takes over another accou
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,4 +98,7 @@ def test_an_overlapping_acl_entry_of_another_account_is_refused_and_calls_stay_w
     after = acl_call(node, VICTIM, tmp_path)
     assert cdr(module_db, after)["account_id"] == world["victim"]  # not billed to the taker
     log = companion_log(node)
-    assert "refused" in log and f"overlaps {VICTIM}/32 of trunk main" in log, log[-3000:]
+    assert re.search(r"snapshot \w+ refused, \d+ problem\(s\); \w+ stays in service", log), log[-3000:]
+    conflict = re.search(rf"ACL {VICTIM}/32 of trunk main \(([0-9a-f-]+)\) overlaps {VICTIM}/32 of trunk main"
+                         rf" \(([0-9a-f-]+)\) of another account", log)
+    assert conflict and str(TAKER_TRUNK) in conflict.groups(), log[-3000:]
