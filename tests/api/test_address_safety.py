@@ -5,13 +5,16 @@ credentials are refused cleanly."""
 
 from __future__ import annotations
 
+import json
 from urllib.parse import urlsplit
 
+import pytest
 from fastapi.testclient import TestClient
 
+from routing_engine import cli
 from routing_engine.api.principals import Role
 from routing_engine.settings import Settings
-from tests.api.conftest import Api, Carrier, Keys
+from tests.api.conftest import Api, Carrier, Keys, use_test_environment
 
 
 def acl(api: Api, trunk: dict, cidr: str, expect: int = 201) -> dict:
@@ -79,6 +82,20 @@ def test_explain_says_which_trunk_an_address_maps_to_and_why(operator: Api, admi
     assert got["why"].startswith("the dialed number starts with its tech prefix 2222#")
     got = admin.get("/route/explain", params={"source": "127.0.0.21", "to": "12125551234"})["data"]["address"]
     assert got["trunk"] is None and "gateway echo-gw1 of vendor vendor-echo" in got["why"]
+
+
+def test_the_cli_explains_an_address_as_the_api_does(admin: Api, carrier: Carrier,
+                                                   capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    args = {"source": "127.0.0.11", "to": "12125551234", "at": "2026-06-01T12:00:00+00:00"}
+    api = admin.get("/route/explain", params=args)["data"]
+    use_test_environment(monkeypatch)
+    capsys.readouterr()
+    argv = ["route", "explain", "--source", args["source"], "--to", args["to"], "--at", args["at"]]
+    assert cli.main([*argv, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["address"] == api["address"]
+    assert cli.main(argv) == 0
+    assert "address       127.0.0.11 -> BAN-A/trunk-1: the most specific matching entry" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------ destinations
