@@ -269,7 +269,7 @@ class LedgerSink(Sink):
             added = 0
             with self._conn.transaction(), self._conn.cursor() as cur:
                 for r in records:
-                    # the reference is a Call-ID, which a caller writes: stored as text can hold it
+                    # a reference is text from the stream (a CDR id, a top-up reference): made storable
                     cur.execute("INSERT INTO billing.balance_updates (account_id, amount, kind, reference, created_at)"
                                 " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (kind, reference) DO NOTHING",
                                 (r["account_id"], from_micros(r["amount_micros"]), r["kind"],
