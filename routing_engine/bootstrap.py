@@ -74,7 +74,7 @@ def prepare_snapshot(settings: Settings) -> str:
                                f"cannot be used: {unreadable}") from exc
         log.warning("Postgres unreachable (%s): starting on published snapshot %s", exc, published.version)
         return published.version
-    found = validation.problems(snapshot)
+    found = validation.problems(snapshot, destinations.from_settings(settings))
     if found:
         for problem in found[:50]:
             log.error("configuration problem: %s", problem)

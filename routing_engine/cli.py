@@ -567,7 +567,7 @@ def _delegate(module: str, config: str | None, rest: list[str]) -> int:
 
 def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
     from routing_engine.adapters import redis_store
-    from routing_engine.api.explanation import explanation, trunk_label
+    from routing_engine.api.explanation import address_owner, explanation, trunk_label
     from routing_engine.bootstrap import load_snapshot, lrn_lookup, quality_view
     from routing_engine.decision import CallRequest, Relay, decide_invite
 
@@ -596,12 +596,18 @@ def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
                              lrn_lookup(settings, client), trunk_id=trunk_id, gateway_up=HealthView(client).is_up,
                              demotion=lambda vendor_id, destination: quality.demotion(
                                  vendor_id, snapshot.vendors.keys(), destination))
-    result = explanation(decision, at)  # the same document the admin API answers
+    address = address_owner(snapshot, args.source, args.port, args.transport, args.to) \
+        if args.source and not args.trunk else None
+    result = explanation(decision, at, address)  # the same document the admin API answers
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     trace = decision.trace
     print(f"snapshot      {snapshot.version}   at {at.isoformat()}")
+    if address is not None:
+        print(f"address       {address['source']} -> {address['trunk'] or 'no trunk'}: {address['why']}")
+        for m in cast(list[dict[str, Any]], address["matches"]):
+            print(f"  matches     {m['entry']} of {m['trunk']} (tech prefix {m['tech_prefix'] or 'none'})")
     for key in ("auth", "account", "numbers", "plan", "lrn", "jurisdiction", "rating", "blocked", "error", "number"):
         if key in trace:
             print(f"{key:13} {_flat(trace[key])}")

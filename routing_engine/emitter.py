@@ -4,6 +4,13 @@ Batches of ``batch_size`` records or ``batch_seconds``, whichever comes first. A
 acknowledged in Redis only after its Postgres transaction committed, and the insert ignores
 records already stored, so a crash at any moment loses nothing and duplicates nothing: the
 unacknowledged entries are read again (as this consumer's pending entries) on restart.
+
+No single record may hold up the others. An entry that is no record, and a record the sink
+refuses for what it holds (``RecordsRefused``: a value Postgres cannot take, a key that does
+not exist), goes to the stream's dead letters (``<stream>:dead``) with the reason, is counted
+(``warp_dead_letters``) and acknowledged; a refused batch is split in halves until each refused
+record stands alone, so every other record of it is written. A sink that is down (connection
+refused or lost, a timeout) is another matter: the whole batch is kept and retried.
 """
 
 from __future__ import annotations
@@ -26,9 +33,15 @@ from routing_engine.cdr import CdrRecord
 log = logging.getLogger("warp.emitter")
 
 
+class RecordsRefused(Exception):
+    """A sink refused a batch because of what one or more of its records hold; the same records
+    will never be taken, and the sink is fine for other records."""
+
+
 class Sink(Protocol):
     """Where batches go: Postgres (PostgresSink), BigQuery (adapters/bigquery.BigQuerySink), the
-    ledger. ``write`` stores a whole batch or raises; storing a record twice must be harmless."""
+    ledger. ``write`` stores a whole batch or raises (``RecordsRefused`` when a record is at
+    fault, anything else when the sink is); storing a record twice must be harmless."""
 
     name: str
 
@@ -110,22 +123,41 @@ class Emitter:
         return entries
 
     def flush(self, entries: list[tuple[str, dict[str, str]]]) -> int:
-        """Write one batch and acknowledge it; raises if the sink fails (nothing acknowledged)."""
-        records: list[Any] = []
-        ids: list[str] = []
+        """Write one batch and acknowledge it; raises if the sink fails (nothing acknowledged
+        but dead letters). Returns the rows the sink added."""
+        readable: list[tuple[str, dict[str, str], Any]] = []
         for entry_id, data in entries:
             try:
-                records.append(self.parse(data))
-                ids.append(entry_id)
+                readable.append((entry_id, data, self.parse(data)))
             except ValueError as exc:
                 log.error("%s entry %s unreadable, moved to dead letters: %s", self.what, entry_id, exc)
-                self.stream.dead_letter(entry_id, data, str(exc))
-                self.stream.ack([entry_id])
-        added = self.sink.write(records)
+                self._dead_letter(entry_id, data, str(exc), "unreadable")
+        return self._write(readable)
+
+    def _write(self, batch: list[tuple[str, dict[str, str], Any]]) -> int:
+        """Write and acknowledge; a refused batch is bisected down to its refused records."""
+        sink = getattr(self.sink, "name", "sink")
+        try:
+            added = self.sink.write([record for _, _, record in batch])
+        except RecordsRefused as exc:
+            if len(batch) == 1:
+                entry_id, data, _ = batch[0]
+                log.error("%s entry %s refused by %s, moved to dead letters: %s", self.what, entry_id, sink, exc)
+                self._dead_letter(entry_id, data, f"refused by {sink}: {exc}", "refused")
+                return 0
+            half = len(batch) // 2
+            return self._write(batch[:half]) + self._write(batch[half:])
+        ids = [entry_id for entry_id, _, _ in batch]
         self.stream.ack(ids)
-        metrics.batch_written(getattr(self.sink, "name", "sink"), len(records), added, ids, time.time())
-        log.info("wrote %d %s (%d new)", len(records), self.what, added)
+        metrics.batch_written(sink, len(batch), added, ids, time.time())
+        log.info("wrote %d %s (%d new)", len(batch), self.what, added)
         return added
+
+    def _dead_letter(self, entry_id: str, data: dict[str, str], error: str, reason: str) -> None:
+        """Parked first, then acknowledged: an entry is never lost in between."""
+        self.stream.dead_letter(entry_id, data, error[:1000])
+        self.stream.ack([entry_id])
+        metrics.DEAD_LETTERS.labels(getattr(self.sink, "name", "sink"), reason).inc()
 
     def _flush_with_retry(
         self, entries: list[tuple[str, dict[str, str]]], should_stop: Callable[[], bool]
@@ -206,7 +238,9 @@ class PostgresSink(Sink):
             postgres.ensure_cdr_partitions(self._conn, [now + timedelta(days=d) for d in range(3)])
         try:
             added = postgres.insert_cdrs(self._conn, records)
-        except Exception:
+        except Exception as exc:
+            if postgres.is_row_problem(exc) and not self._conn.closed:
+                raise RecordsRefused(_first_line(exc)) from exc  # the connection stays good
             try:
                 self._conn.close()
             finally:
@@ -235,17 +269,27 @@ class LedgerSink(Sink):
             added = 0
             with self._conn.transaction(), self._conn.cursor() as cur:
                 for r in records:
+                    # a reference is text from the stream (a CDR id, a top-up reference): made storable
                     cur.execute("INSERT INTO billing.balance_updates (account_id, amount, kind, reference, created_at)"
                                 " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (kind, reference) DO NOTHING",
-                                (r["account_id"], from_micros(r["amount_micros"]), r["kind"], r["reference"], r["at"]))
+                                (r["account_id"], from_micros(r["amount_micros"]), r["kind"],
+                                 postgres.storable_text(r["reference"], postgres.INDEXED_TEXT_MAX), r["at"]))
                     added += cur.rowcount
             return added
-        except Exception:
+        except Exception as exc:
+            if postgres.is_row_problem(exc) and not self._conn.closed:
+                raise RecordsRefused(_first_line(exc)) from exc
             try:
                 self._conn.close()
             finally:
                 self._conn = None
             raise
+
+
+def _first_line(exc: BaseException) -> str:
+    """The error without the offending value Postgres may quote on its DETAIL lines."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
 
 
 def seed_balances(database_url: str, wallet: Any) -> int:

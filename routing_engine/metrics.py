@@ -82,6 +82,9 @@ EMITTER_LAG = Histogram("warp_cdr_emitter_lag_seconds", "Stream append to commit
 # one companion per node writes it; "mostrecent" keeps the last value even across a companion restart
 EMITTER_LAG_LAST = Gauge("warp_cdr_emitter_lag_last_seconds", "Lag of the oldest record of the last batch",
                          ["sink"], multiprocess_mode="mostrecent", registry=None)
+DEAD_LETTERS = Counter("warp_dead_letters", "Stream entries moved to their dead-letter stream (<stream>:dead), by "
+                       "sink and reason: unreadable (not a record) or refused (the sink cannot store what it holds)",
+                       ["sink", "reason"], registry=None)
 PARTITIONS_DROPPED = Counter("warp_cdr_partitions_dropped", "Daily CDR partitions dropped by retention",
                              registry=None)
 

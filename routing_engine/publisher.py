@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from routing_engine import metrics, validation
+from routing_engine import destinations, metrics, validation
 from routing_engine.adapters import postgres
 from routing_engine.adapters.snapshots import SnapshotStore
 from routing_engine.settings import Settings
@@ -31,7 +31,7 @@ def build_and_publish(settings: Settings, conn: psycopg.Connection, store: Snaps
     started = time.perf_counter()
     snapshot = postgres.load_snapshot(conn, datetime.now(UTC), settings.auth.realm)
     built_ms = (time.perf_counter() - started) * 1000
-    found = validation.problems(snapshot)
+    found = validation.problems(snapshot, destinations.from_settings(settings))
     if found:
         in_service = store.current()
         log.error("snapshot %s refused, %d problem(s); %s stays in service:", snapshot.version, len(found),

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
+import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from types import MappingProxyType
@@ -216,12 +218,78 @@ def drop_expired_cdr_partitions(conn: psycopg.Connection, today: date, retention
     return dropped
 
 
+# What a text column cannot hold: NUL (Postgres text refuses it) and lone surrogates (no UTF-8
+# form). Both arrive from SIP headers a caller wrote; they are replaced, visibly, with U+FFFD.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+REPLACEMENT = "\ufffd"
+# A b-tree index entry holds at most ~2700 bytes: indexed text (Call-ID, numbers, the ledger's
+# reference) is cut to 512 characters (2048 bytes in UTF-8); other text to 8192.
+INDEXED_TEXT_MAX = 512
+TEXT_MAX = 8192
+_INDEXED_CDR_TEXT = frozenset({"call_id", "from_e164", "to_e164"})
+_JSON_CDR_COLUMNS = frozenset({"trace", "attempts", "media"})
+
+
+def storable_text(value: str, limit: int = TEXT_MAX) -> str:
+    """``value`` as a Postgres text column takes it: unstorable characters replaced, at most
+    ``limit`` characters (a cut one ends with an ellipsis, so it reads as cut)."""
+    clean = _UNSTORABLE.sub(REPLACEMENT, value)
+    return clean if len(clean) <= limit else clean[: limit - 1] + "\u2026"
+
+
+def _storable_json_value(value: object) -> object:
+    if isinstance(value, str):
+        return _UNSTORABLE.sub(REPLACEMENT, value)
+    if isinstance(value, list):
+        return [_storable_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {_UNSTORABLE.sub(REPLACEMENT, str(k)): _storable_json_value(v) for k, v in value.items()}
+    return value
+
+
+def storable_json(text: str) -> str:
+    """JSON text as jsonb takes it: jsonb refuses ``\\u0000`` and lone surrogate escapes as well
+    as raw NUL. Text that is no JSON at all is left as it is (the row is refused, see
+    ``is_row_problem``)."""
+    if "\\u" not in text and not _UNSTORABLE.search(text):
+        return text  # the common case: nothing to look at
+    try:
+        parsed = json.loads(text, strict=False)
+    except ValueError:
+        return text
+    return json.dumps(_storable_json_value(parsed), separators=(",", ":"))
+
+
+def _cdr_value(column: str, value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    if column in _JSON_CDR_COLUMNS:
+        return storable_json(value)
+    return storable_text(value, INDEXED_TEXT_MAX if column in _INDEXED_CDR_TEXT else TEXT_MAX)
+
+
+def cdr_row(record: CdrRecord) -> tuple[object, ...]:
+    """The values of one CDR row, text made storable (see ``storable_text``)."""
+    return tuple(_cdr_value(c, getattr(record, c)) for c in _CDR_COLUMNS)
+
+
+def is_row_problem(exc: BaseException) -> bool:
+    """Whether a failed insert failed because of what a row holds (a value out of range, a
+    check or key violation, an index entry too large, a value the client cannot send) rather
+    than because the connection or the server failed: retrying the same rows cannot help."""
+    if isinstance(exc, psycopg.errors.DataError | psycopg.errors.IntegrityError
+                  | psycopg.errors.ProgramLimitExceeded):
+        return True
+    return isinstance(exc, ValueError | TypeError | OverflowError) and not isinstance(exc, psycopg.Error)
+
+
 def insert_cdrs(conn: psycopg.Connection, records: Sequence[CdrRecord]) -> int:
-    """Insert a batch in one transaction; a record already stored is skipped. Returns rows added."""
+    """Insert a batch in one transaction; a record already stored is skipped. Returns rows added.
+    A row Postgres refuses fails the whole batch (``is_row_problem`` tells that from an outage)."""
     if not records:
         return 0
     ensure_cdr_partitions(conn, (r.invite_at for r in records))
     with conn.transaction(), conn.cursor() as cur:
         # one pipelined round trip for the batch; rowcount adds up the rows each insert added
-        cur.executemany(_INSERT_CDR, [tuple(getattr(r, c) for c in _CDR_COLUMNS) for r in records])
+        cur.executemany(_INSERT_CDR, [cdr_row(r) for r in records])
         return max(0, cur.rowcount)

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Query
 from psycopg.rows import dict_row
 from pydantic import AwareDatetime, BaseModel
 
-from routing_engine.api.envelope import Envelope, error_responses, invalid, paged
+from routing_engine.api.envelope import ApiError, Envelope, FieldError, error_responses, invalid, paged
 from routing_engine.api.fields import PageLimit
 from routing_engine.api.openapi import PolicyRoute
 from routing_engine.api.principals import READ_OWN, Caller
@@ -77,7 +77,7 @@ def _after(cursor: str) -> tuple[datetime, UUID]:
         raise invalid("query.cursor", "not a cursor from a previous page") from None
 
 
-@router.get("", response_model=Envelope[list[Cdr]], responses=error_responses(401, 403, 422))
+@router.get("", response_model=Envelope[list[Cdr]], responses=error_responses(400, 401, 403, 422))
 def search_cdrs(who: Caller = Depends(READ_OWN), conn: psycopg.Connection = Depends(connection),
                 since: Annotated[AwareDatetime | None, Query(description="default: 24 hours before `until`")] = None,
                 until: Annotated[AwareDatetime | None, Query(description="default: now (exclusive)")] = None,
@@ -88,7 +88,11 @@ def search_cdrs(who: Caller = Depends(READ_OWN), conn: psycopg.Connection = Depe
                 limit: PageLimit = 100,
                 cursor: Annotated[str | None, Query(max_length=200, pattern=r"^[A-Za-z0-9_=-]+$")] = None) -> Any:
     end = until or datetime.now(UTC)
-    start = since or end - timedelta(hours=24)
+    try:
+        start = since or end - timedelta(hours=24)
+    except OverflowError:  # until within a day of year 1: no default start exists
+        message = "too early for the default range: give since as well, or a later until"
+        raise ApiError(400, f"query.until: {message}", [FieldError(field="query.until", message=message)]) from None
     if start >= end:
         raise invalid("query.since", "must be before until")
     if end - start > MAX_RANGE:

@@ -162,7 +162,8 @@ def _date(text: str, cache: dict[str, datetime | None]) -> datetime | None:
             parsed = datetime.fromisoformat(text)
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=UTC)
-    except ValueError:
+            parsed.astimezone(UTC)  # beyond years 1-9999 in UTC: Postgres stores it, nobody reads it back
+    except (ValueError, OverflowError):
         parsed = None
     if len(cache) < 10000:
         cache[text] = parsed

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query
 
 from routing_engine.adapters.health import HealthView
 from routing_engine.api.envelope import Envelope, error_responses, invalid, ok
-from routing_engine.api.explanation import explanation, trunk_label
+from routing_engine.api.explanation import address_owner, explanation, trunk_label
 from routing_engine.api.openapi import PolicyRoute
 from routing_engine.api.principals import READ, Caller
 from routing_engine.api.services import Services, services
@@ -39,7 +39,8 @@ def explain(to: Digits,
                           Query(description="ISO time of the call (default: now; UTC if no zone)")] = None,
             who: Caller = Depends(READ), svc: Services = Depends(services)) -> Any:
     """Explains how a call would be routed: trunk, account, numbers, plan, LRN, jurisdiction,
-    every vendor kept or dropped and why, and the routes in order."""
+    every vendor kept or dropped and why, and the routes in order. Given a source, ``address``
+    says which trunk that address maps to and why (every matching ACL entry, the rule that chose)."""
     moment = at or datetime.now(UTC)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
@@ -58,4 +59,5 @@ def explain(to: Digits,
                           dialed=to, caller=caller or "")
     decision = decide_invite(request, snapshot, moment, settings.routing.default_region, svc.lrn_lookup(),
                              trunk_id=trunk_id, gateway_up=HealthView(svc.redis()).is_up)
-    return ok(who.request_id, explanation(decision, moment))
+    address = address_owner(snapshot, source, port, transport, to) if source and not trunk else None
+    return ok(who.request_id, explanation(decision, moment, address))

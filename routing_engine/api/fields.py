@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import Query
-from pydantic import AfterValidator, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints
 
 # printable text without control characters (Postgres text refuses NUL; logs dislike the rest)
 _PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
@@ -69,6 +70,17 @@ def _cidr(value: str) -> str:
         raise ValueError(f"not a network in CIDR form (host bits must be zero): {exc}") from None
 
 
+def storable_time(value: datetime) -> datetime:
+    """A time Postgres stores and psycopg reads back: in UTC within years 1 to 9999 (one beyond,
+    e.g. 0001-01-01T00:00+14:00, is stored, and then fails every read of its table)."""
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range: in UTC the time must fall within the years 1 to 9999") from None
+    return value
+
+
+Moment = Annotated[AwareDatetime, AfterValidator(storable_time)]
 Host = Annotated[str, StringConstraints(min_length=1, max_length=253), AfterValidator(_host)]
 Cidr = Annotated[str, StringConstraints(min_length=1, max_length=49), AfterValidator(_cidr)]
 

@@ -93,6 +93,10 @@ class Authenticator:
         self._lock = threading.Lock()
 
     def authenticate(self, authorization: str | None, api_key: str | None) -> Principal:
+        """One credential per request: with both headers, which one the caller meant is a guess
+        (an invalid token beside a valid key must not pass), so both are refused."""
+        if api_key is not None and authorization is not None:
+            raise AuthError(401, "send one credential: a Bearer token or an X-API-Key header, not both")
         if api_key:
             return self._from_key(api_key)
         if not authorization:

@@ -14,11 +14,11 @@ from uuid import UUID
 
 import psycopg
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict
 
 from routing_engine.api import decks, rates, store, writes
 from routing_engine.api.envelope import ApiError, Envelope, error_responses, not_found, ok, paged
-from routing_engine.api.fields import Currency, Cursor, Name, PageLimit, Prefix, unset
+from routing_engine.api.fields import Currency, Cursor, Moment, Name, PageLimit, Prefix, unset
 from routing_engine.api.openapi import PolicyRoute
 from routing_engine.api.principals import OPERATE, READ_OWN, Caller
 from routing_engine.api.services import connection
@@ -144,7 +144,7 @@ def delete_plan_rate(plan_id: UUID, rate_id: UUID, who: Caller = Depends(OPERATE
 def import_plan_rates(plan_id: UUID, file: Annotated[UploadFile, File(description="the price list, CSV with a header")],
                       mapping: Annotated[str | None, Form(description=rates.MAPPING_HELP)] = None,
                       mode: Annotated[Literal["replace", "merge"], Form(description=rates.MODE_HELP)] = "replace",
-                      effective_at: Annotated[AwareDatetime | None, Form(description="for rows without a date")] = None,
+                      effective_at: Annotated[Moment | None, Form(description="for rows without a date")] = None,
                       who: Caller = Depends(OPERATE), conn: psycopg.Connection = Depends(connection)) -> Any:
     """Imports a customer price list from CSV in one transaction (columns as for vendor decks,
     plus initial_increment, subsequent_increment, min_duration, connection_fee)."""

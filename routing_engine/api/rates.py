@@ -18,11 +18,11 @@ from uuid import UUID
 
 import psycopg
 from fastapi import UploadFile
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from routing_engine.api import decks
 from routing_engine.api.envelope import ApiError, FieldError, invalid
-from routing_engine.api.fields import MinSeconds, Prefix, Rate, Seconds, Text
+from routing_engine.api.fields import MinSeconds, Moment, Prefix, Rate, Seconds, Text
 from routing_engine.api.principals import Caller
 
 MAPPING_HELP = ('JSON object naming the file\'s column for a field when the header differs, '
@@ -38,8 +38,8 @@ class RateCreate(BaseModel):
     interstate_rate: Rate | None = None
     intrastate_rate: Rate | None = None
     indeterminate_rate: Rate | None = None
-    effective_at: AwareDatetime | None = Field(default=None, description="default: now")
-    ends_at: AwareDatetime | None = None
+    effective_at: Moment | None = Field(default=None, description="default: now")
+    ends_at: Moment | None = None
 
     @model_validator(mode="after")
     def _ends_after_start(self) -> Self:

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 from fastapi import Request
 
-from routing_engine import bootstrap
+from routing_engine import bootstrap, destinations
 from routing_engine.adapters import postgres, redis_store
 from routing_engine.api.principals import Authenticator
 from routing_engine.api.store import Pool
@@ -55,6 +55,7 @@ class Services:
         self.pool = Pool(settings.database_url, settings.database.connect_timeout_s)
         self.authenticator = Authenticator(settings.api, self.pool)
         self.snapshots = SnapshotCache(self.pool, settings.auth.realm)
+        self.guard = destinations.from_settings(settings)  # where SIP may never go
         self._redis: Any = None
         self._lrn: LrnLookup | None = None
         self._lock = threading.Lock()

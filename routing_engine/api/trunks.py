@@ -3,8 +3,10 @@
 Customers (customer-scoped callers) manage their own trunks, with two limits: the routing plan,
 rate plan and call limits are the carrier's to set, and an ACL entry may not overlap another
 account's addresses (ACL matching prefers the most specific entry, so an overlapping /32 would
-capture another customer's calls). Carrier staff may overlap, e.g. customers behind one IP told
-apart by tech prefix.
+capture another customer's calls). Carrier staff may share an address between accounts only
+when every trunk on it has a tech prefix that tells its calls apart (``validation``); nobody may
+put a vendor gateway's address in an ACL, and an inbound URI may not be one of the node's own
+services (``addresses``).
 
 Passwords are write-only: ``PUT .../credentials/{username}`` stores MD5 and SHA-256 HA1 (the only
 form the SIP side needs) and nothing readable comes back.
@@ -12,6 +14,7 @@ form the SIP side needs) and nothing readable comes back.
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -20,7 +23,7 @@ import psycopg
 from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field
 
-from routing_engine.api import audit, store, writes
+from routing_engine.api import addresses, audit, store, writes
 from routing_engine.api.envelope import ApiError, Envelope, error_responses, invalid, not_found, ok, paged
 from routing_engine.api.fields import (
     Cidr,
@@ -44,6 +47,7 @@ from routing_engine.api.principals import OPERATE_OWN, READ_OWN, Caller
 from routing_engine.api.services import Services, connection, services
 from routing_engine.api.tables import ACCOUNTS, ACL, CREDENTIALS, PLANS, RATE_PLANS, TRUNKS, must_exist
 from routing_engine.credentials import ha1_md5, ha1_sha256
+from routing_engine.validation import AclClaim
 
 router = APIRouter(prefix="/trunks", tags=["trunks"], route_class=PolicyRoute)
 
@@ -162,13 +166,14 @@ def _trunk(conn: psycopg.Connection, who: Caller, trunk_id: UUID, lock: bool = F
     return row
 
 
-def _check(conn: psycopg.Connection, who: Caller, values: dict[str, Any]) -> None:
+def _check(conn: psycopg.Connection, who: Caller, values: dict[str, Any], svc: Services) -> None:
     if who.scope is not None:
         staff = [f for f in STAFF_ONLY if f in values]
         if staff:
             raise ApiError(403, f"only carrier staff may set {', '.join(staff)}")
     must_exist(conn, PLANS, values.get("routing_plan_id"), "body.routing_plan_id")
     must_exist(conn, RATE_PLANS, values.get("rate_plan_id"), "body.rate_plan_id")
+    addresses.check_inbound_uri(svc.guard, values.get("inbound_uri"))
 
 
 @router.get("", response_model=Envelope[list[Trunk]], responses=error_responses(401, 403, 422))
@@ -182,7 +187,7 @@ def list_trunks(who: Caller = Depends(READ_OWN), conn: psycopg.Connection = Depe
 @router.post("", status_code=201, response_model=Envelope[Trunk],
              responses=error_responses(400, 401, 403, 404, 409, 413, 422))
 def create_trunk(body: TrunkCreate, who: Caller = Depends(OPERATE_OWN),
-                 conn: psycopg.Connection = Depends(connection)) -> Any:
+                 conn: psycopg.Connection = Depends(connection), svc: Services = Depends(services)) -> Any:
     values = body.model_dump(exclude_unset=True)
     account = values.pop("account_id", None) or who.scope
     if account is None:
@@ -190,7 +195,7 @@ def create_trunk(body: TrunkCreate, who: Caller = Depends(OPERATE_OWN),
     with conn.transaction():
         if store.fetch(conn, ACCOUNTS, account, who.scope) is None:
             raise invalid("body.account_id", f"no such account {account}")
-        _check(conn, who, values)
+        _check(conn, who, values, svc)
         row = writes.create(conn, who, TRUNKS, "trunk", {"account_id": account, **values})
     return ok(who.request_id, row)
 
@@ -204,11 +209,14 @@ def get_trunk(trunk_id: UUID = TrunkId, who: Caller = Depends(READ_OWN),
 @router.patch("/{trunk_id}", response_model=Envelope[Trunk],
               responses=error_responses(400, 401, 403, 404, 409, 413, 422))
 def change_trunk(body: TrunkChange, trunk_id: UUID = TrunkId, who: Caller = Depends(OPERATE_OWN),
-                 conn: psycopg.Connection = Depends(connection)) -> Any:
+                 conn: psycopg.Connection = Depends(connection), svc: Services = Depends(services)) -> Any:
     values = body.model_dump(exclude_unset=True)
     with conn.transaction():
         before = _trunk(conn, who, trunk_id, lock=True)
-        _check(conn, who, values)
+        _check(conn, who, values, svc)
+        if "tech_prefix" in values and values["tech_prefix"] != before["tech_prefix"]:
+            addresses.lock(conn)
+            addresses.check_trunk_prefix(conn, who, before, values["tech_prefix"])
         row = writes.change(conn, who, TRUNKS, "trunk", before, values)
     return ok(who.request_id, row)
 
@@ -254,15 +262,15 @@ def list_acl(trunk_id: UUID = TrunkId, who: Caller = Depends(READ_OWN), conn: ps
              responses=error_responses(400, 401, 403, 404, 409, 413, 422))
 def create_acl(body: AclCreate, trunk_id: UUID = TrunkId, who: Caller = Depends(OPERATE_OWN),
                conn: psycopg.Connection = Depends(connection)) -> Any:
+    """Adds an ACL entry. Refused (409) when it covers a vendor gateway's address, or overlaps
+    another account's entries: a customer-scoped caller never may, carrier staff only when both
+    trunks have tech prefixes and neither starts with the other."""
     with conn.transaction():
         trunk = _trunk(conn, who, trunk_id, lock=True)
-        if who.scope is not None:
-            clash = conn.execute(
-                "SELECT 1 FROM trunks.trunk_access_lists l JOIN trunks.trunks t ON t.id = l.trunk_id"
-                " WHERE t.deleted_at IS NULL AND l.account_id <> %s AND l.cidr && %s::cidr LIMIT 1",
-                (trunk["account_id"], body.cidr)).fetchone()
-            if clash:
-                raise ApiError(409, "this network overlaps another customer's addresses; ask the carrier")
+        addresses.lock(conn)
+        addresses.check_acl_claim(conn, who, AclClaim(
+            ipaddress.ip_network(body.cidr, strict=False), body.port, body.transport, trunk_id, trunk["name"],
+            trunk["account_id"], trunk["tech_prefix"]))
         row = writes.create(conn, who, ACL, "trunk_acl",
                             {"account_id": trunk["account_id"], "trunk_id": trunk_id, **body.model_dump()})
     return ok(who.request_id, _acl_row(row))

@@ -13,14 +13,15 @@ from uuid import UUID
 
 import psycopg
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict
 
-from routing_engine.api import decks, rates, store, writes
+from routing_engine.api import addresses, decks, rates, store, writes
 from routing_engine.api.envelope import ApiError, Envelope, error_responses, not_found, ok, paged
 from routing_engine.api.fields import (
     Cursor,
     Digits,
     Host,
+    Moment,
     Name,
     PageLimit,
     Port,
@@ -33,7 +34,7 @@ from routing_engine.api.fields import (
 )
 from routing_engine.api.openapi import PolicyRoute
 from routing_engine.api.principals import OPERATE, READ, Caller
-from routing_engine.api.services import connection
+from routing_engine.api.services import Services, connection, services
 from routing_engine.api.tables import GATEWAYS, VENDOR_RATES, VENDORS
 
 router = APIRouter(prefix="/vendors", tags=["vendors"], route_class=PolicyRoute)
@@ -168,9 +169,15 @@ def list_gateways(vendor_id: UUID, who: Caller = Depends(READ), conn: psycopg.Co
 @router.post("/{vendor_id}/gateways", status_code=201, response_model=Envelope[Gateway],
              responses=error_responses(400, 401, 403, 404, 409, 413, 422))
 def create_gateway(vendor_id: UUID, body: GatewayCreate, who: Caller = Depends(OPERATE),
-                   conn: psycopg.Connection = Depends(connection)) -> Any:
+                   conn: psycopg.Connection = Depends(connection), svc: Services = Depends(services)) -> Any:
+    """Adds a gateway. Refused when its address is one of the node's own services or no SIP
+    peer's (422), or lies in a trunk's ACL (409)."""
+    values = body.model_dump(exclude_unset=True)
+    addresses.check_gateway(svc.guard, body.host, values.get("port", 5060))
     with conn.transaction():
         _vendor(conn, vendor_id, lock=True)
+        addresses.lock(conn)
+        addresses.check_gateway_address(conn, body.host)
         row = writes.create(conn, who, GATEWAYS, "gateway",
                             {"provider_id": vendor_id, **body.model_dump(exclude_unset=True)})
     return ok(who.request_id, row)
@@ -179,10 +186,17 @@ def create_gateway(vendor_id: UUID, body: GatewayCreate, who: Caller = Depends(O
 @router.patch("/{vendor_id}/gateways/{gateway_id}", response_model=Envelope[Gateway],
               responses=error_responses(400, 401, 403, 404, 409, 413, 422))
 def change_gateway(vendor_id: UUID, gateway_id: UUID, body: GatewayChange, who: Caller = Depends(OPERATE),
-                   conn: psycopg.Connection = Depends(connection)) -> Any:
+                   conn: psycopg.Connection = Depends(connection), svc: Services = Depends(services)) -> Any:
+    values = body.model_dump(exclude_unset=True)
     with conn.transaction():
         before = writes.locked(conn, who, GATEWAYS, gateway_id, "gateway", where={"provider_id": vendor_id})
-        row = writes.change(conn, who, GATEWAYS, "gateway", before, body.model_dump(exclude_unset=True))
+        if "host" in values or "port" in values:
+            host, port = str(values.get("host", before["host"])), int(values.get("port") or before["port"])
+            addresses.check_gateway(svc.guard, host, port)
+            addresses.lock(conn)
+            if "host" in values:
+                addresses.check_gateway_address(conn, host)
+        row = writes.change(conn, who, GATEWAYS, "gateway", before, values)
     return ok(who.request_id, row)
 
 
@@ -236,7 +250,7 @@ def delete_vendor_rate(vendor_id: UUID, rate_id: UUID, who: Caller = Depends(OPE
 def import_vendor_rates(vendor_id: UUID, file: Annotated[UploadFile, File(description="the deck, CSV with a header")],
                  mapping: Annotated[str | None, Form(description=rates.MAPPING_HELP)] = None,
                  mode: Annotated[Literal["replace", "merge"], Form(description=rates.MODE_HELP)] = "replace",
-                 effective_at: Annotated[AwareDatetime | None, Form(description="for rows without a date")] = None,
+                 effective_at: Annotated[Moment | None, Form(description="for rows without a date")] = None,
                  who: Caller = Depends(OPERATE), conn: psycopg.Connection = Depends(connection)) -> Any:
     """Imports a vendor rate deck from CSV in one transaction (see docs/API.md for the columns).
     Any bad row: 422 listing each line and problem, and nothing changes."""

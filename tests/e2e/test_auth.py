@@ -82,7 +82,8 @@ def world(module_db: psycopg.Connection) -> dict[str, uuid.UUID]:
     ids = {
         "acl": trunk(db, "BAN-ACL", "acl", inbound_uri=f"sip:{ACL_CUSTOMER}:5080"),
         "wide": trunk(db, "BAN-WIDE", "wide"),
-        "narrow": trunk(db, "BAN-NARROW", "narrow"),
+        # one account's: overlapping entries of two accounts are refused (validation.acl_conflict)
+        "narrow": trunk(db, "BAN-WIDE", "narrow"),
         "t1": trunk(db, "BAN-T1", "t1", tech_prefix="1111#"),
         "t2": trunk(db, "BAN-T2", "t2", tech_prefix="2222#"),
         "digest": trunk(db, "BAN-DIG", "digest", auth_mode="digest"),

@@ -3,8 +3,9 @@
 import uuid
 from datetime import UTC, datetime
 
+from routing_engine import metrics
 from routing_engine.cdr import CdrRecord
-from routing_engine.emitter import Emitter, Sink, Stream
+from routing_engine.emitter import Emitter, RecordsRefused, Sink, Stream
 
 T0 = datetime(2026, 11, 22, tzinfo=UTC)
 
@@ -19,6 +20,7 @@ class MemoryStream(Stream):
         self.pending, self.new = list(pending), list(new)
         self.acked: list[str] = []
         self.dead: list[str] = []
+        self.reasons: dict[str, str] = {}
 
     def read_pending(self, consumer: str, count: int) -> list:
         out = [e for e in self.pending if e[0] not in self.acked][:count]
@@ -33,6 +35,7 @@ class MemoryStream(Stream):
 
     def dead_letter(self, entry_id: str, data: dict[str, str], error: str) -> None:
         self.dead.append(entry_id)
+        self.reasons[entry_id] = error
 
 
 class MemorySink(Sink):
@@ -130,3 +133,57 @@ def test_an_unreadable_stream_is_waited_out_and_the_group_recreated() -> None:
     sink = MemorySink()
     Emitter(stream, sink, "c", batch_size=1, batch_seconds=60, min_backoff_s=0.001).run(lambda: bool(stream.acked))
     assert stream.groups_created == 2 and [r.call_id for r in sink.rows] == ["call-1"]
+
+
+class PickySink(MemorySink):
+    """Refuses, as Postgres does, every batch holding a record it cannot store."""
+
+    def __init__(self, poisoned: set[str]) -> None:
+        super().__init__()
+        self.poisoned = poisoned
+        self.attempts = 0
+
+    def write(self, records: list[CdrRecord]) -> int:
+        self.attempts += 1
+        bad = [r.call_id for r in records if r.call_id in self.poisoned]
+        if bad:
+            raise RecordsRefused(f"cannot store {bad[0]}")
+        return super().write(records)
+
+
+def dead_letters(sink: str, reason: str) -> float:
+    return metrics.DEAD_LETTERS.labels(sink, reason)._value.get()
+
+
+def test_a_refused_record_goes_to_dead_letters_and_the_rest_of_its_batch_is_written() -> None:
+    stream = MemoryStream([], [entry(i) for i in range(7)])
+    sink = PickySink({"call-3"})
+    before = dead_letters("sink", "refused")
+    run(Emitter(stream, sink, "c", batch_size=7, batch_seconds=60), rounds=2)
+    assert sorted(r.call_id for r in sink.rows) == [f"call-{i}" for i in range(7) if i != 3]
+    assert stream.dead == ["3-0"] and "cannot store call-3" in stream.reasons["3-0"]
+    assert sorted(stream.acked) == sorted(f"{i}-0" for i in range(7))
+    assert dead_letters("sink", "refused") == before + 1
+
+
+def test_several_refused_records_are_each_dead_lettered_and_nothing_else_is_lost() -> None:
+    stream = MemoryStream([], [entry(i) for i in range(16)])
+    sink = PickySink({"call-0", "call-9", "call-15"})
+    run(Emitter(stream, sink, "c", batch_size=16, batch_seconds=60), rounds=2)
+    assert sorted(stream.dead) == ["0-0", "15-0", "9-0"]
+    assert len(sink.rows) == 13 and len(stream.acked) == 16
+
+
+def test_a_refused_record_left_pending_by_a_crash_no_longer_blocks_the_next_start() -> None:
+    stream = MemoryStream([entry(1), entry(2)], [entry(3)])
+    sink = PickySink({"call-1"})
+    run(Emitter(stream, sink, "c", batch_size=10, batch_seconds=60), rounds=4)
+    assert [r.call_id for r in sink.rows] == ["call-2", "call-3"] and stream.dead == ["1-0"]
+
+
+def test_a_sink_outage_is_not_taken_for_a_bad_record() -> None:
+    stream = MemoryStream([], [entry(1), entry(2)])
+    sink = MemorySink(fail_times=2)
+    emitter = Emitter(stream, sink, "c", batch_size=2, batch_seconds=60, min_backoff_s=0.001)
+    emitter.run(lambda: len(stream.acked) == 2)
+    assert stream.dead == [] and sink.batches == [2]  # retried whole, never split
