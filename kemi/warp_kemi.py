@@ -63,7 +63,7 @@ RING_VAR = "$dlg_var(warp_ring)"  # first 180/183 of the call (any vendor): its 
 ATTEMPT_AT_VAR = "$dlg_var(warp_att_at)"  # when the INVITE went to the vendor now being tried
 ATTEMPT_RING_VAR = "$dlg_var(warp_att_ring)"  # that vendor's first 180/183
 PEERS_VAR = "$dlg_var(warp_peers)"  # the addresses the call's two sides send from (space-separated)
-FLOOD_TABLE, PEER_TABLE = "warpflood", "warppeer"  # kamailio.cfg htables
+FLOOD_TABLE, PEER_TABLE, BLOCK_TABLE = "warpflood", "warppeer", "warpblock"  # kamailio.cfg htables
 
 
 class _KsrLogHandler(logging.Handler):
@@ -288,7 +288,9 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             return True
         if _pv("$pr") == "tcp" and peer:
             KSR.tcpops.tcp_set_connection_lifetime(sip.tcp_peer_lifetime_s)
-        if app.blocks is not None and app.blocks.blocked(source, now):
+        blocked = KSR.htable.sht_is_null(BLOCK_TABLE, source) == -1 or (
+            app.blocks is not None and app.blocks.blocked(source, now))
+        if blocked:
             if KSR.siputils.has_totag() > 0 and KSR.dialog.is_known_dlg() > 0:
                 return False
             metrics.AUTH_FAILURES.labels("blocked_source").inc()
@@ -394,8 +396,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             try:
                 if app.defence.record_failure(source):
                     metrics.IP_BLOCKS.inc()
-                    if app.blocks is not None:
-                        app.blocks.add(source, time.time() + app.settings.auth.block_s)
+                    KSR.htable.sht_seti(BLOCK_TABLE, source, 1)  # every worker here, at once
                     log.warning("source %s blocked after repeated digest failures", source)
             except Exception as exc:
                 log.warning("auth failure not counted, Redis unavailable: %s", exc)

@@ -428,6 +428,8 @@ def kamailio_command(settings: Settings, run_dir: Path) -> list[str]:
         "WARP_NONCE_EXPIRE": str(settings.auth.nonce_expire_s),
         "WARP_TCP_LIFETIME": str(s.tcp_lifetime_s),
         "WARP_TCP_MAX_CONNECTIONS": str(s.tcp_max_connections),
+        # a fresh local block outlives every worker's next read of the shared list
+        "WARP_BLOCK_TABLE": f'"warpblock=>size=10;autoexpire={2 * settings.auth.block_refresh_ms // 1000 + 2}"',
     }
     m = settings.media
     if m.enabled:  # the rtpengine module is loaded only then (kamailio.cfg: #!ifdef WARP_RTPENGINE_SOCK)

@@ -158,10 +158,6 @@ class BlockCache:
                 log.warning("block list not refreshed, Redis unavailable: %s", exc)
         return self._until.get(ip, 0.0) > now
 
-    def add(self, ip: str, until: float) -> None:
-        """A block this worker just placed, in force here at once."""
-        self._until[ip] = until
-
 
 def connect_errors() -> tuple[type[Exception], ...]:
     return (redis.RedisError,)
