@@ -278,7 +278,8 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         app = self._app()
         source = _canonical_ip(_pv("$si"))
         now = time.time()
-        peer = app.is_peer(source) or KSR.htable.sht_is_null(PEER_TABLE, source) == -1
+        # sht_get, not sht_is_null: only get treats an entry past its autoexpire as gone
+        peer = app.is_peer(source) or bool(KSR.htable.sht_get(PEER_TABLE, source))
         sip = app.settings.sip
         count = KSR.htable.sht_inc(FLOOD_TABLE, f"{source}/{int(now)}")
         if count > (sip.flood_peer_rps if peer else sip.flood_rps):
@@ -288,7 +289,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             return True
         if _pv("$pr") == "tcp" and peer:
             KSR.tcpops.tcp_set_connection_lifetime(sip.tcp_peer_lifetime_s)
-        blocked = KSR.htable.sht_is_null(BLOCK_TABLE, source) == -1 or (
+        blocked = bool(KSR.htable.sht_get(BLOCK_TABLE, source)) or (
             app.blocks is not None and app.blocks.blocked(source, now))
         if blocked:
             if KSR.siputils.has_totag() > 0 and KSR.dialog.is_known_dlg() > 0:

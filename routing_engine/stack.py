@@ -429,7 +429,7 @@ def kamailio_command(settings: Settings, run_dir: Path) -> list[str]:
         "WARP_TCP_LIFETIME": str(s.tcp_lifetime_s),
         "WARP_TCP_MAX_CONNECTIONS": str(s.tcp_max_connections),
         # a fresh local block outlives every worker's next read of the shared list
-        "WARP_BLOCK_TABLE": f'"warpblock=>size=10;autoexpire={2 * settings.auth.block_refresh_ms // 1000 + 2}"',
+        "WARP_BLOCK_TABLE": f'"warpblock=>size=10;autoexpire={_local_block_s(settings)}"',
     }
     m = settings.media
     if m.enabled:  # the rtpengine module is loaded only then (kamailio.cfg: #!ifdef WARP_RTPENGINE_SOCK)
@@ -452,6 +452,13 @@ def kamailio_command(settings: Settings, run_dir: Path) -> list[str]:
     for name, value in defines.items():
         cmd += ["-A", f"{name}={value}"]
     return cmd
+
+
+def _local_block_s(settings: Settings) -> int:
+    """How long a block placed by a worker is held in the node's shared table: until every worker
+    has read the shared list again, and never past the block itself."""
+    # htable's expiry has whole seconds and rounds up: one second less than the block itself
+    return max(1, min(settings.auth.block_s - 1, 2 * settings.auth.block_refresh_ms // 1000 + 2))
 
 
 def kamailio_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:

@@ -9,7 +9,9 @@ case shows is listed in RESILIENCE.md.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -52,11 +54,16 @@ REALM, REG_USER, REG_SECRET = "warp.local", "resil-reg", "resil registration sec
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisServer, PostgresServer]]:
-    with dedicated(REDIS_HOST, PG_HOST, int(os.environ.get("WARP_STACK__REDIS_PORT", "56444")),
-                   int(os.environ.get("WARP_STACK__POSTGRES_PORT", "55444")),
-                   tmp_path_factory.mktemp("resil-servers")) as pair:
-        yield pair
+def servers() -> Iterator[tuple[RedisServer, PostgresServer]]:
+    # outside pytest's own temporary folder, which any pytest run makes 0700 again: the postgres
+    # user must be able to reach its data directory until the server has stopped
+    workdir = Path(tempfile.mkdtemp(prefix="warp-resil-"))
+    try:
+        with dedicated(REDIS_HOST, PG_HOST, int(os.environ.get("WARP_STACK__REDIS_PORT", "56444")),
+                       int(os.environ.get("WARP_STACK__POSTGRES_PORT", "55444")), workdir) as pair:
+            yield pair
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture
