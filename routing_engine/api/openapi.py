@@ -14,8 +14,6 @@ surprise for a client generator. Each operation also states its access policy
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -163,16 +161,3 @@ def cached_document(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema is None:
         app.openapi_schema = document(app)
     return app.openapi_schema
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Print the document (for the committed openapi.json)."""
-    from routing_engine.api.server import create_app
-    from routing_engine.settings import load_settings
-
-    print(json.dumps(cached_document(create_app(load_settings(environ={}))), indent=2, sort_keys=False))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -18,7 +18,7 @@ COMMITTED = PROJECT_ROOT / "openapi.json"
 def test_the_committed_document_is_what_the_app_serves(client: TestClient) -> None:
     served = client.get("/api/v1/openapi.json").json()
     assert json.loads(Path(COMMITTED).read_text()) == served, (
-        "openapi.json is stale: regenerate it with `.venv/bin/python -m routing_engine.api.openapi > openapi.json`")
+        "openapi.json is stale: regenerate it with `make openapi`")
 
 
 def test_the_document_is_valid_openapi_3_0_3(client: TestClient) -> None:
