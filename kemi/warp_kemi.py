@@ -46,7 +46,7 @@ from kemi.pv import pv as _pv  # noqa: E402
 from routing_engine import auth, bootstrap, destinations, failover, inbound, metrics, rating, topology  # noqa: E402
 from routing_engine.adapters.quality import Outcome  # noqa: E402
 from routing_engine.cdr import CdrRecord, billable_duration, compact_trace, lrn_source_of, pdd_ms, q850_cause  # noqa: E402
-from routing_engine.decision import CallRequest, Reject, Relay, decide_invite  # noqa: E402
+from routing_engine.decision import CallRequest, Reject, Relay  # noqa: E402
 from routing_engine.settings import load_settings  # noqa: E402
 
 log = logging.getLogger("warp.kemi")
@@ -347,10 +347,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
                 return 1  # challenged, refused or dropped already
             method = "digest"
         with metrics.DECISION_SECONDS.time():
-            decision = decide_invite(request, snapshot, now, app.settings.routing.default_region,
-                                     **({"lrn_lookup": app.lrn_lookup} if app.lrn_lookup else {}),
-                                     trunk_id=trunk_id, method=method, gateway_up=app.gateway_up,
-                                     demotion=app.demotion)
+            decision = app.decide(request, snapshot, now, trunk_id=trunk_id, method=method)
         if isinstance(decision, Reject):
             self._refuse(request, now, decision)
             return 1

@@ -32,7 +32,7 @@ from routing_engine.adapters.quality import record as record_outcomes
 from routing_engine.adapters.registrations import BlockCache, Defence, RegistrationStore
 from routing_engine.adapters.snapshots import SnapshotFollower, SnapshotStore
 from routing_engine.cdr import CdrRecord
-from routing_engine.decision import LrnLookup
+from routing_engine.decision import CallRequest, Decision, LrnLookup, decide_invite
 from routing_engine.lrn import LrnSource
 from routing_engine.numbers import E164
 from routing_engine.settings import Settings, load_settings
@@ -147,18 +147,50 @@ def quality_view(settings: Settings, client: Any, refresh_s: float | None = None
                        pdd_max_ms=q.pdd_max_ms)
 
 
+@dataclass(frozen=True)
+class Decider:
+    """``decide_invite`` wired as a SIP worker wires it — the same LRN resolver, gateway health and
+    vendor quality — so that a call, ``warp route explain`` and the API's explain are decided by
+    one piece of code and cannot drift apart."""
+
+    region: str
+    lrn: LrnLookup | None = None
+    health: HealthView | None = None
+    quality: QualityView | None = None
+
+    def __call__(self, request: CallRequest, snapshot: RoutingSnapshot, now: datetime,
+                 trunk_id: UUID | None = None, method: str = "given") -> Decision:
+        quality = self.quality
+
+        def demotion(vendor_id: UUID, destination: str) -> str | None:
+            return quality.demotion(vendor_id, snapshot.vendors.keys(), destination) if quality else None
+
+        return decide_invite(request, snapshot, now, self.region,
+                             **({"lrn_lookup": self.lrn} if self.lrn is not None else {}),
+                             trunk_id=trunk_id, method=method,
+                             gateway_up=self.health.is_up if self.health is not None else lambda _: True,
+                             demotion=demotion)
+
+
+def decider(settings: Settings, client: Any, fresh: bool = False) -> Decider:
+    """The decider of these settings, on this Redis client. A SIP worker keeps gateway health
+    and vendor quality for a moment (``quality.refresh_s``); a tool that explains one call reads
+    them fresh."""
+    return Decider(settings.routing.default_region, lrn_lookup(settings, client),
+                   HealthView(client, refresh_s=0) if fresh else HealthView(client),
+                   quality_view(settings, client, 0 if fresh else None))
+
+
 @dataclass
 class App:
     settings: Settings
     cdr_stream: redis_store.CdrStream
     follower: SnapshotFollower
-    lrn_lookup: LrnLookup | None = None
+    decide: Decider
     registrations: Any = None
     defence: Any = None
     limits: Any = None
     wallet: Any = None
-    health: Any = None
-    quality: Any = None
     blocks: BlockCache | None = None
     # checked against for unknown digest users, so they fail exactly like a wrong password
     unknown_user_ha1: str = field(default_factory=lambda: secrets.token_hex(16))
@@ -201,14 +233,6 @@ class App:
 
     def snapshot(self) -> RoutingSnapshot:
         return self.follower.get()
-
-    def gateway_up(self, gateway_id: object) -> bool:
-        return self.health.is_up(gateway_id) if self.health is not None else True
-
-    def demotion(self, vendor_id: Any, destination: str = "") -> str | None:
-        if self.quality is None:
-            return None
-        return self.quality.demotion(vendor_id, self.snapshot().vendors.keys(), destination)  # type: ignore[no-any-return]
 
     def end_call(self, record: CdrRecord, release: tuple[UUID, Any, Any] | None = None,
                  outcomes: list[Outcome] | None = None) -> None:
@@ -267,8 +291,7 @@ def build_app(environ: Mapping[str, str] | None = None) -> App:
     a = settings.auth
     defence = Defence(client, a.failures_before_block, a.failure_window_s, a.block_s)
     follower = SnapshotFollower(snapshot_store(settings), snapshot, settings.snapshot.check_interval_ms / 1000)
-    quality = quality_view(settings, client)
-    return App(settings, stream, follower, lrn_lookup(settings, client), health=HealthView(client), quality=quality,
+    return App(settings, stream, follower, decider(settings, client),
                registrations=RegistrationStore(client),
                defence=defence, blocks=BlockCache(defence, a.block_refresh_ms / 1000),
                limits=Limits(client), wallet=Wallet(client))

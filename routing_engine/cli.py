@@ -568,8 +568,8 @@ def _delegate(module: str, config: str | None, rest: list[str]) -> int:
 def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
     from routing_engine.adapters import redis_store
     from routing_engine.api.explanation import address_owner, explanation, trunk_label
-    from routing_engine.bootstrap import load_snapshot, lrn_lookup, quality_view
-    from routing_engine.decision import CallRequest, Relay, decide_invite
+    from routing_engine.bootstrap import decider, load_snapshot
+    from routing_engine.decision import CallRequest, Relay
 
     at = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC)
     if at.tzinfo is None:
@@ -590,12 +590,8 @@ def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
     client = redis_store.connect(settings.redis_url, settings.redis.socket_timeout_ms)
     request = CallRequest(call_id=args.call_id, source_ip=args.source or "", source_port=args.port,
                           transport=args.transport, dialed=args.to, caller=args.caller or "")
-    from routing_engine.adapters.health import HealthView
-    quality = quality_view(settings, client, refresh_s=0)
-    decision = decide_invite(request, snapshot, at, settings.routing.default_region,
-                             lrn_lookup(settings, client), trunk_id=trunk_id, gateway_up=HealthView(client).is_up,
-                             demotion=lambda vendor_id, destination: quality.demotion(
-                                 vendor_id, snapshot.vendors.keys(), destination))
+    # decided as a SIP worker decides (the API's explain uses the same decider)
+    decision = decider(settings, client, fresh=True)(request, snapshot, at, trunk_id=trunk_id)
     address = address_owner(snapshot, args.source, args.port, args.transport, args.to) \
         if args.source and not args.trunk else None
     result = explanation(decision, at, address)  # the same document the admin API answers

@@ -12,13 +12,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from routing_engine.adapters.health import HealthView
 from routing_engine.api.envelope import Envelope, error_responses, invalid, ok
 from routing_engine.api.explanation import address_owner, explanation, trunk_label
 from routing_engine.api.openapi import PolicyRoute
 from routing_engine.api.principals import READ, Caller
 from routing_engine.api.services import Services, services
-from routing_engine.decision import CallRequest, decide_invite
+from routing_engine.decision import CallRequest
 
 router = APIRouter(prefix="/route", tags=["route explain"], route_class=PolicyRoute)
 
@@ -54,10 +53,8 @@ def explain(to: Digits,
         trunk_id = matches[0].id
     elif not source:
         raise invalid("query.source", "give source (an IP address) or trunk")
-    settings = svc.settings
     request = CallRequest(call_id=call_id, source_ip=source or "", source_port=port, transport=transport,
                           dialed=to, caller=caller or "")
-    decision = decide_invite(request, snapshot, moment, settings.routing.default_region, svc.lrn_lookup(),
-                             trunk_id=trunk_id, gateway_up=HealthView(svc.redis()).is_up)
+    decision = svc.decider()(request, snapshot, moment, trunk_id=trunk_id)
     address = address_owner(snapshot, source, port, transport, to) if source and not trunk else None
     return ok(who.request_id, explanation(decision, moment, address))

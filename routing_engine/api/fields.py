@@ -49,7 +49,7 @@ CreditLimit = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=4, al
 Amount = Annotated[Decimal, Field(gt=0, max_digits=14, decimal_places=6, allow_inf_nan=False)]
 
 Transport = Literal["udp", "tcp", "tls"]
-Strategy = Literal["least_cost", "priority", "weighted"]
+Strategy = Literal["least_cost", "priority", "weighted", "quality"]
 
 
 def _host(value: str) -> str:

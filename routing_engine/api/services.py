@@ -19,7 +19,6 @@ from routing_engine import bootstrap, destinations
 from routing_engine.adapters import postgres, redis_store
 from routing_engine.api.principals import Authenticator
 from routing_engine.api.store import Pool
-from routing_engine.decision import LrnLookup
 from routing_engine.settings import Settings
 from routing_engine.snapshot import RoutingSnapshot
 
@@ -57,7 +56,7 @@ class Services:
         self.snapshots = SnapshotCache(self.pool, settings.auth.realm)
         self.guard = destinations.from_settings(settings)  # where SIP may never go
         self._redis: Any = None
-        self._lrn: LrnLookup | None = None
+        self._decider: bootstrap.Decider | None = None
         self._lock = threading.Lock()
 
     def redis(self) -> Any:
@@ -66,13 +65,14 @@ class Services:
                 self._redis = redis_store.connect(self.settings.redis_url, 2000)
             return self._redis
 
-    def lrn_lookup(self) -> LrnLookup:
-        """The LRN resolver the SIP workers use (Redis cache, then the configured source)."""
+    def decider(self) -> bootstrap.Decider:
+        """Decides as the SIP workers do (the same LRN resolver, gateway health and vendor quality,
+        read fresh for each explanation): bootstrap.decider, as `warp route explain` uses it."""
         client = self.redis()
         with self._lock:
-            if self._lrn is None:
-                self._lrn = bootstrap.lrn_lookup(self.settings, client)
-            return self._lrn
+            if self._decider is None:
+                self._decider = bootstrap.decider(self.settings, client, fresh=True)
+            return self._decider
 
     def close(self) -> None:
         self.pool.close()

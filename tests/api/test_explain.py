@@ -72,3 +72,36 @@ def test_explain_needs_a_source_or_a_trunk_that_exists(admin: Api, carrier: Carr
 def test_an_unknown_source_is_refused_like_the_sip_side_would(admin: Api, carrier: Carrier) -> None:
     got = admin.get("/route/explain", params={"source": "192.0.2.1", "to": "12125551234"})["data"]
     assert (got["decision"], got["code"]) == ("reject", 403)
+
+
+def test_a_vendor_demoted_for_poor_quality_is_demoted_in_the_api_as_in_the_cli_and_on_the_sip_side(
+        admin: Api, carrier: Carrier, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both explains decide through bootstrap.decider, as a SIP worker does: the API's used to
+    leave vendor quality out, so a quality plan explained differently than it routed."""
+    import time
+
+    from routing_engine.adapters.quality import Outcome
+    from routing_engine.adapters.quality import record as record_outcomes
+
+    admin.patch(f"/routing-plans/{carrier.plan['id']}", json={"strategy": "quality"})
+    echo = carrier.vendor["id"]
+    admin.post(f"/vendors/{echo}/rates", json={"prefix": "1", "rate": "0.0010", "effective_at": "2020-01-01T00:00:00Z"})
+    fox = admin.post("/vendors", json={"name": "vendor-fox"})["data"]
+    admin.post(f"/vendors/{fox['id']}/gateways", json={"name": "fox-gw1", "host": "127.0.0.22"})
+    admin.post(f"/vendors/{fox['id']}/rates", json={"prefix": "1", "rate": "0.0050",
+                                                    "effective_at": "2020-01-01T00:00:00Z"})
+    admin.put(f"/routing-plans/{carrier.plan['id']}/vendors/{fox['id']}", json={"priority": 1})
+    params = {"trunk": "BAN-A/trunk-1", "to": "12125551234", "from": "13055550100"}
+    assert [r["vendor"] for r in admin.get("/route/explain", params=params)["data"]["routes"]][0] == "vendor-echo"
+    # the cheaper vendor answered none of its last 30 attempts
+    record_outcomes(redis_client, [Outcome(echo, False, 0, None, "12125551234")] * 30, time.time(), 900)
+    api = admin.get("/route/explain", params=params)["data"]
+    assert [r["vendor"] for r in api["routes"]] == ["vendor-fox", "vendor-echo"]
+    use_test_environment(monkeypatch)
+    capsys.readouterr()
+    assert cli.main(["route", "explain", "--trunk", params["trunk"], "--to", params["to"], "--from", params["from"],
+                     "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [r["vendor"] for r in printed["routes"]] == ["vendor-fox", "vendor-echo"]
+    assert printed["trace"]["candidates"] == api["trace"]["candidates"]

@@ -101,7 +101,7 @@ def test_routing_plans_refuse_codes_that_never_fail_over_and_unknown_strategies(
     plan = f"/routing-plans/{carrier.plan['id']}"
     got = admin.patch(plan, expect=422, json={"failover_codes": [503, 486]})
     assert "486" in got["error"]["details"][0]["message"]
-    admin.patch(plan, expect=422, json={"strategy": "quality"})
+    admin.patch(plan, expect=422, json={"strategy": "fastest"})
     admin.patch(plan, expect=422, json={"max_attempts": 11})
     changed = admin.patch(plan, json={"failover_codes": [503, 408, 503], "max_attempts": 4,
                                       "attempt_timeout_ms": 2000, "strategy": "priority"})["data"]

@@ -84,7 +84,8 @@ def test_cdrs_spooled_while_redis_was_down_are_replayed_into_postgres(
 
 def test_sip_worker_spools_when_redis_is_unreachable(settings: Settings, tmp_path) -> None:
     dead = redis_store.connect("redis://127.0.0.1:1/0", 100)
-    app = bootstrap.App(settings, redis_store.CdrStream(dead, "s", "g", 10), follower=None)  # type: ignore[arg-type]
+    app = bootstrap.App(settings, redis_store.CdrStream(dead, "s", "g", 10), follower=None,  # type: ignore[arg-type]
+                        decide=bootstrap.Decider(settings.routing.default_region))
     app._spool = tmp_path
     app.emit_cdr(record(7))
     lines = [line for f in tmp_path.glob("*.jsonl") for line in f.read_text().splitlines()]

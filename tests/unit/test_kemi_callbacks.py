@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from routing_engine.bootstrap import Decider
 from routing_engine.cdr import CdrRecord
 from routing_engine.settings import load_settings
 from routing_engine.snapshot import RoutingSnapshot
@@ -57,6 +58,7 @@ class FakeApp:
     blocks: Any = None
     lrn_lookup: Any = None
     cdr_stream: Any = field(default_factory=lambda: SimpleNamespace(client=None))
+    decide: Decider = field(default_factory=lambda: Decider("US"))
 
     def snapshot(self) -> RoutingSnapshot:
         return self.snap
@@ -73,11 +75,6 @@ class FakeApp:
     def destination_refusal(self, host: str, port: int) -> str | None:
         return None
 
-    def gateway_up(self, gateway_id: object) -> bool:
-        return True
-
-    def demotion(self, vendor_id: Any, destination: str = "") -> str | None:
-        return None
 
 
 @pytest.fixture
@@ -94,7 +91,8 @@ def node(app: FakeApp) -> warp_kemi.kamailio:
                      "$ci": "cid-1@10.0.0.1", "$ft": "caller-tag", "$rm": "INVITE"})
     KSR.answers.update({"is_INVITE": True, "is_ACK": False, "is_request": True, "is_OPTIONS": False,
                         "is_CANCEL": False, "siputils.has_totag": -1, "tmx.t_precheck_trans": -1,
-                        "tm.t_check_trans": -1, "htable.sht_is_null": 1, "tm.t_is_canceled": -1,
+                        "tm.t_check_trans": -1, "htable.sht_is_null": 1, "htable.sht_get": None,
+                        "tm.t_is_canceled": -1,
                         "tm.t_branch_timeout": -1})
     kam = warp_kemi.kamailio()
     kam.app = app  # type: ignore[assignment]
