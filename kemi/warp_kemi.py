@@ -422,7 +422,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             self._refuse(request, now, decision, direction="inbound")
             return 1
         vendor = snapshot.vendors.get(gateway.vendor_id)
-        _hide_topology(request, snapshot.trunks.get(decision.context.trunk_id))
+        _hide_topology(request, snapshot.trunks.get(decision.context.trunk_id) if decision.context.trunk_id else None)
         KSR.dialog.dlg_manage()
         KSR.pv.sets(PEERS_VAR, _canonical_ip(request.source_ip))
         ctx = decision.context
@@ -496,7 +496,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             ],
         }
         self.open_call = call  # from here on, whatever fails, the call ends with its CDR and money
-        _hide_topology(request, self._app().snapshot().trunks.get(ctx.trunk_id))
+        _hide_topology(request, self._app().snapshot().trunks.get(ctx.trunk_id) if ctx.trunk_id else None)
         # name a timeout route, so that the call's end is reported before the dialog module's BYEs
         KSR.pv.sets("$dlg_ctx(timeout_route)", "warp-timeout")
         KSR.dialog.dlg_manage()
