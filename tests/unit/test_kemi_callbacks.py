@@ -193,3 +193,114 @@ def test_a_failure_when_the_dialog_ends_still_charges_the_answered_call(node: wa
     # the dialog's other end event finds it recorded: no second CDR
     assert node.ksr_dialog_event(None, "dialog:timeout") == 1
     assert len(app.ended) == 1
+
+
+# ------------------------------------------------------------------ the other callbacks, one by one
+
+def in_dialog(node: warp_kemi.kamailio, method: str, source: str, call: dict[str, Any] | None) -> None:
+    KSR.calls.clear()
+    KSR.replies.clear()
+    KSR.vars.update({"$si": source, "$rm": method, "$ru": f"sip:{CALLER}@{CALLER_IP}:5060", "$du": ""})
+    if call is not None:
+        KSR.vars[warp_kemi.CALL_VAR] = json.dumps(call)
+    KSR.answers.update({"siputils.has_totag": 1, "rr.loose_route": 1, "is_INVITE": method == "INVITE",
+                        "is_BYE": method == "BYE", "is_ACK": method == "ACK",
+                        "dialog.is_known_dlg": 1 if call is not None else -1})
+    assert node.ksr_request_route(None) == 1
+
+
+def test_a_bye_from_either_side_of_the_call_is_relayed(node: warp_kemi.kamailio, app: FakeApp) -> None:
+    call = invite(node)
+    KSR.vars["$si"] = "192.0.2.1"  # the vendor's 200
+    assert node.ksr_dialog_event(None, "dialog:start") == 1
+    assert KSR.vars[warp_kemi.PEERS_VAR] == f"{CALLER_IP} 192.0.2.1"
+    for source in (CALLER_IP, "192.0.2.1"):
+        in_dialog(node, "BYE", source, call)
+        assert ("tm.t_relay", ()) in KSR.calls and KSR.replies == []
+
+
+def test_an_in_dialog_request_from_a_third_address_or_of_no_dialog_is_not_relayed(node: warp_kemi.kamailio,
+                                                                                   app: FakeApp) -> None:
+    call = invite(node)
+    in_dialog(node, "BYE", "198.51.100.66", call)  # a real call's dialog, but neither of its sides
+    assert ("tm.t_relay", ()) not in KSR.calls and KSR.replies == [(481, "Call/Transaction Does Not Exist")]
+    in_dialog(node, "INVITE", "198.51.100.66", None)  # any To tag and our Route: no dialog of ours
+    assert ("tm.t_relay", ()) not in KSR.calls and KSR.replies == [(481, "Call/Transaction Does Not Exist")]
+    in_dialog(node, "ACK", "198.51.100.66", None)  # an ACK is never answered
+    assert KSR.replies == []
+
+
+def test_an_in_dialog_request_to_a_node_service_gets_403(node: warp_kemi.kamailio, app: FakeApp,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    call = invite(node)
+    monkeypatch.setattr(app, "destination_refusal", lambda host, port: "127.0.0.1:6379 is this node's Redis")
+    in_dialog(node, "BYE", CALLER_IP, call)
+    assert ("tm.t_relay", ()) not in KSR.calls and KSR.replies == [(403, "Forbidden")]
+
+
+def test_a_branch_to_a_forbidden_destination_is_dropped(node: warp_kemi.kamailio, app: FakeApp,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    invite(node)
+    monkeypatch.setattr(app, "destination_refusal", lambda host, port: "no SIP peer's address")
+    KSR.calls.clear()
+    assert node.ksr_branch_route(None) == 1
+    assert ("set_drop", ()) in KSR.calls
+
+
+def test_a_cancel_goes_to_its_transaction_only(node: warp_kemi.kamailio) -> None:
+    KSR.answers.update({"is_CANCEL": True, "tm.t_check_trans": -1})
+    assert node.ksr_request_route(None) == 1
+    assert ("tm.t_relay", ()) not in KSR.calls
+    KSR.answers["tm.t_check_trans"] = 1
+    assert node.ksr_request_route(None) == 1
+    assert ("tm.t_relay", ()) in KSR.calls
+
+
+def test_the_first_ringing_of_each_attempt_is_noted_for_the_pdd(node: warp_kemi.kamailio) -> None:
+    invite(node)
+    KSR.vars["$rs"] = "180"
+    assert node.ksr_vendor_reply(None) == 1
+    first = KSR.vars[warp_kemi.RING_VAR]
+    assert first and KSR.vars[warp_kemi.ATTEMPT_RING_VAR] == first
+    assert node.ksr_vendor_reply(None) == 1  # a second 180 changes nothing
+    assert KSR.vars[warp_kemi.RING_VAR] == first
+
+
+def test_a_canceled_call_ends_as_487_by_the_caller(node: warp_kemi.kamailio, app: FakeApp) -> None:
+    invite(node)
+    KSR.answers["tm.t_is_canceled"] = 1
+    assert node.ksr_failure_route(None) == 1
+    record, _ = only_cdr(app)
+    assert (record.sip_code, record.hangup_side) == (487, "caller")
+
+
+def test_the_dialog_timeout_ends_the_call_as_the_proxys(node: warp_kemi.kamailio, app: FakeApp) -> None:
+    invite(node)
+    KSR.vars[warp_kemi.ANSWER_VAR] = (datetime.now(UTC) - timedelta(seconds=90)).isoformat()
+    assert node.ksr_dialog_event(None, "dialog:timeout") == 1
+    assert node.ksr_dialog_event(None, "dialog:end") == 1  # the end after the timeout finds it done
+    record, _ = only_cdr(app)
+    assert (record.sip_code, record.hangup_side, record.billable_s) == (200, "proxy", 120)
+
+
+def test_the_topos_event_skips_only_calls_whose_trunk_exposes_its_topology(node: warp_kemi.kamailio) -> None:
+    KSR.answers["htable.sht_is_null"] = 1  # not in the skip table
+    assert node.ksr_topos_event(None, "topos:msg-sending") == 1
+    assert ("set_drop", ()) not in KSR.calls
+    KSR.answers["htable.sht_is_null"] = -1
+    assert node.ksr_topos_event(None, "topos:msg-sending") == 1
+    assert ("set_drop", ()) in KSR.calls
+
+
+def test_a_field_that_is_not_utf8_gets_400_not_500(node: warp_kemi.kamailio, app: FakeApp,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    read = fake_ksr._Pv.get
+
+    def undecodable(pv: Any, name: str) -> Any:
+        if name == "$rU":
+            raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+        return read(pv, name)
+
+    monkeypatch.setattr(fake_ksr._Pv, "get", undecodable)
+    assert node.ksr_request_route(None) == 1
+    assert KSR.replies == [(400, "Bad Request")] and app.ended == []
