@@ -452,10 +452,38 @@ def kamailio_command(settings: Settings, run_dir: Path) -> list[str]:
     return cmd
 
 
+# Kamailio's app_python3 embeds Debian's libpython3.11, whose standard library is under /usr.
+KAMAILIO_PYTHON_HOME = "/usr"
+SYSTEM_PATH = ("/usr/bin", "/bin", "/usr/sbin", "/sbin")
+# Variables that move an interpreter's standard library or import path (the KEMI script adds the
+# venv's site-packages itself).
+PYTHON_PATH_VARIABLES = ("PYTHONHOME", "PYTHONPATH", "PYTHONPLATLIBDIR", "PYTHONUSERBASE",
+                         "PYTHONEXECUTABLE", "PYTHONSTARTUP")
+
+
+def python_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment an embedded Python needs to load the standard library of the libpython it
+    is linked with, whatever the caller's shell has.
+
+    An embedded interpreter has no executable of its own: it looks ``python3`` up in PATH and takes
+    the standard library of the installation it finds there (any folder whose ../lib/python3.11/
+    holds os.py). With pyenv's or another build's python3 first in PATH, Kamailio's workers load
+    that library with Debian's libpython and die on its C modules (``_ssl``: undefined symbol).
+    So: PYTHONHOME names Debian's, PATH starts with the system folders, and no variable from the
+    caller moves the library or the import path."""
+    clean = {k: v for k, v in env.items() if k not in PYTHON_PATH_VARIABLES}
+    rest = [d for d in env.get("PATH", "").split(os.pathsep) if d and d not in SYSTEM_PATH]
+    clean["PATH"] = os.pathsep.join([*SYSTEM_PATH, *rest])
+    clean["PYTHONHOME"] = KAMAILIO_PYTHON_HOME
+    clean["PYTHONNOUSERSITE"] = "1"  # ~/.local/lib/python3.11 would shadow the venv's packages
+    return clean
+
+
 def kamailio_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
     """Kamailio's environment: secrets travel here (read by #!trydefenvs), not on its command
-    line, which any local user can read."""
-    env = dict(os.environ if base is None else base)
+    line, which any local user can read; and a Python environment that does not depend on the
+    caller's PATH (``python_env``)."""
+    env = python_env(dict(os.environ if base is None else base))
     env["WARP_CONFIG"] = settings.config_path
     env.setdefault("WARP_VENV", str(PROJECT_ROOT / ".venv"))
     # read by prometheus_client when the SIP workers first import it (multiprocess mode)
