@@ -14,6 +14,7 @@ trust auth is given the password and password-only access on its next start.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -582,3 +583,154 @@ def stop_group(proc: subprocess.Popen[bytes], timeout_s: float = 10) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+# ------------------------------------------------------------------ the node's record
+
+# What `warp run` and `warp start` started, in <data_dir>/run/<node>/node.json: read by
+# `warp status` and `warp stop`, and by the next start to find what is left of a node.
+NODE_RECORD = "node.json"
+LEGACY_SERVERS_RECORD = "stack-started.json"  # what an older checkout's `warp start` wrote
+
+
+@dataclass(frozen=True)
+class Process:
+    """A process the node started, and how to be sure a pid still names it: the same command
+    line (/proc/<pid>/cmdline) and the same start time (a reused pid has another)."""
+    pid: int
+    argv: tuple[str, ...]
+    start_ticks: int  # field 22 of /proc/<pid>/stat, in clock ticks since boot
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    owner: Process | None  # the `warp run` serving in the foreground; None for `warp start`
+    processes: dict[str, Process]
+    servers: Started  # the embedded servers this node brought up, which its stop stops
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first); None if gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return text.rpartition(")")[2].split()  # the name may hold spaces and parentheses
+
+
+def _argv_of(pid: int) -> tuple[str, ...] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return tuple(raw.decode(errors="replace").split("\0")[:-1]) if raw else None
+
+
+def identify(pid: int) -> Process | None:
+    """The live process with this pid (a zombie is not live), as a record would name it."""
+    fields = _proc_stat(pid)
+    argv = _argv_of(pid)
+    if fields is None or argv is None or fields[0] in ("Z", "X"):
+        return None
+    return Process(pid, argv, int(fields[19]))
+
+
+def identify_started(pid: int, argv: list[str] | tuple[str, ...], timeout_s: float = 5) -> Process | None:
+    """The process just started with ``argv``, once /proc shows it running that: a vfork()ed child
+    lets its parent go on before the kernel has set up the new program's command line. (A script
+    runs as its interpreter followed by ``argv``.)"""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = identify(pid)
+        if found is not None and found.argv[-len(argv):] == tuple(argv):
+            return found
+        if _proc_stat(pid) is None or time.monotonic() > deadline:
+            return None
+        time.sleep(0.005)
+
+
+def is_ours(process: Process) -> bool:
+    """Whether the recorded process still runs: its pid names the same program, started then."""
+    return identify(process.pid) == process
+
+
+def group_members(process: Process) -> list[int]:
+    """The live processes of a recorded process's group running its command line: the process
+    itself and the workers it forked (Kamailio's outlive their main process for a while when it is
+    killed). A process of another program that happens to join the group is not taken."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _proc_stat(int(entry.name))
+        if fields is None or fields[0] in ("Z", "X") or int(fields[2]) != process.pid:
+            continue
+        if _argv_of(int(entry.name)) == process.argv:
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
+def stop_process(process: Process, timeout_s: float = 15) -> list[int]:
+    """Stop a recorded process and its workers (TERM, then KILL after ``timeout_s``), only the
+    ones that are still its; return the pids that were running."""
+    pids = group_members(process)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while group_members(process):
+        if time.monotonic() > deadline:
+            for pid in group_members(process):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    return pids
+
+
+def _process_json(process: Process) -> dict[str, object]:
+    return {"pid": process.pid, "argv": list(process.argv), "start_ticks": process.start_ticks}
+
+
+def _process_of(data: dict[str, object]) -> Process:
+    argv = data["argv"]
+    assert isinstance(argv, list)
+    return Process(int(str(data["pid"])), tuple(str(a) for a in argv), int(str(data["start_ticks"])))
+
+
+def write_record(run_dir: Path, record: NodeRecord) -> None:
+    """Replace the record in one step (a reader never sees half of one)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = {"owner": _process_json(record.owner) if record.owner else None,
+            "processes": {name: _process_json(p) for name, p in record.processes.items()},
+            "servers": {"postgres": record.servers.postgres, "redis": record.servers.redis}}
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{NODE_RECORD}.")
+    with os.fdopen(fd, "w") as out:
+        json.dump(data, out, indent=2)
+    os.replace(tmp, run_dir / NODE_RECORD)
+    (run_dir / LEGACY_SERVERS_RECORD).unlink(missing_ok=True)  # folded into this record
+
+
+def read_record(run_dir: Path) -> NodeRecord | None:
+    """The node's record; an older checkout's stack-started.json counts for its servers. A record
+    that cannot be read is reported, not guessed at."""
+    path = run_dir / NODE_RECORD
+    legacy = run_dir / LEGACY_SERVERS_RECORD
+    try:
+        if path.exists():
+            data = json.loads(path.read_text())
+            owner = data.get("owner")
+            return NodeRecord(owner=_process_of(owner) if owner else None,
+                              processes={name: _process_of(p) for name, p in data["processes"].items()},
+                              servers=Started(**data["servers"]))
+        if legacy.exists():
+            return NodeRecord(owner=None, processes={}, servers=Started(**json.loads(legacy.read_text())))
+    except (ValueError, KeyError, TypeError, AssertionError) as exc:
+        raise StackError(f"the node's record {path} cannot be read ({exc}); see what runs with `ps`, "
+                         f"stop it, and remove the file") from None
+    return None
+
+
+def remove_record(run_dir: Path) -> None:
+    (run_dir / NODE_RECORD).unlink(missing_ok=True)
+    (run_dir / LEGACY_SERVERS_RECORD).unlink(missing_ok=True)
