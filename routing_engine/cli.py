@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -258,12 +258,14 @@ def _union(a: stack.Started, b: stack.Started) -> stack.Started:
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     run_dir = _run_dir(settings)
-    previous, _ = _take_over(settings, run_dir)
-    if previous is None:
-        return 1
-    servers = _union(previous, setup(settings, with_demo=not args.no_demo))
-    record = _Recorder(run_dir, owner=stack.identify(os.getpid()), servers=servers)
-    record.save()
+    with stack.node_lock(run_dir):
+        previous, _ = _take_over(settings, run_dir)
+        if previous is None:
+            return 1
+        servers = _union(previous, setup(settings, with_demo=not args.no_demo))
+        # from here a start or stop of this node finds this run serving it
+        record = _Recorder(run_dir, owner=stack.identify(os.getpid()), servers=servers)
+        record.save()
     procs: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
 
@@ -290,6 +292,11 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
+    with stack.node_lock(_run_dir(settings)):
+        return _start(settings, args)
+
+
+def _start(settings: Settings, args: argparse.Namespace) -> int:
     run_dir = _run_dir(settings)
     previous, all_running = _take_over(settings, run_dir)
     if previous is None:
@@ -314,6 +321,11 @@ def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_stop(settings: Settings, args: argparse.Namespace) -> int:
+    with stack.node_lock(_run_dir(settings)):
+        return _stop(settings)
+
+
+def _stop(settings: Settings) -> int:
     run_dir = _run_dir(settings)
     record = stack.read_record(run_dir)
     if record is None:
@@ -360,6 +372,8 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     print(f"{'redis':12} {'running' if stack.redis_running(settings) else 'stopped'}")
     if record.owner is not None and stack.is_ours(record.owner):
         print(f"{'started by':12} warp run (pid {record.owner.pid}), in the foreground")
+    elif record.owner is not None:
+        print(f"{'started by':12} warp run (pid {record.owner.pid}), which is gone: `make stop` stops what it left")
     elif record.processes:
         print(f"{'started by':12} warp start, in the background")
     return 0 if all(part.pid is not None for part in parts) else 3
@@ -379,7 +393,23 @@ def cmd_exec(settings: Settings, args: argparse.Namespace) -> int:
                 # the command got the same Ctrl-C: let it stop what it started, then stop ours
                 continue
     finally:
-        stack.down(settings, started)
+        stack.down(settings, _hand_over(settings, started))
+
+
+def _hand_over(settings: Settings, started: stack.Started) -> stack.Started:
+    """The servers `warp exec` started that it may stop: none while a node started meanwhile
+    (`make start` beside `make test`) runs on them; that node's stop stops them instead."""
+    if not (started.postgres or started.redis):
+        return started
+    for path in sorted((settings.data_dir / "run").glob(f"*/{stack.NODE_RECORD}")):
+        with stack.node_lock(path.parent):
+            record = stack.read_record(path.parent)
+            if record is None or not any(stack.is_ours(p) for p in record.processes.values()):
+                continue
+            stack.write_record(path.parent, replace(record, servers=_union(record.servers, started)))
+        _say(f"the embedded servers stay up: node {path.parent.name} runs on them, and its stop stops them")
+        return stack.Started()
+    return started
 
 
 def cmd_kamailio(settings: Settings, args: argparse.Namespace) -> int:

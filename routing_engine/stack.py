@@ -14,6 +14,7 @@ trust auth is given the password and password-only access on its next start.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -734,3 +736,22 @@ def read_record(run_dir: Path) -> NodeRecord | None:
 def remove_record(run_dir: Path) -> None:
     (run_dir / NODE_RECORD).unlink(missing_ok=True)
     (run_dir / LEGACY_SERVERS_RECORD).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def node_lock(run_dir: Path, timeout_s: float = 120) -> Iterator[None]:
+    """One start, stop or change of a node's record at a time: two starts at once would both find
+    the node stopped and start it twice."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "node.lock", "w") as lock:  # released when closed; children do not inherit it
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StackError(f"another start or stop of this node has held {run_dir / 'node.lock'} "
+                                     f"for {timeout_s:.0f} s") from None
+                time.sleep(0.1)
+        yield

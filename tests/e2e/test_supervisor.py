@@ -203,6 +203,23 @@ def test_start_finds_what_is_left_of_a_node_whose_kamailio_was_killed_and_stop_s
     assert not stack.postgres_running(settings) and not stack.redis_running(settings), stopped.stdout
 
 
+def test_servers_warp_exec_started_stay_up_for_a_node_started_meanwhile_whose_stop_stops_them(
+        own_stack: dict[str, str]) -> None:
+    env = own_stack
+    settings = load_settings(environ=env)
+    with _stopped_at_the_end(env):
+        # `make test` in one terminal, `make start` in another while it runs
+        result = _warp(env, "exec", "--", *WARP, "start", "--no-demo")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "the embedded servers stay up: node super-start runs on them" in result.stdout, result.stdout
+        assert stack.postgres_running(settings) and stack.redis_running(settings)
+        assert options_ping("127.0.8.12", 5060) == 200
+        assert _record(settings).servers == stack.Started(postgres=True, redis=True)
+        stopped = _warp(env, "stop")
+        assert stopped.returncode == 0 and "Postgres and Redis stopped" in stopped.stdout, stopped.stdout
+    assert not stack.postgres_running(settings) and not stack.redis_running(settings)
+
+
 def test_a_pid_in_the_record_that_now_belongs_to_another_program_is_not_taken_for_ours(
         e2e_env: dict[str, str], tmp_path: Path) -> None:
     env = _node_env(e2e_env, "127.0.8.13", "super-reused")
