@@ -1,4 +1,5 @@
-"""Stack: the embedded local Postgres cluster and Redis server, and the Kamailio launcher.
+"""Stack: the embedded local Postgres cluster and Redis server, the Kamailio launcher, and the
+node's record of what it started (read by `warp status` and `warp stop`).
 
 Both servers live under the project's git-ignored data folder on their own loopback ports, so
 a developer machine's own services are never touched. Starting is idempotent: a server that is
