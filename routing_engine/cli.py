@@ -33,6 +33,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -95,10 +96,18 @@ def _process_names(settings: Settings) -> tuple[str, ...]:
     return ("kamailio", "cdr-emitter", *(("rtpengine",) if own_rtpengine else ()))
 
 
-def start_processes(settings: Settings, log_dir: Path | None) -> dict[str, subprocess.Popen[bytes]]:
+def start_processes(settings: Settings, log_dir: Path | None,
+                    on_start: Callable[[str, subprocess.Popen[bytes]], None] | None = None,
+                    ) -> dict[str, subprocess.Popen[bytes]]:
     """Start rtpengine (when this node manages its own), the CDR emitter and Kamailio; wait until
-    rtpengine answers an ng ping and Kamailio answers OPTIONS."""
+    rtpengine answers an ng ping and Kamailio answers OPTIONS. ``on_start`` hears of each process
+    as soon as it runs (the node's record: a start cut short leaves nothing unnamed)."""
     from routing_engine import sipcheck
+
+    def started(name: str, proc: subprocess.Popen[bytes]) -> None:
+        procs[name] = proc
+        if on_start is not None:
+            on_start(name, proc)
 
     env = stack.kamailio_env(settings)
     if log_dir:
@@ -107,13 +116,13 @@ def start_processes(settings: Settings, log_dir: Path | None) -> dict[str, subpr
     if "rtpengine" in _process_names(settings):
         # before Kamailio: its rtpengine module pings the relay when the workers start
         rtp_log = (log_dir or settings.data_dir / "log" / settings.node.name) / "rtpengine.log"
-        procs["rtpengine"] = stack.start_rtpengine(settings, _run_dir(settings), rtp_log)
+        started("rtpengine", stack.start_rtpengine(settings, _run_dir(settings), rtp_log))
         _say(f"rtpengine started: ng control on {settings.media.ng_address}, media on "
              f"{settings.media.interface} ports {settings.media.port_min}-{settings.media.port_max} (log {rtp_log})")
-    procs["cdr-emitter"] = _spawn([sys.executable, "-m", "routing_engine.cli", "cdr-emitter"], env,
-                                  log_dir / "cdr-emitter.log" if log_dir else None)
-    procs["kamailio"] = _spawn(stack.kamailio_command(settings, _run_dir(settings)), env,
-                               log_dir / "kamailio.log" if log_dir else None)
+    started("cdr-emitter", _spawn([sys.executable, "-m", "routing_engine.cli", "cdr-emitter"], env,
+                                  log_dir / "cdr-emitter.log" if log_dir else None))
+    started("kamailio", _spawn(stack.kamailio_command(settings, _run_dir(settings)), env,
+                               log_dir / "kamailio.log" if log_dir else None))
     target = _sip_probe_target(settings)
     if target:
         kam = procs["kamailio"]
@@ -142,8 +151,121 @@ def _listening(settings: Settings) -> str:
     return ", ".join(settings.sip.listen)
 
 
+# ------------------------------------------------------------------ the node's record
+
+STOP_ORDER = ("kamailio", "cdr-emitter", "rtpengine")  # no new calls first, then the rest
+
+
+@dataclass
+class _Recorder:
+    """The node's record, written again as each process starts."""
+    run_dir: Path
+    owner: stack.Process | None
+    servers: stack.Started
+    processes: dict[str, stack.Process] = field(default_factory=dict)
+
+    def save(self) -> None:
+        stack.write_record(self.run_dir, stack.NodeRecord(self.owner, dict(self.processes), self.servers))
+
+    def add(self, name: str, proc: subprocess.Popen[bytes]) -> None:
+        found = stack.identify_started(proc.pid, [str(a) for a in cast(list[str], proc.args)])
+        if found is not None:
+            self.processes[name] = found
+            self.save()
+
+
+def _parts(settings: Settings, record: stack.NodeRecord) -> list[str]:
+    names = list(_process_names(settings))
+    return names + [name for name in record.processes if name not in names]
+
+
+@dataclass(frozen=True)
+class _Part:
+    """What runs of one part of the node. A pid is trusted only while it still names the process
+    the record saw start; ``left`` are the processes of a dead one that remain (Kamailio's
+    workers outlive their main process for a while when it is killed)."""
+    name: str
+    pid: int | None = None  # while it runs
+    left: tuple[int, ...] = ()
+
+    def __str__(self) -> str:
+        if self.pid is not None:
+            return f"{self.name} running (pid {self.pid})"
+        if self.left:
+            return f"{self.name} not running ({len(self.left)} of its processes remain: pid {_pids(self.left)})"
+        return f"{self.name} not running"
+
+
+def _pids(pids: tuple[int, ...]) -> str:
+    return ", ".join(map(str, pids))
+
+
+def _survey(settings: Settings, record: stack.NodeRecord) -> list[_Part]:
+    parts = []
+    for name in _parts(settings, record):
+        process = record.processes.get(name)
+        if process is None:
+            parts.append(_Part(name))
+        elif stack.is_ours(process):
+            parts.append(_Part(name, pid=process.pid))
+        else:
+            parts.append(_Part(name, left=tuple(stack.group_members(process))))
+    return parts
+
+
+def _take_over(settings: Settings, run_dir: Path) -> tuple[stack.Started | None, bool]:
+    """Before `warp run` or `warp start`: find what is left of this node. Returns the servers a
+    previous start brought up (their stop is now ours) once leftovers are stopped, or None if the
+    node runs (the bool: all of it)."""
+    record = stack.read_record(run_dir)
+    if record is None:
+        return stack.Started(), False
+    parts = _survey(settings, record)
+    found = ", ".join(map(str, parts))
+    all_running = all(part.pid is not None for part in parts)
+    if record.owner is not None and stack.is_ours(record.owner):
+        _say(f"already running in the foreground: `warp run` (pid {record.owner.pid}) serves this node "
+             f"({found}); Ctrl-C there or `make stop` stops it")
+        return None, all_running
+    if all_running:
+        _say(f"already running: {found}; `make stop` stops it")
+        return None, True
+    if record.processes:
+        _say(f"found what is left of node {settings.node.name}: {found}; stopping what is left, then "
+             f"starting the node again")
+        _stop_recorded(record)
+    return record.servers, False
+
+
+def _stop_recorded(record: stack.NodeRecord, quiet: bool = True) -> None:
+    names = [n for n in STOP_ORDER if n in record.processes]
+    for name in names + [n for n in record.processes if n not in names]:
+        process = record.processes[name]
+        pids = stack.stop_process(process)
+        if process.pid in pids:
+            _say(f"{name} stopped (pid {process.pid})")
+        elif pids:
+            _say(f"{name}: {len(pids)} processes it left stopped")
+        elif not quiet:
+            _say(f"{name} was not running")
+
+
+def _union(a: stack.Started, b: stack.Started) -> stack.Started:
+    return stack.Started(postgres=a.postgres or b.postgres, redis=a.redis or b.redis)
+
+
+# ------------------------------------------------------------------ run, start, stop, status
+
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    started = setup(settings, with_demo=not args.no_demo)
+    run_dir = _run_dir(settings)
+    with stack.node_lock(run_dir):
+        previous, _ = _take_over(settings, run_dir)
+        if previous is None:
+            return 1
+        servers = _union(previous, setup(settings, with_demo=not args.no_demo))
+        # from here a start or stop of this node finds this run serving it
+        record = _Recorder(run_dir, owner=stack.identify(os.getpid()), servers=servers)
+        record.save()
     procs: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
 
@@ -154,7 +276,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        procs = start_processes(settings, log_dir=None)
+        procs = start_processes(settings, log_dir=None, on_start=record.add)
         _say(f"SIP listening on {_listening(settings)} — Ctrl-C stops everything started here")
         while not stopping and all(p.poll() is None for p in procs.values()):
             time.sleep(0.2)
@@ -164,82 +286,97 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         return 0 if stopping else 1
     finally:
         stop_processes(procs)
-        stack.down(settings, started)
+        stack.down(settings, servers)
+        stack.remove_record(run_dir)
         _say("stopped")
 
 
-def _pidfile(settings: Settings, name: str) -> Path:
-    return _run_dir(settings) / f"{name}.supervised.pid"
-
-
 def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
-    if cmd_status(settings, args, quiet=True) == 0:
-        _say("already running")
-        return 0
+    with stack.node_lock(_run_dir(settings)):
+        return _start(settings, args)
+
+
+def _start(settings: Settings, args: argparse.Namespace) -> int:
+    run_dir = _run_dir(settings)
+    previous, all_running = _take_over(settings, run_dir)
+    if previous is None:
+        return 0 if all_running else 1
     started = setup(settings, with_demo=not args.no_demo)
+    # which servers this node brought up, this start or an earlier one: `warp stop` stops those
+    record = _Recorder(run_dir, owner=None, servers=_union(previous, started))
+    record.save()
     log_dir = settings.data_dir / "log" / settings.node.name
     try:
-        procs = start_processes(settings, log_dir)
+        start_processes(settings, log_dir, on_start=record.add)
     except stack.StackError:
         stack.down(settings, started)
+        if previous.postgres or previous.redis:  # an earlier start's servers: still ours to stop
+            stack.write_record(run_dir, stack.NodeRecord(None, {}, previous))
+        else:
+            stack.remove_record(run_dir)
         raise
-    for name, proc in procs.items():
-        _pidfile(settings, name).write_text(str(proc.pid))
-    # remember which servers this start brought up: `warp stop` stops those and no others
-    (_run_dir(settings) / "stack-started.json").write_text(
-        json.dumps({"postgres": started.postgres, "redis": started.redis}))
     _say(f"started in the background; SIP on {_listening(settings)}; logs in {log_dir}; "
          f"stop with `make stop`")
     return 0
 
 
 def cmd_stop(settings: Settings, args: argparse.Namespace) -> int:
-    for name in ("kamailio", "cdr-emitter", "rtpengine"):
-        path = _pidfile(settings, name)
-        if not path.exists():
-            continue
-        pid = int(path.read_text())
-        try:
-            os.killpg(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline:
-                os.killpg(pid, 0)
-                time.sleep(0.1)
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        path.unlink(missing_ok=True)
-        _say(f"{name} stopped")
-    state = _run_dir(settings) / "stack-started.json"
-    if state.exists():
-        started = stack.Started(**json.loads(state.read_text()))
-        stack.down(settings, started)
-        state.unlink()
-        stopped = [n for n, s in (("Postgres", started.postgres), ("Redis", started.redis)) if s]
-        if stopped:
-            _say(f"{' and '.join(stopped)} stopped")
+    with stack.node_lock(_run_dir(settings)):
+        return _stop(settings)
+
+
+def _stop(settings: Settings) -> int:
+    run_dir = _run_dir(settings)
+    record = stack.read_record(run_dir)
+    if record is None:
+        _say(f"nothing to stop: node {settings.node.name} has no record of a start in {run_dir}")
+        return 0
+    owner = record.owner
+    if owner is not None and stack.is_ours(owner):
+        # the foreground run stops what it started, servers included, and removes the record
+        os.kill(owner.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while stack.is_ours(owner) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not stack.is_ours(owner) and stack.read_record(run_dir) is None:
+            _say(f"`warp run` (pid {owner.pid}) stopped the node")
+            return 0
+        _say(f"`warp run` (pid {owner.pid}) did not stop the node within 60 s; stopping what it left")
+        with contextlib.suppress(ProcessLookupError):
+            if stack.is_ours(owner):
+                os.kill(owner.pid, signal.SIGKILL)
+        record = stack.read_record(run_dir) or record
+    _stop_recorded(record, quiet=False)
+    stack.down(settings, record.servers)
+    stopped = [n for n, s in (("Postgres", record.servers.postgres), ("Redis", record.servers.redis)) if s]
+    if stopped:
+        _say(f"{' and '.join(stopped)} stopped")
+    stack.remove_record(run_dir)
     return 0
 
 
-def cmd_status(settings: Settings, args: argparse.Namespace, quiet: bool = False) -> int:
-    running = 0
-    names = _process_names(settings)
-    for name in names:
-        path = _pidfile(settings, name)
-        alive = False
-        if path.exists():
-            try:
-                os.killpg(int(path.read_text()), 0)
-                alive = True
-            except (ProcessLookupError, ValueError):
-                pass
-        running += alive
-        if not quiet:
-            print(f"{name:12} {'running' if alive else 'stopped'}")
-    if not quiet:
-        print(f"{'postgres':12} {'running' if stack.postgres_running(settings) else 'stopped'}")
-        print(f"{'redis':12} {'running' if stack.redis_running(settings) else 'stopped'}")
-    return 0 if running == len(names) else 3
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    """What runs of this node, from its record (a pid counts only while it names the process the
+    record saw start). Exit 0 if every part runs, 3 otherwise."""
+    record = stack.read_record(_run_dir(settings)) or stack.NodeRecord(None, {}, stack.Started())
+    parts = _survey(settings, record)
+    for part in parts:
+        if part.pid is not None:
+            print(f"{part.name:12} running  pid {part.pid}")
+        elif part.left:
+            print(f"{part.name:12} stopped  {len(part.left)} of its processes remain: pid {_pids(part.left)} "
+                  f"(`make start` starts the node again, `make stop` stops them)")
+        else:
+            print(f"{part.name:12} stopped")
+    print(f"{'postgres':12} {'running' if stack.postgres_running(settings) else 'stopped'}")
+    print(f"{'redis':12} {'running' if stack.redis_running(settings) else 'stopped'}")
+    if record.owner is not None and stack.is_ours(record.owner):
+        print(f"{'started by':12} warp run (pid {record.owner.pid}), in the foreground")
+    elif record.owner is not None:
+        print(f"{'started by':12} warp run (pid {record.owner.pid}), which is gone: `make stop` stops what it left")
+    elif record.processes:
+        print(f"{'started by':12} warp start, in the background")
+    return 0 if all(part.pid is not None for part in parts) else 3
 
 
 def cmd_exec(settings: Settings, args: argparse.Namespace) -> int:
@@ -256,7 +393,23 @@ def cmd_exec(settings: Settings, args: argparse.Namespace) -> int:
                 # the command got the same Ctrl-C: let it stop what it started, then stop ours
                 continue
     finally:
-        stack.down(settings, started)
+        stack.down(settings, _hand_over(settings, started))
+
+
+def _hand_over(settings: Settings, started: stack.Started) -> stack.Started:
+    """The servers `warp exec` started that it may stop: none while a node started meanwhile
+    (`make start` beside `make test`) runs on them; that node's stop stops them instead."""
+    if not (started.postgres or started.redis):
+        return started
+    for path in sorted((settings.data_dir / "run").glob(f"*/{stack.NODE_RECORD}")):
+        with stack.node_lock(path.parent):
+            record = stack.read_record(path.parent)
+            if record is None or not any(stack.is_ours(p) for p in record.processes.values()):
+                continue
+            stack.write_record(path.parent, replace(record, servers=_union(record.servers, started)))
+        _say(f"the embedded servers stay up: node {path.parent.name} runs on them, and its stop stops them")
+        return stack.Started()
+    return started
 
 
 def cmd_kamailio(settings: Settings, args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""Stack: the embedded local Postgres cluster and Redis server, and the Kamailio launcher.
+"""Stack: the embedded local Postgres cluster and Redis server, the Kamailio launcher, and the
+node's record of what it started (read by `warp status` and `warp stop`).
 
 Both servers live under the project's git-ignored data folder on their own loopback ports, so
 a developer machine's own services are never touched. Starting is idempotent: a server that is
@@ -14,6 +15,8 @@ trust auth is given the password and password-only access on its next start.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import logging
 import os
 import secrets
@@ -23,6 +26,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -461,10 +465,38 @@ def _local_block_s(settings: Settings) -> int:
     return max(1, min(settings.auth.block_s - 1, 2 * settings.auth.block_refresh_ms // 1000 + 2))
 
 
+# Kamailio's app_python3 embeds Debian's libpython3.11, whose standard library is under /usr.
+KAMAILIO_PYTHON_HOME = "/usr"
+SYSTEM_PATH = ("/usr/bin", "/bin", "/usr/sbin", "/sbin")
+# Variables that move an interpreter's standard library or import path (the KEMI script adds the
+# venv's site-packages itself).
+PYTHON_PATH_VARIABLES = ("PYTHONHOME", "PYTHONPATH", "PYTHONPLATLIBDIR", "PYTHONUSERBASE",
+                         "PYTHONEXECUTABLE", "PYTHONSTARTUP")
+
+
+def python_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment an embedded Python needs to load the standard library of the libpython it
+    is linked with, whatever the caller's shell has.
+
+    An embedded interpreter has no executable of its own: it looks ``python3`` up in PATH and takes
+    the standard library of the installation it finds there (any folder whose ../lib/python3.11/
+    holds os.py). With pyenv's or another build's python3 first in PATH, Kamailio's workers load
+    that library with Debian's libpython and die on its C modules (``_ssl``: undefined symbol).
+    So: PYTHONHOME names Debian's, PATH starts with the system folders, and no variable from the
+    caller moves the library or the import path."""
+    clean = {k: v for k, v in env.items() if k not in PYTHON_PATH_VARIABLES}
+    rest = [d for d in env.get("PATH", "").split(os.pathsep) if d and d not in SYSTEM_PATH]
+    clean["PATH"] = os.pathsep.join([*SYSTEM_PATH, *rest])
+    clean["PYTHONHOME"] = KAMAILIO_PYTHON_HOME
+    clean["PYTHONNOUSERSITE"] = "1"  # ~/.local/lib/python3.11 would shadow the venv's packages
+    return clean
+
+
 def kamailio_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
     """Kamailio's environment: secrets travel here (read by #!trydefenvs), not on its command
-    line, which any local user can read."""
-    env = dict(os.environ if base is None else base)
+    line, which any local user can read; and a Python environment that does not depend on the
+    caller's PATH (``python_env``)."""
+    env = python_env(dict(os.environ if base is None else base))
     env["WARP_CONFIG"] = settings.config_path
     env.setdefault("WARP_VENV", str(PROJECT_ROOT / ".venv"))
     # read by prometheus_client when the SIP workers first import it (multiprocess mode)
@@ -563,3 +595,173 @@ def stop_group(proc: subprocess.Popen[bytes], timeout_s: float = 10) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+# ------------------------------------------------------------------ the node's record
+
+# What `warp run` and `warp start` started, in <data_dir>/run/<node>/node.json: read by
+# `warp status` and `warp stop`, and by the next start to find what is left of a node.
+NODE_RECORD = "node.json"
+LEGACY_SERVERS_RECORD = "stack-started.json"  # what an older checkout's `warp start` wrote
+
+
+@dataclass(frozen=True)
+class Process:
+    """A process the node started, and how to be sure a pid still names it: the same command
+    line (/proc/<pid>/cmdline) and the same start time (a reused pid has another)."""
+    pid: int
+    argv: tuple[str, ...]
+    start_ticks: int  # field 22 of /proc/<pid>/stat, in clock ticks since boot
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    owner: Process | None  # the `warp run` serving in the foreground; None for `warp start`
+    processes: dict[str, Process]
+    servers: Started  # the embedded servers this node brought up, which its stop stops
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first); None if gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return text.rpartition(")")[2].split()  # the name may hold spaces and parentheses
+
+
+def _argv_of(pid: int) -> tuple[str, ...] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return tuple(raw.decode(errors="replace").split("\0")[:-1]) if raw else None
+
+
+def identify(pid: int) -> Process | None:
+    """The live process with this pid (a zombie is not live), as a record would name it."""
+    fields = _proc_stat(pid)
+    argv = _argv_of(pid)
+    if fields is None or argv is None or fields[0] in ("Z", "X"):
+        return None
+    return Process(pid, argv, int(fields[19]))
+
+
+def identify_started(pid: int, argv: list[str] | tuple[str, ...], timeout_s: float = 5) -> Process | None:
+    """The process just started with ``argv``, once /proc shows it running that: a vfork()ed child
+    lets its parent go on before the kernel has set up the new program's command line. (A script
+    runs as its interpreter followed by ``argv``.)"""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = identify(pid)
+        if found is not None and found.argv[-len(argv):] == tuple(argv):
+            return found
+        if _proc_stat(pid) is None or time.monotonic() > deadline:
+            return None
+        time.sleep(0.005)
+
+
+def is_ours(process: Process) -> bool:
+    """Whether the recorded process still runs: its pid names the same program, started then."""
+    return identify(process.pid) == process
+
+
+def group_members(process: Process) -> list[int]:
+    """The live processes of a recorded process's group running its command line: the process
+    itself and the workers it forked (Kamailio's outlive their main process for a while when it is
+    killed). A process of another program that happens to join the group is not taken."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _proc_stat(int(entry.name))
+        if fields is None or fields[0] in ("Z", "X") or int(fields[2]) != process.pid:
+            continue
+        if _argv_of(int(entry.name)) == process.argv:
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
+def stop_process(process: Process, timeout_s: float = 15) -> list[int]:
+    """Stop a recorded process and its workers (TERM, then KILL after ``timeout_s``), only the
+    ones that are still its; return the pids that were running."""
+    pids = group_members(process)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while group_members(process):
+        if time.monotonic() > deadline:
+            for pid in group_members(process):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    return pids
+
+
+def _process_json(process: Process) -> dict[str, object]:
+    return {"pid": process.pid, "argv": list(process.argv), "start_ticks": process.start_ticks}
+
+
+def _process_of(data: dict[str, object]) -> Process:
+    argv = data["argv"]
+    assert isinstance(argv, list)
+    return Process(int(str(data["pid"])), tuple(str(a) for a in argv), int(str(data["start_ticks"])))
+
+
+def write_record(run_dir: Path, record: NodeRecord) -> None:
+    """Replace the record in one step (a reader never sees half of one)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = {"owner": _process_json(record.owner) if record.owner else None,
+            "processes": {name: _process_json(p) for name, p in record.processes.items()},
+            "servers": {"postgres": record.servers.postgres, "redis": record.servers.redis}}
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{NODE_RECORD}.")
+    with os.fdopen(fd, "w") as out:
+        json.dump(data, out, indent=2)
+    os.replace(tmp, run_dir / NODE_RECORD)
+    (run_dir / LEGACY_SERVERS_RECORD).unlink(missing_ok=True)  # folded into this record
+
+
+def read_record(run_dir: Path) -> NodeRecord | None:
+    """The node's record; an older checkout's stack-started.json counts for its servers. A record
+    that cannot be read is reported, not guessed at."""
+    path = run_dir / NODE_RECORD
+    legacy = run_dir / LEGACY_SERVERS_RECORD
+    try:
+        if path.exists():
+            data = json.loads(path.read_text())
+            owner = data.get("owner")
+            return NodeRecord(owner=_process_of(owner) if owner else None,
+                              processes={name: _process_of(p) for name, p in data["processes"].items()},
+                              servers=Started(**data["servers"]))
+        if legacy.exists():
+            return NodeRecord(owner=None, processes={}, servers=Started(**json.loads(legacy.read_text())))
+    except (ValueError, KeyError, TypeError, AssertionError) as exc:
+        raise StackError(f"the node's record {path} cannot be read ({exc}); see what runs with `ps`, "
+                         f"stop it, and remove the file") from None
+    return None
+
+
+def remove_record(run_dir: Path) -> None:
+    (run_dir / NODE_RECORD).unlink(missing_ok=True)
+    (run_dir / LEGACY_SERVERS_RECORD).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def node_lock(run_dir: Path, timeout_s: float = 120) -> Iterator[None]:
+    """One start, stop or change of a node's record at a time: two starts at once would both find
+    the node stopped and start it twice."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "node.lock", "w") as lock:  # released when closed; children do not inherit it
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StackError(f"another start or stop of this node has held {run_dir / 'node.lock'} "
+                                     f"for {timeout_s:.0f} s") from None
+                time.sleep(0.1)
+        yield
