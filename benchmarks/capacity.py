@@ -446,6 +446,18 @@ def _sipp_verdict(steps: list[Step], best: int) -> str:
     return "SIPp not the bottleneck: " + verdict
 
 
+def redis_commands(settings: Settings) -> int:
+    """Commands the node's Redis has run so far (INFO commandstats), the INFO calls left out."""
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+
+
 def _figures(name: str, running: Node, best: int, steps: list[Step]) -> dict[str, object]:
     steady = steps[0]  # the common rate: CPU per call, latency and memory are compared here
     p100 = percentiles(steady.invite_100_ms)
@@ -529,8 +541,12 @@ def run(opts: Options = QUICK, say: Any = None) -> dict[str, object]:
                                    f"and {config_dir / 'kamailio.log'}")
             if name == "A" and opts.profile_s:
                 profile(running, opts, config_dir, inject, say)
+            commands_before = redis_commands(settings) if name in ("A", "A0") else 0
             best, steps = capacity(running, opts, config_dir, inject, say)
             out[name] = _figures(name, running, best, steps)
+            if name in ("A", "A0"):  # every Redis command of the node (workers and companion) per call offered
+                out[name]["redis_commands_per_call"] = round(
+                    (redis_commands(settings) - commands_before) / max(sum(s.calls for s in steps), 1), 1)
         say(f"  {name}: max {best} calls/s; {out[name]['sipp']}")
     result = _table(out)
     result["seconds"] = round(time.monotonic() - started_at, 1)
@@ -561,7 +577,7 @@ def _table(out: dict[str, dict[str, object]]) -> dict[str, object]:
     for figure in ("max_cps", "cpu_ms_per_call", "cpu_ms_per_call_at_max", "helper_cpu_ms_per_call",
                    "invite_100_p50_ms", "invite_100_p99_ms", "invite_100_mean_ms",
                    "invite_180_p50_ms", "invite_180_p99_ms", "invite_180_mean_ms",
-                   "rss_mb", "pss_mb", "processes"):
+                   "rss_mb", "pss_mb", "processes", "redis_commands_per_call"):
         for name, figures in out.items():
             if figures.get(figure) is not None:
                 rows[f"{name}_{figure}"] = figures[figure]
