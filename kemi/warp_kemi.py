@@ -247,11 +247,12 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         source = _canonical_ip(_pv("$si"))
         if source in peers:
             return None
-        # a vendor may answer from one gateway and hang up from another of its own
-        gateway = self._app().snapshot().gateway_hosts.get(source)
-        raw = _pv(CALL_VAR) if gateway is not None else ""
-        vendors = {r.get("vendor_id") for r in json.loads(raw)["routes"]} if raw else set()
-        if gateway is not None and str(gateway.vendor_id) in vendors:
+        # a vendor may hang up from another of its gateways, a customer from another address of its ACL
+        raw = _pv(CALL_VAR)
+        call = json.loads(raw) if raw else {}
+        vendors = [uuid.UUID(r["vendor_id"]) for r in call.get("routes", []) if r.get("vendor_id")]
+        trunk = uuid.UUID(call["trunk_id"]) if call.get("trunk_id") else None
+        if auth.speaks_for(self._app().snapshot(), source, trunk, vendors):
             return None
         return f"from {source}, not a side of the call"
 

@@ -13,6 +13,7 @@ trunk without a tech prefix takes the calls that carry none.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -98,6 +99,22 @@ def peers(snapshot: RoutingSnapshot) -> Peers:
         if address is not None:
             exact.add(address)
     return Peers(frozenset(exact), tuple(networks))
+
+
+def speaks_for(snapshot: RoutingSnapshot, source_ip: str, trunk_id: UUID | None,
+               vendor_ids: Iterable[UUID]) -> bool:
+    """May this address send requests inside a call of ``trunk_id`` carried by one of
+    ``vendor_ids``? Yes from an address of the trunk's own ACL (a customer's SBC cluster may hang up
+    from another of its nodes) and from a gateway of one of those vendors."""
+    address = _address(source_ip)
+    if address is None:
+        return False
+    gateway = snapshot.gateway_hosts.get(str(address))
+    if gateway is not None and gateway.vendor_id in set(vendor_ids):
+        return True
+    return trunk_id is not None and any(
+        entry.trunk_id == trunk_id and address.version == entry.network.version and address in entry.network
+        for entry in snapshot.acl_by_specificity)
 
 
 def credential(snapshot: RoutingSnapshot, username: str) -> Credential | None:

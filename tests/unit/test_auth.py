@@ -58,3 +58,22 @@ def test_garbage_source_address_identifies_no_trunk() -> None:
     w.customer("0.0.0.0/0", None)
     s = w.snapshot()
     assert identify_by_acl(s, "not-an-ip", 5060, "udp") is None
+
+
+def test_a_call_may_be_spoken_for_by_its_trunks_addresses_and_its_vendors_gateways_only() -> None:
+    from routing_engine.auth import speaks_for
+    from tests.unit.factories import World, gateway, rate
+
+    w = World()
+    carrier = w.vendor("carrier", [rate("1", "0.01")], gateways=[gateway("192.0.2.10"), gateway("192.0.2.11", "gw2")])
+    other = w.vendor("other", [rate("1", "0.01")], gateways=[gateway("192.0.2.20")])
+    trunk = w.customer("10.1.0.0/29", w.plan("p", [carrier, other]))
+    stranger = w.customer("10.9.0.1/32", w.plan("q", [other]))
+    snap = w.snapshot()
+    assert speaks_for(snap, "10.1.0.5", trunk, [carrier])          # another node of the customer's SBC cluster
+    assert speaks_for(snap, "192.0.2.11", trunk, [carrier])        # another gateway of the answering vendor
+    assert not speaks_for(snap, "192.0.2.20", trunk, [carrier])    # a gateway of a vendor not in the call
+    assert not speaks_for(snap, "10.9.0.1", trunk, [carrier])      # another customer
+    assert not speaks_for(snap, "10.9.0.1", None, [])
+    assert speaks_for(snap, "10.9.0.1", stranger, [])
+    assert not speaks_for(snap, "not-an-ip", trunk, [carrier])
