@@ -257,7 +257,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         return f"from {source}, not a side of the call"
 
     def _refuse_in_dialog(self, why: str, code: int = 481, reason: str = "Call/Transaction Does Not Exist") -> int:
-        metrics.IN_DIALOG_REFUSED.labels("destination" if code == 403 else "foreign").inc()
+        metrics.SIP_REFUSED.labels("destination" if code == 403 else "foreign").inc()
         log.warning("in-dialog %s refused: %s", _pv("$rm"), why)
         if not KSR.is_ACK() > 0:  # is_ACK answers a bool
             KSR.sl.sl_send_reply(code, reason)
@@ -598,7 +598,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
     @_guarded
     def ksr_branch_route(self, msg: Any) -> int:
         if (refused := self._destination_refused()) is not None:
-            metrics.IN_DIALOG_REFUSED.labels("destination").inc()
+            metrics.SIP_REFUSED.labels("destination").inc()
             log.warning("call %s: branch to %s dropped: %s", _pv("$ci"), _pv("$du") or _pv("$ru"), refused)
             KSR.set_drop()  # this branch is not sent; the failure route moves on
             return 1

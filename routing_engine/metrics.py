@@ -51,7 +51,7 @@ AUTH_FAILURES = Counter("warp_auth_failures", "Digest failures and requests from
 IP_BLOCKS = Counter("warp_ip_blocks", "Source addresses blocked for repeated digest failures", registry=None)
 FLOOD_DROPS = Counter("warp_flood_drops", "Seconds in which a source address went over its flood limit "
                       "(its further requests that second dropped unanswered)", registry=None)
-IN_DIALOG_REFUSED = Counter("warp_sip_refused", "Requests not relayed: in-dialog requests that belong to no call "
+SIP_REFUSED = Counter("warp_sip_refused", "Requests not relayed: in-dialog requests that belong to no call "
                             "of ours or come from neither side (foreign), and relays to a forbidden "
                             "destination (destination)", ["kind"], registry=None)
 DECISION_SECONDS = Histogram("warp_routing_decision_seconds", "Time to decide an INVITE (decide_invite)",
