@@ -690,12 +690,17 @@ def stop_process(process: Process, timeout_s: float = 15) -> list[int]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
+    killed = False
     while group_members(process):
         if time.monotonic() > deadline:
+            if killed:
+                break  # a process KILL does not end at once is stuck in the kernel: nothing more to do
             for pid in group_members(process):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-            break
+            # wait for them to be gone too: until then they hold their sockets, and a node started
+            # again at once could not bind its SIP port
+            killed, deadline = True, time.monotonic() + 5
         time.sleep(0.05)
     return pids
 

@@ -181,7 +181,8 @@ def test_start_finds_what_is_left_of_a_node_whose_kamailio_was_killed_and_stop_s
         assert status.returncode == 3 and re.search(r"^kamailio\s+stopped", status.stdout, re.M), status.stdout
 
         again = _warp(env, "start", "--no-demo")
-        assert again.returncode == 0, again.stdout + again.stderr
+        log = settings.data_dir / "log" / settings.node.name / "kamailio.log"
+        assert again.returncode == 0, again.stdout + again.stderr + (log.read_text()[-4000:] if log.exists() else "")
         assert "already running" not in again.stdout
         # it says what it found of its node: the survivors by name and pid, Kamailio not running
         found = again.stdout
