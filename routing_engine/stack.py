@@ -347,8 +347,10 @@ def start_redis(settings: Settings) -> bool:
     if result.returncode != 0:  # Redis quotes a configuration line it refuses: never the password
         output = (result.stdout + result.stderr).replace(password, "<password>")
         raise StackError(f"starting Redis failed:\n{output}")
+    # up only once it answers AND its pid file is written (Redis may write it after opening its
+    # port): without the pid file it could not be stopped
     deadline = time.monotonic() + 20
-    while not port_open(settings.stack.redis_port):
+    while not (port_open(settings.stack.redis_port) and (directory / "redis.pid").exists()):
         if time.monotonic() > deadline:
             raise StackError(f"Redis did not start; see {directory / 'redis.log'}")
         time.sleep(0.05)
@@ -356,12 +358,25 @@ def start_redis(settings: Settings) -> bool:
 
 
 def stop_redis(settings: Settings) -> None:
+    """Stop the Redis of this data folder: by its pid file, whether or not its port answers at
+    this moment (a busy machine can miss a connect, and the server must not be left running)."""
     pidfile = _redis_dir(settings) / "redis.pid"
-    if not redis_running(settings):
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (FileNotFoundError, ValueError):
         return
-    pid = int(pidfile.read_text().strip())
-    os.kill(pid, 15)
+    if "redis-server" not in _cmdline_of(pid):
+        return  # gone, or the pid now names another program
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
     _wait_gone(pid, 20)
+
+
+def _cmdline_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _wait_gone(pid: int, timeout_s: float) -> None:
