@@ -27,7 +27,6 @@ if str(_PROJECT) not in sys.path:
 import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
 import functools  # noqa: E402
-import ipaddress  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import time  # noqa: E402
@@ -218,10 +217,10 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         only from an address of one of that call's two sides: a Route header naming us is not
         enough (that was an open relay), and neither is a Call-ID and tags learnt elsewhere."""
         if KSR.rr.loose_route() > 0:
-            if (foreign := self._foreign_in_dialog()) is not None:
+            call = _call_state()
+            if (foreign := self._foreign_in_dialog(call)) is not None:
                 return self._refuse_in_dialog(foreign)
-            raw = _pv(CALL_VAR)
-            media.in_dialog(self._app(), json.loads(raw) if raw else None)
+            media.in_dialog(self._app(), call)
             if (refused := self._destination_refused()) is not None:
                 return self._refuse_in_dialog(refused, 403, "Forbidden")
             if KSR.tm.t_relay() < 0:
@@ -233,14 +232,14 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
                 KSR.tm.t_relay()
             return 1
         if KSR.is_BYE() > 0 and KSR.dialog.is_known_dlg() > 0:
-            if (foreign := self._foreign_in_dialog()) is not None:
+            if (foreign := self._foreign_in_dialog(_call_state())) is not None:
                 return self._refuse_in_dialog(foreign)
             return self._bye_by_dialog()
         KSR.sl.sl_send_reply(481, "Call/Transaction Does Not Exist")
         return 1
 
-    def _foreign_in_dialog(self) -> str | None:
-        """Why this in-dialog request is not one of a call we carry (None: it is)."""
+    def _foreign_in_dialog(self, call: dict[str, Any] | None) -> str | None:
+        """Why this in-dialog request is not one of the call we carry, ``call`` (None: it is)."""
         if KSR.dialog.is_known_dlg() < 0:
             return "no dialog of ours"
         peers = _pv(PEERS_VAR).split()
@@ -248,8 +247,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         if source in peers:
             return None
         # a vendor may hang up from another of its gateways, a customer from another address of its ACL
-        raw = _pv(CALL_VAR)
-        call = json.loads(raw) if raw else {}
+        call = call or {}
         vendors = [uuid.UUID(r["vendor_id"]) for r in call.get("routes", []) if r.get("vendor_id")]
         trunk = uuid.UUID(call["trunk_id"]) if call.get("trunk_id") else None
         if auth.speaks_for(self._app().snapshot(), source, trunk, vendors):
@@ -282,9 +280,10 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         # sht_get, not sht_is_null: only get treats an entry past its autoexpire as gone
         peer = app.is_peer(source) or bool(KSR.htable.sht_get(PEER_TABLE, source))
         sip = app.settings.sip
+        limit = sip.flood_peer_rps if peer else sip.flood_rps
         count = KSR.htable.sht_inc(FLOOD_TABLE, f"{source}/{int(now)}")
-        if count > (sip.flood_peer_rps if peer else sip.flood_rps):
-            if count == (sip.flood_peer_rps if peer else sip.flood_rps) + 1:
+        if count > limit:
+            if count == limit + 1:
                 metrics.FLOOD_DROPS.inc()
                 log.warning("source %s over its flood limit this second: requests dropped", source)
             return True
@@ -567,9 +566,10 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         money: dict[str, Any] = {}
         try:
             if call.get("price"):
-                owed = rating.bill(duration, int(call.get("max_s") or 0), rating.price_from_json(call["price"]), None)
+                price = rating.price_from_json(call["price"])
+                owed = rating.bill(duration, int(call.get("max_s") or 0), price, None)
                 money = {"billable_s": owed.billable_s, "customer_price": owed.customer_price,
-                         "customer_rate": rating.price_from_json(call["price"]).per_minute}
+                         "customer_rate": price.per_minute}
         except Exception:
             log.error("call %s: price not computed (%s): its reservation is released uncharged",
                       call.get("call_id"), traceback.format_exc())
@@ -783,13 +783,8 @@ def _hide_topology(request: CallRequest, trunk: Any) -> None:
 
 
 def _canonical_ip(text: str) -> str:
-    try:
-        address = ipaddress.ip_address(text.strip("[]"))
-    except ValueError:
-        return text
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(address)
+    address = destinations.parse_ip(text)
+    return text if address is None else str(address)
 
 
 def _attempt(route: dict[str, Any], code: int, reason: str, q850: int | None = None,
@@ -799,6 +794,12 @@ def _attempt(route: dict[str, Any], code: int, reason: str, q850: int | None = N
     pdd = pdd_ms(datetime.fromisoformat(started), datetime.fromisoformat(ringing)) if started and ringing else None
     return failover.Attempt(route["vendor"], route["gateway"], code, reason, started, ringing,
                             ended_at or datetime.now(UTC).isoformat(), pdd, q850)
+
+
+def _call_state() -> dict[str, Any] | None:
+    """The call's context kept with its dialog (None outside a dialog of ours)."""
+    raw = _pv(CALL_VAR)
+    return json.loads(raw) if raw else None
 
 
 def _attempts() -> list[failover.Attempt]:

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from uuid import UUID
 
+from routing_engine.destinations import parse_ip as _address
 from routing_engine.snapshot import AclEntry, Credential, RoutingSnapshot
 
 
@@ -28,17 +29,7 @@ class Identified:
     tech_prefix: str | None = None
 
 
-def _address(source_ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        address = ipaddress.ip_address(source_ip)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-def _matches(entry: AclEntry, address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+def matches(entry: AclEntry, address: ipaddress.IPv4Address | ipaddress.IPv6Address,
              port: int, transport: str) -> bool:
     return (
         address.version == entry.network.version
@@ -58,7 +49,7 @@ def identify(snapshot: RoutingSnapshot, source_ip: str, source_port: int, transp
     matching = []
     for rank, entry in enumerate(snapshot.acl_by_specificity):
         trunk = snapshot.trunks.get(entry.trunk_id)
-        if trunk is not None and trunk.allows_acl and _matches(entry, address, source_port, transport):
+        if trunk is not None and trunk.allows_acl and matches(entry, address, source_port, transport):
             matching.append((rank, trunk))
     prefixed = [(rank, t) for rank, t in matching if t.tech_prefix and dialed.startswith(t.tech_prefix)]
     if prefixed:

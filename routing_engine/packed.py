@@ -93,13 +93,13 @@ def header(buffer: Any) -> tuple[bytes, str]:
     return bytes(layout), schema.rstrip(b"\0").decode(errors="replace")
 
 
-def check(buffer: Any, schema: str) -> None:
-    """Refuse a file this code did not write for this schema."""
+def check(buffer: Any, schema: str | None) -> None:
+    """Refuse a file this code did not write (for this schema, unless ``schema`` is None)."""
     layout, written_for = header(buffer)
     if layout != LAYOUT:
         raise FormatMismatch(f"written by another version of the code (format {layout.hex()}, "
                              f"this code reads {LAYOUT.hex()})")
-    if written_for != schema:
+    if schema is not None and written_for != schema:
         raise FormatMismatch(f"built from schema {written_for or '?'}, this code expects {schema}")
 
 
@@ -371,11 +371,7 @@ def read(buffer: Any, schema: str | None = None) -> RoutingSnapshot:
     place. A file of another code version is refused (FormatMismatch), and of another schema too
     when ``schema`` is given."""
     buf = memoryview(buffer)
-    if schema is None:
-        if header(buf)[0] != LAYOUT:
-            check(buf, "")  # raises, naming both formats
-    else:
-        check(buf, schema)
+    check(buf, schema)
     toc_at = _HEADER.unpack_from(buf, 0)[3]
     toc = pickle.loads(buf[toc_at:])  # noqa: S301 - our own file, written by write()
     snapshot: RoutingSnapshot = toc["snapshot"]

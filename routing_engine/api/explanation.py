@@ -59,8 +59,7 @@ def address_owner(snapshot: RoutingSnapshot, source_ip: str, port: int, transpor
         return out
     for entry in snapshot.acl_by_specificity:
         trunk = snapshot.trunks.get(entry.trunk_id)
-        if (trunk is None or address.version != entry.network.version or address not in entry.network
-                or entry.port not in (None, port) or entry.transport not in (None, transport.lower())):
+        if trunk is None or not auth.matches(entry, address, port, transport.lower()):
             continue
         pinned = "".join(f" {v}" for v in (entry.port, entry.transport) if v is not None)
         out["matches"].append({"trunk": trunk_label(snapshot, trunk), "trunk_id": str(trunk.id),
