@@ -50,7 +50,7 @@ api: setup
 	@$(WARP) api
 
 openapi:
-	@$(PY) -m routing_engine.api > openapi.json
+	@$(PY) -m routing_engine.entrypoints.api > openapi.json
 
 demo-call:
 	@bash scripts/demo-call.sh

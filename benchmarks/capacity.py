@@ -36,8 +36,11 @@ from typing import Any
 import psycopg
 
 from benchmarks import capacity_data
-from routing_engine import sipcheck, stack
+from routing_engine.ops import sipcheck, stack
 from routing_engine.settings import PROJECT_ROOT, Settings, load_settings
+
+WARP_CLI = [sys.executable, "-m", "routing_engine.entrypoints.cli"]
+
 
 HERE = Path(__file__).resolve().parent
 SIPP = "/usr/bin/sipp"
@@ -180,7 +183,7 @@ def node(name: str, env: dict[str, str], settings: Settings, opts: Options, work
         if name in ("A", "A0"):
             warp = load_settings(environ=env)
             kenv = stack.kamailio_env(warp, env)
-            emitter = stack_.enter_context(started([sys.executable, "-m", "routing_engine.cli", "cdr-emitter"],
+            emitter = stack_.enter_context(started([*WARP_CLI, "cdr-emitter"],
                                                    workdir / "companion.log", env=kenv))
             kam = stack_.enter_context(started(stack.kamailio_command(warp, run_dir), log, env=kenv))
             redis_pid = None

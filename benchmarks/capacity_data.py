@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from routing_engine import migrate, stack
+from routing_engine.ops import migrate, stack
 from routing_engine.settings import Settings
 
 KAMAILIO_SCHEMA = Path("/usr/share/kamailio/postgres")
@@ -216,7 +216,7 @@ def load_native(url: str, data: BenchData, customer_ip: str, gateway: tuple[str,
 def prime_lrn_cache(redis_client: Any, data: BenchData, ttl_s: int = 3600) -> int:
     """Answer every NANP number of the run from the LRN cache ("not ported"), as a warm node does."""
     from routing_engine.adapters.lrn_sources import KEY
-    from routing_engine.lrn import NOT_PORTED
+    from routing_engine.domain.lrn import NOT_PORTED
 
     pipe = redis_client.pipeline(transaction=False)
     numbers = {d for d, _ in data.calls if d.startswith("1")}

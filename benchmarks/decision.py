@@ -26,10 +26,10 @@ from types import MappingProxyType
 from typing import Any
 
 from routing_engine.adapters.snapshots import SnapshotStore
-from routing_engine.decision import CallRequest, Relay, decide_invite
-from routing_engine.lrn import LrnResult
-from routing_engine.numbers import E164
-from routing_engine.snapshot import (
+from routing_engine.domain.decision import CallRequest, Relay, decide_invite
+from routing_engine.domain.lrn import LrnResult
+from routing_engine.domain.numbers import E164
+from routing_engine.domain.snapshot import (
     Account,
     AccountStatus,
     AclEntry,

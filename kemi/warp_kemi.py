@@ -39,13 +39,14 @@ from typing import Any  # noqa: E402
 
 import KSR  # noqa: E402  (provided by app_python3)
 
-from kemi import admission, media, registration  # noqa: E402
 from kemi.pv import NotText  # noqa: E402
 from kemi.pv import pv as _pv  # noqa: E402
-from routing_engine import auth, bootstrap, destinations, failover, inbound, metrics, rating, topology  # noqa: E402
+from routing_engine import bootstrap, metrics  # noqa: E402
 from routing_engine.adapters.quality import Outcome  # noqa: E402
-from routing_engine.cdr import CdrRecord, billable_duration, compact_trace, lrn_source_of, pdd_ms, q850_cause  # noqa: E402
-from routing_engine.decision import CallRequest, Reject, Relay  # noqa: E402
+from routing_engine.calls import admission, media, registration  # noqa: E402
+from routing_engine.domain import auth, destinations, failover, inbound, rating, topology  # noqa: E402
+from routing_engine.domain.cdr import CdrRecord, billable_duration, compact_trace, lrn_source_of, pdd_ms, q850_cause  # noqa: E402
+from routing_engine.domain.decision import CallRequest, Reject, Relay  # noqa: E402
 from routing_engine.settings import load_settings  # noqa: E402
 
 log = logging.getLogger("warp.kemi")
@@ -263,7 +264,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
 
     def _destination_refused(self) -> str | None:
         """Why the request may not go where $du (or else $ru) points: one of this node's own
-        services or no SIP peer's address (routing_engine/destinations.py)."""
+        services or no SIP peer's address (routing_engine/domain/destinations.py)."""
         uri = _pv("$du") or _pv("$ru")
         host, port = destinations.uri_target(uri)
         return self._app().destination_refusal(host, port)

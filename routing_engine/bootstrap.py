@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from routing_engine import auth, destinations, lrn, metrics, validation
+from routing_engine import metrics
 from routing_engine.adapters import lrn_sources, postgres, redis_store
 from routing_engine.adapters.health import HealthView
 from routing_engine.adapters.money import Limits, Wallet
@@ -31,12 +31,13 @@ from routing_engine.adapters.quality import Outcome, QualityView
 from routing_engine.adapters.quality import record as record_outcomes
 from routing_engine.adapters.registrations import BlockCache, Defence, RegistrationStore
 from routing_engine.adapters.snapshots import SnapshotFollower, SnapshotStore
-from routing_engine.cdr import CdrRecord
-from routing_engine.decision import CallRequest, Decision, LrnLookup, decide_invite
-from routing_engine.lrn import LrnSource
-from routing_engine.numbers import E164
+from routing_engine.domain import auth, destinations, lrn, validation
+from routing_engine.domain.cdr import CdrRecord
+from routing_engine.domain.decision import CallRequest, Decision, LrnLookup, decide_invite
+from routing_engine.domain.lrn import LrnSource
+from routing_engine.domain.numbers import E164
+from routing_engine.domain.snapshot import RoutingSnapshot
 from routing_engine.settings import Settings, load_settings
-from routing_engine.snapshot import RoutingSnapshot
 
 log = logging.getLogger("warp.bootstrap")
 

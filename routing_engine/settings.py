@@ -61,7 +61,7 @@ class SipSettings:
     # Dialog lifetime when nothing shorter applies (s); the rating issue shortens it per call.
     max_call_duration_s: int = 14400
     # Networks ('10.0.0.0/8', '192.0.2.7/32:6379') SIP is never sent to, beside the node's own
-    # services, which are always refused (routing_engine/destinations.py).
+    # services, which are always refused (routing_engine/domain/destinations.py).
     forbidden_destinations: tuple[str, ...] = ()
     # Flood limits per source IP and node, over every request kind (requests per second; past
     # them requests are dropped unanswered). Peers are customer ACL addresses, vendor gateways

@@ -19,7 +19,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from routing_engine.cdr import CdrRecord
+from routing_engine.domain.cdr import CdrRecord
 
 # (column, BigQuery type): create the table with these (partition it by DAY on invite_at)
 SCHEMA: tuple[tuple[str, str], ...] = (

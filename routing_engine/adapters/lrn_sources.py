@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from routing_engine.lrn import LrnError
+from routing_engine.domain.lrn import LrnError
 
 KEY = "warp:lrn:{}"
 

@@ -1,7 +1,7 @@
 """Media failures: the one counter of calls whose media relay failed, shared by every node.
 
 A Redis hash, one field per kind (``offer``, ``answer``, ``delete``, ``refused``, ``carried``);
-every failure in kemi/media.py goes through ``count`` and nowhere else, so a metrics exporter
+every failure in routing_engine/calls/media.py goes through ``count`` and nowhere else, so a metrics exporter
 reads ``counts`` (or HGETALL warp:media:failures) and has them all.
 """
 

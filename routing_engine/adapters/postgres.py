@@ -17,9 +17,9 @@ from uuid import UUID
 import psycopg
 from psycopg import sql
 
-from routing_engine.cdr import CdrRecord, partitions_to_drop
-from routing_engine.media import Anchor, MediaPolicy, OnFailure
-from routing_engine.snapshot import (
+from routing_engine.domain.cdr import CdrRecord, partitions_to_drop
+from routing_engine.domain.media_plan import Anchor, MediaPolicy, OnFailure
+from routing_engine.domain.snapshot import (
     Account,
     AccountStatus,
     AclEntry,

@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from routing_engine.cdr import CdrRecord
+from routing_engine.domain.cdr import CdrRecord
 
 
 def connect(url: str, timeout_ms: int) -> redis.Redis[str]:

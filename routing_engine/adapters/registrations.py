@@ -20,8 +20,8 @@ from typing import Any
 
 import redis
 
-from routing_engine.inbound import Contact
-from routing_engine.registrar import Plan
+from routing_engine.domain.inbound import Contact
+from routing_engine.domain.registrar import Plan
 
 KEY = "warp:reg:{}"
 log = logging.getLogger("warp.defence")

@@ -15,9 +15,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from routing_engine.api import keys
-from routing_engine.api.principals import Role
-from routing_engine.api.server import create_app
+from routing_engine.entrypoints.api import keys
+from routing_engine.entrypoints.api.principals import Role
+from routing_engine.entrypoints.api.server import create_app
 from routing_engine.settings import Settings, load_settings
 from tests.conftest import test_environ
 

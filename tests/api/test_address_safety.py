@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 import pytest
 from fastapi.testclient import TestClient
 
-from routing_engine import cli
-from routing_engine.api.principals import Role
+from routing_engine.entrypoints import cli
+from routing_engine.entrypoints.api.principals import Role
 from routing_engine.settings import Settings
 from tests.api.conftest import Api, Carrier, Keys, use_test_environment
 

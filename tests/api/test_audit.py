@@ -6,7 +6,7 @@ from typing import Any
 
 import psycopg
 
-from routing_engine.api import audit
+from routing_engine.entrypoints.api import audit
 from tests.api.conftest import Api, Carrier
 
 

@@ -17,9 +17,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 
-from routing_engine.api import keys, keys_cli
-from routing_engine.api.principals import Role, key_digest
-from routing_engine.api.server import create_app
+from routing_engine.entrypoints.api import keys, keys_cli
+from routing_engine.entrypoints.api.principals import Role, key_digest
+from routing_engine.entrypoints.api.server import create_app
 from routing_engine.settings import Settings
 from tests.api.conftest import JWT_SECRET, Api, Carrier, use_test_environment
 

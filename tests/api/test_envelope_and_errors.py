@@ -10,9 +10,9 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from routing_engine.api import keys
-from routing_engine.api.principals import Role
-from routing_engine.api.server import create_app
+from routing_engine.entrypoints.api import keys
+from routing_engine.entrypoints.api.principals import Role
+from routing_engine.entrypoints.api.server import create_app
 from routing_engine.settings import Settings
 from tests.api.conftest import Api, Carrier
 

@@ -7,8 +7,8 @@ import json
 import pytest
 import redis
 
-from routing_engine import cli
 from routing_engine.adapters.health import KEY as HEALTH_KEY
+from routing_engine.entrypoints import cli
 from tests.api.conftest import Api, Carrier, use_test_environment
 
 

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from schemathesis.specs.openapi.definitions import OPENAPI_30_VALIDATOR
 
-from routing_engine.api import openapi
+from routing_engine.entrypoints.api import openapi
 from routing_engine.settings import PROJECT_ROOT
 
 COMMITTED = PROJECT_ROOT / "openapi.json"

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from routing_engine.api import decks, rates_cli
+from routing_engine.entrypoints.api import decks, rates_cli
 from tests.api.conftest import Api, Carrier, use_test_environment
 
 

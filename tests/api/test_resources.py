@@ -9,7 +9,7 @@ import psycopg
 import redis
 
 from routing_engine.adapters.registrations import Defence
-from routing_engine.credentials import ha1_md5, ha1_sha256
+from routing_engine.domain.credentials import ha1_md5, ha1_sha256
 from tests.api.conftest import Api, Carrier
 
 

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from routing_engine.api.principals import Role
+from routing_engine.entrypoints.api.principals import Role
 from tests.api.conftest import Keys
 
 R, OP, A = Role.READ_ONLY, Role.OPERATOR, Role.ADMIN

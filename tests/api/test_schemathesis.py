@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
-from routing_engine.api.principals import Role
+from routing_engine.entrypoints.api.principals import Role
 from tests.api.conftest import Api, Keys, make_carrier
 
 EXAMPLES = int(os.environ.get("WARP_SCHEMATHESIS_EXAMPLES", "6"))

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
-from routing_engine.api.principals import Role
+from routing_engine.entrypoints.api.principals import Role
 from tests.api.conftest import Api, Carrier, Keys
 
 

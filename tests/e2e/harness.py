@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from routing_engine import sipcheck, stack
+from routing_engine.ops import sipcheck, stack
 from routing_engine.settings import PROJECT_ROOT, load_settings
 
 SCENARIOS = PROJECT_ROOT / "sipp-scenarios"
@@ -86,7 +86,7 @@ def kamailio_node(base_env: dict[str, str], address: str, workdir: Path, port: i
     try:
         with open(workdir / "cdr-emitter.log", "ab") as emitter_log:
             node.emitter = subprocess.Popen(
-                [sys.executable, "-m", "routing_engine.cli", "cdr-emitter"], env=full_env,
+                [sys.executable, "-m", "routing_engine.entrypoints.cli", "cdr-emitter"], env=full_env,
                 stdout=emitter_log, stderr=subprocess.STDOUT, start_new_session=True)
         with open(node.log_path, "ab") as kam_log:
             node.kamailio = subprocess.Popen(
@@ -196,7 +196,7 @@ def explain(env: dict[str, str], *args: str) -> dict[str, Any]:
     """`warp route explain --json` with the given arguments, as the node's settings see it."""
     import json
 
-    result = subprocess.run([sys.executable, "-m", "routing_engine.cli", "route", "explain", "--json",
+    result = subprocess.run([sys.executable, "-m", "routing_engine.entrypoints.cli", "route", "explain", "--json",
                              *args], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     return json.loads(result.stdout)  # type: ignore[no-any-return]

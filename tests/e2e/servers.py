@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 
-from routing_engine import migrate, stack
+from routing_engine.ops import migrate, stack
 from tests.e2e.harness import wait_for
 
 

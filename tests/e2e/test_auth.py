@@ -13,7 +13,7 @@ import psycopg
 import pytest
 import redis
 
-from routing_engine.credentials import ha1_md5
+from routing_engine.domain.credentials import ha1_md5
 from tests.e2e import provision
 from tests.e2e.harness import (
     SCENARIOS,
@@ -28,6 +28,8 @@ from tests.e2e.harness import (
     vendor,
     wait_for,
 )
+
+WARP_CLI = [sys.executable, "-m", "routing_engine.entrypoints.cli"]
 
 pytestmark = pytest.mark.e2e
 
@@ -249,7 +251,7 @@ def test_brute_force_blocks_the_source_on_every_node_until_the_block_expires(
     for _ in range(3):
         refused_after_auth(node, tmp_path, ATTACKER, "digest-user", "guess")
     assert clean_redis.exists(f"warp:block:{ATTACKER}")
-    listed = subprocess.run([sys.executable, "-m", "routing_engine.cli", "blocks", "list"], env=node.env,
+    listed = subprocess.run([*WARP_CLI, "blocks", "list"], env=node.env,
                             capture_output=True, text=True, timeout=30)
     assert ATTACKER in listed.stdout
     ua = RawUA(ATTACKER, 5099)
@@ -270,7 +272,7 @@ def test_brute_force_blocks_the_source_on_every_node_until_the_block_expires(
 
 def test_ops_can_clear_a_block(node: Node, clean_redis: redis.Redis) -> None:
     clean_redis.set("warp:block:198.51.100.77", "9", ex=600)
-    cleared = subprocess.run([sys.executable, "-m", "routing_engine.cli", "blocks", "clear", "198.51.100.77"],
+    cleared = subprocess.run([*WARP_CLI, "blocks", "clear", "198.51.100.77"],
                              env=node.env, capture_output=True, text=True, timeout=30)
     assert cleared.returncode == 0 and "unblocked" in cleared.stdout
     assert not clean_redis.exists("warp:block:198.51.100.77")

@@ -21,7 +21,7 @@ import pytest
 import redis
 
 from routing_engine.adapters.money import Limits, Wallet
-from routing_engine.rating import from_micros, to_micros
+from routing_engine.domain.rating import from_micros, to_micros
 from tests.e2e import provision
 from tests.e2e.harness import (
     MediaSink,

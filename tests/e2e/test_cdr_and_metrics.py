@@ -15,7 +15,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from routing_engine.adapters.money import Limits
-from routing_engine.credentials import ha1_md5
+from routing_engine.domain.credentials import ha1_md5
 from tests.e2e import provision
 from tests.e2e.harness import (
     SCENARIOS,

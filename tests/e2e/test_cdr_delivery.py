@@ -16,8 +16,9 @@ import psycopg
 import pytest
 import redis
 
-from routing_engine import bootstrap, stack
-from routing_engine.cdr import CdrRecord
+from routing_engine import bootstrap
+from routing_engine.domain.cdr import CdrRecord
+from routing_engine.ops import stack
 from routing_engine.settings import Settings, load_settings
 from tests.e2e import provision
 from tests.e2e.harness import (
@@ -31,6 +32,8 @@ from tests.e2e.harness import (
     wait_for,
 )
 
+WARP_CLI = [sys.executable, "-m", "routing_engine.entrypoints.cli"]
+
 pytestmark = pytest.mark.e2e
 
 BACKLOG = 20_000
@@ -41,7 +44,7 @@ DIALED, CALLER = "12125551234", "13055550100"
 
 def companion(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "routing_engine.cli", "companion"], env=env, stdout=out,
+        return subprocess.Popen([*WARP_CLI, "companion"], env=env, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
 

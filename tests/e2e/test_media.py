@@ -19,8 +19,8 @@ import redis
 from routing_engine import metrics
 from routing_engine.adapters import media_failures
 from routing_engine.adapters.rtpengine_ng import NgClient
+from routing_engine.ops.sipcheck import wait_until_answering
 from routing_engine.settings import PROJECT_ROOT
-from routing_engine.sipcheck import wait_until_answering
 from tests.e2e import provision
 from tests.e2e.harness import (
     MediaSink,
@@ -298,7 +298,7 @@ def test_warp_run_starts_and_stops_its_own_rtpengine(e2e_env: dict[str, str], wo
            "WARP_MEDIA__INTERFACE": "127.0.0.118", "WARP_MEDIA__PORT_MIN": "41000", "WARP_MEDIA__PORT_MAX": "41099"}
     client = NgClient(ng, timeout_s=0.3, retries=0)
     with open(tmp_path / "warp-run.log", "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "routing_engine.cli", "run", "--no-demo"], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "routing_engine.entrypoints.cli", "run", "--no-demo"], env=env,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=PROJECT_ROOT)
     try:
         assert wait_until_answering(address, 5060, 60, is_alive=lambda: proc.poll() is None), \

@@ -21,6 +21,9 @@ from routing_engine.settings import load_settings
 from tests.e2e import provision
 from tests.e2e.harness import Node, Sipp, explain, kamailio_node, sipp, vendor, wait_for
 
+WARP_CLI = [sys.executable, "-m", "routing_engine.entrypoints.cli"]
+
+
 pytestmark = pytest.mark.e2e
 
 PROXY, CUSTOMER, VENDOR_A, VENDOR_B = "127.0.0.14", "127.0.0.15", "127.0.0.16", "127.0.0.17"
@@ -117,13 +120,13 @@ def test_rollback_puts_the_previous_version_back_in_service(
     module_db.execute("UPDATE routing.rates SET rate = 0.0001 WHERE provider_id = %s", (world["a"],))
     wait_for(lambda: store.current().version != start, 10, "the edit to be published")  # type: ignore[union-attr]
     one_call(node, tmp_path, VENDOR_A)
-    rolled = subprocess.run([sys.executable, "-m", "routing_engine.cli", "snapshot", "rollback"], env=node.env,
+    rolled = subprocess.run([*WARP_CLI, "snapshot", "rollback"], env=node.env,
                             capture_output=True, text=True, timeout=30)
     assert rolled.returncode == 0, rolled.stdout + rolled.stderr
     assert store.current().version == start  # type: ignore[union-attr]
     wait_for(lambda: time.time() > store.current().published_at.timestamp() + 0.3, 2, "workers to look")  # type: ignore[union-attr]
     one_call(node, tmp_path, VENDOR_B)
-    status = subprocess.run([sys.executable, "-m", "routing_engine.cli", "snapshot", "status"], env=node.env,
+    status = subprocess.run([*WARP_CLI, "snapshot", "status"], env=node.env,
                             capture_output=True, text=True, timeout=30)
     assert f"version    {start}" in status.stdout
 

@@ -23,8 +23,8 @@ import pytest
 import redis
 
 from routing_engine.adapters.money import Limits, Wallet
-from routing_engine.credentials import ha1_md5
-from routing_engine.rating import to_micros
+from routing_engine.domain.credentials import ha1_md5
+from routing_engine.domain.rating import to_micros
 from tests.e2e import provision
 from tests.e2e.harness import (
     SCENARIOS,

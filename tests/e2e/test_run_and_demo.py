@@ -15,16 +15,16 @@ import psycopg
 import pytest
 import redis
 
-from routing_engine import demo, stack
+from routing_engine.ops import demo, stack
+from routing_engine.ops.sipcheck import options_ping, wait_until_answering
 from routing_engine.settings import PROJECT_ROOT, Settings
-from routing_engine.sipcheck import options_ping, wait_until_answering
 from tests.e2e import provision
 from tests.e2e.harness import _stop_group, wait_for
 
 pytestmark = pytest.mark.e2e
 
 ADDRESS = "127.0.0.3"
-WARP = [sys.executable, "-m", "routing_engine.cli"]
+WARP = [sys.executable, "-m", "routing_engine.entrypoints.cli"]
 
 
 @pytest.fixture(scope="module")

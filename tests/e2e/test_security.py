@@ -18,7 +18,7 @@ import psycopg
 import pytest
 import redis
 
-from routing_engine.credentials import ha1_md5
+from routing_engine.domain.credentials import ha1_md5
 from tests.e2e import provision
 from tests.e2e.harness import Node, RawUA, cdr, header, kamailio_node, sipp, vendor, wait_for
 

@@ -24,15 +24,15 @@ import psycopg
 import pytest
 import redis
 
-from routing_engine import demo, stack
+from routing_engine.ops import demo, stack
+from routing_engine.ops.sipcheck import options_ping, wait_until_answering
 from routing_engine.settings import PROJECT_ROOT, Settings, load_settings
-from routing_engine.sipcheck import options_ping, wait_until_answering
 from tests.e2e import provision
 from tests.e2e.harness import _stop_group, kamailio_node, wait_for
 
 pytestmark = pytest.mark.e2e
 
-WARP = [sys.executable, "-m", "routing_engine.cli"]
+WARP = [sys.executable, "-m", "routing_engine.entrypoints.cli"]
 
 
 def _free_port() -> int:

@@ -3,7 +3,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from routing_engine import bulk
+from routing_engine.ops import bulk
 
 
 def test_lnp_file_is_loaded_and_a_second_load_updates(db: psycopg.Connection, tmp_path: Path) -> None:

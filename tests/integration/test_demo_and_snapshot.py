@@ -4,9 +4,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from routing_engine import bootstrap, demo
+from routing_engine import bootstrap
 from routing_engine.adapters import postgres
-from routing_engine.decision import CallRequest, Reject, Relay, decide_invite
+from routing_engine.domain.decision import CallRequest, Reject, Relay, decide_invite
+from routing_engine.ops import demo
 from routing_engine.settings import load_settings
 from tests.conftest import test_environ
 

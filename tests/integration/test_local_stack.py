@@ -21,7 +21,7 @@ import psycopg
 import pytest
 import redis
 
-from routing_engine import stack
+from routing_engine.ops import stack
 from routing_engine.settings import POSTGRES_SECRET, REDIS_SECRET, Settings, load_settings
 
 

@@ -13,9 +13,9 @@ import psycopg
 import pytest
 import redis
 
-from routing_engine import lrn
 from routing_engine.adapters.lrn_sources import HttpLnp, LocalLnp, RedisLrnCache
-from routing_engine.numbers import normalise
+from routing_engine.domain import lrn
+from routing_engine.domain.numbers import normalise
 
 PORTED = {"12125551234": "13055559999"}
 

@@ -10,9 +10,9 @@ import pytest
 import redis
 
 from routing_engine.adapters.money import LEDGER_STREAM, Limits, Wallet, ledger_entry
-from routing_engine.cdr import CdrRecord
-from routing_engine.emitter import LedgerSink, PostgresSink, seed_balances
-from routing_engine.rating import to_micros
+from routing_engine.companion.emitter import LedgerSink, PostgresSink, seed_balances
+from routing_engine.domain.cdr import CdrRecord
+from routing_engine.domain.rating import to_micros
 
 T = 1_800_000_000.0
 TRUNK, ACCOUNT = uuid.uuid4(), uuid.uuid4()

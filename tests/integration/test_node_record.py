@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from routing_engine import stack
+from routing_engine.ops import stack
 from tests.e2e.harness import wait_for
 
 # a leader that forks a worker running the same program, as Kamailio does

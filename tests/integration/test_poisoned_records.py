@@ -13,8 +13,8 @@ import redis
 from routing_engine import metrics
 from routing_engine.adapters import postgres, redis_store
 from routing_engine.adapters.money import LEDGER_STREAM, ledger_entry
-from routing_engine.cdr import CdrRecord
-from routing_engine.emitter import Emitter, LedgerSink, PostgresSink
+from routing_engine.companion.emitter import Emitter, LedgerSink, PostgresSink
+from routing_engine.domain.cdr import CdrRecord
 from routing_engine.settings import Settings
 
 T0 = datetime.now(UTC).replace(microsecond=0)

@@ -1,7 +1,7 @@
 import redis
 
 from routing_engine.adapters.registrations import Defence, RegistrationStore
-from routing_engine.registrar import Plan
+from routing_engine.domain.registrar import Plan
 
 T = 1_800_000_000.0
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from types import MappingProxyType
 
-from routing_engine.snapshot import (
+from routing_engine.domain.snapshot import (
     Account,
     AccountStatus,
     AclEntry,

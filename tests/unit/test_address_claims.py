@@ -5,8 +5,8 @@ import ipaddress
 import uuid
 from dataclasses import replace
 
-from routing_engine.destinations import guard_for
-from routing_engine.validation import AclClaim, acl_conflict, overlapping_claims, problems
+from routing_engine.domain.destinations import guard_for
+from routing_engine.domain.validation import AclClaim, acl_conflict, overlapping_claims, problems
 
 from .factories import World, gateway, rate
 

@@ -1,7 +1,7 @@
 from uuid import UUID
 
-from routing_engine.auth import identify
-from routing_engine.snapshot import RoutingSnapshot
+from routing_engine.domain.auth import identify
+from routing_engine.domain.snapshot import RoutingSnapshot
 
 from .factories import World
 
@@ -61,7 +61,7 @@ def test_garbage_source_address_identifies_no_trunk() -> None:
 
 
 def test_a_call_may_be_spoken_for_by_its_trunks_addresses_and_its_vendors_gateways_only() -> None:
-    from routing_engine.auth import speaks_for
+    from routing_engine.domain.auth import speaks_for
     from tests.unit.factories import World, gateway, rate
 
     w = World()

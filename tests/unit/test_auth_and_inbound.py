@@ -1,10 +1,10 @@
 import uuid
 from dataclasses import replace
 
-from routing_engine import auth
-from routing_engine.decision import Reject
-from routing_engine.inbound import Contact, Deliver, decide_inbound
-from routing_engine.snapshot import AccountStatus, Credential, GatewayRef
+from routing_engine.domain import auth
+from routing_engine.domain.decision import Reject
+from routing_engine.domain.inbound import Contact, Deliver, decide_inbound
+from routing_engine.domain.snapshot import AccountStatus, Credential, GatewayRef
 
 from .factories import World, gateway, rate
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from routing_engine.adapters.bigquery import SCHEMA, BigQueryError, BigQuerySink, row
-from routing_engine.cdr import CdrRecord
-from routing_engine.emitter import Emitter
+from routing_engine.companion.emitter import Emitter
+from routing_engine.domain.cdr import CdrRecord
 from tests.unit.test_emitter import MemoryStream
 
 T0 = datetime(2026, 11, 22, 12, 0, 0, 250000, tzinfo=UTC)

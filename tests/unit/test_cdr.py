@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from routing_engine.cdr import CdrRecord, billable_duration
+from routing_engine.domain.cdr import CdrRecord, billable_duration
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 

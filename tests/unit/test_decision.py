@@ -1,8 +1,8 @@
 from datetime import timedelta
 from decimal import Decimal
 
-from routing_engine.decision import CallRequest, Reject, Relay, decide_invite
-from routing_engine.snapshot import AccountStatus
+from routing_engine.domain.decision import CallRequest, Reject, Relay, decide_invite
+from routing_engine.domain.snapshot import AccountStatus
 
 from .factories import NOW, World, gateway, rate
 
@@ -153,7 +153,7 @@ def test_missing_caller_id_does_not_block_the_call_and_is_recorded() -> None:
 
 
 def test_nanp_rates_use_the_jurisdiction_specific_column_when_known() -> None:
-    from routing_engine.snapshot import Jurisdiction
+    from routing_engine.domain.snapshot import Jurisdiction
 
     r = rate("1212555", "0.03", inter="0.01", intra="0.02")
     assert r.price_for(Jurisdiction.INTERSTATE) == Decimal("0.01")

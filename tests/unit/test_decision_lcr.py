@@ -3,11 +3,11 @@
 from dataclasses import replace
 from decimal import Decimal
 
-from routing_engine.decision import CallRequest, Reject, Relay, decide_invite
-from routing_engine.lrn import LrnResult
-from routing_engine.numbers import E164
-from routing_engine.rating import Price
-from routing_engine.snapshot import Location, NumberFormat, Translation
+from routing_engine.domain.decision import CallRequest, Reject, Relay, decide_invite
+from routing_engine.domain.lrn import LrnResult
+from routing_engine.domain.numbers import E164
+from routing_engine.domain.rating import Price
+from routing_engine.domain.snapshot import Location, NumberFormat, Translation
 
 from .factories import NOW, World, customer_rate, rate
 

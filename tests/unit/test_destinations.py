@@ -1,10 +1,10 @@
-"""The node's own services are never a SIP destination (routing_engine/destinations.py)."""
+"""The node's own services are never a SIP destination (routing_engine/domain/destinations.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from routing_engine import destinations
+from routing_engine.domain import destinations
 from routing_engine.settings import load_settings
 
 

@@ -211,7 +211,7 @@ def test_postgres_and_redis_take_their_passwords_from_secret_files(config: dict[
 
 
 def test_the_redis_service_disables_the_commands_the_embedded_server_disables(config: dict[str, Any]) -> None:
-    from routing_engine import stack
+    from routing_engine.ops import stack
 
     command = " ".join(config["services"]["redis"]["command"])
     listed = command.split("rename-command %s")[1].split(">>")[0].split()[1:]

@@ -4,8 +4,8 @@ import uuid
 from datetime import UTC, datetime
 
 from routing_engine import metrics
-from routing_engine.cdr import CdrRecord
-from routing_engine.emitter import Emitter, RecordsRefused, Sink, Stream
+from routing_engine.companion.emitter import Emitter, RecordsRefused, Sink, Stream
+from routing_engine.domain.cdr import CdrRecord
 
 T0 = datetime(2026, 11, 22, tzinfo=UTC)
 

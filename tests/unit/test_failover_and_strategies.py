@@ -5,9 +5,9 @@ from decimal import Decimal
 
 import pytest
 
-from routing_engine.failover import Attempt, Policy, best_response, next_route
-from routing_engine.lcr import Candidate
-from routing_engine.strategies import STRATEGIES, UnknownStrategy, strategy
+from routing_engine.domain.failover import Attempt, Policy, best_response, next_route
+from routing_engine.domain.lcr import Candidate
+from routing_engine.domain.strategies import STRATEGIES, UnknownStrategy, strategy
 
 POLICY = Policy(frozenset({408, 500, 502, 503, 504}), max_attempts=3)
 

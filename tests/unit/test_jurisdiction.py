@@ -1,6 +1,6 @@
-from routing_engine.jurisdiction import classify
-from routing_engine.numbers import normalise
-from routing_engine.snapshot import Jurisdiction, Location
+from routing_engine.domain.jurisdiction import classify
+from routing_engine.domain.numbers import normalise
+from routing_engine.domain.snapshot import Jurisdiction, Location
 
 NPANXX = {
     "212555": Location("US", "NY", "132", "OCN1", "NWYRCYZN01"),

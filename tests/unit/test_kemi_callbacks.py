@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from routing_engine.bootstrap import Decider
-from routing_engine.cdr import CdrRecord
+from routing_engine.domain.cdr import CdrRecord
+from routing_engine.domain.snapshot import RoutingSnapshot
 from routing_engine.settings import load_settings
-from routing_engine.snapshot import RoutingSnapshot
 from tests.unit import fake_ksr
 from tests.unit.factories import World, rate
 

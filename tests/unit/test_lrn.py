@@ -1,7 +1,7 @@
 import pytest
 
-from routing_engine import lrn
-from routing_engine.numbers import normalise
+from routing_engine.domain import lrn
+from routing_engine.domain.numbers import normalise
 
 
 class Cache:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from routing_engine.adapters.rtpengine_ng import bdecode, bencode
-from routing_engine.media import (
+from routing_engine.domain.media_plan import (
     Anchor,
     MediaPlan,
     MediaPolicy,

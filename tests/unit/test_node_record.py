@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from routing_engine import stack
+from routing_engine.ops import stack
 from routing_engine.settings import load_settings
 
 

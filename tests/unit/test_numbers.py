@@ -1,6 +1,6 @@
 import pytest
 
-from routing_engine.numbers import NumberError, normalise
+from routing_engine.domain.numbers import NumberError, normalise
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from routing_engine import packed
-from routing_engine.decision import CallRequest, decide_invite
-from routing_engine.snapshot import Location, RoutingSnapshot, VendorRate
+from routing_engine.adapters import packed
+from routing_engine.domain.decision import CallRequest, decide_invite
+from routing_engine.domain.snapshot import Location, RoutingSnapshot, VendorRate
 
 from .factories import EPOCH, NOW, World, customer_rate, rate
 

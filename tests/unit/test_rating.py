@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from routing_engine.rating import Price, billable_seconds, charge, from_micros, max_duration, to_micros
+from routing_engine.domain.rating import Price, billable_seconds, charge, from_micros, max_duration, to_micros
 
 increments = st.sampled_from([(60, 60), (30, 6), (6, 6), (1, 1), (60, 1)])
 prices = st.builds(

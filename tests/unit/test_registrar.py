@@ -1,6 +1,6 @@
 import pytest
 
-from routing_engine.registrar import ContactSpec, RegisterError, parse_contacts, plan, split_header_values
+from routing_engine.domain.registrar import ContactSpec, RegisterError, parse_contacts, plan, split_header_values
 
 LIMITS = {"minimum": 60, "maximum": 3600, "default": 3600}
 

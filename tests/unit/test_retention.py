@@ -2,7 +2,7 @@
 
 from datetime import date
 
-from routing_engine.cdr import partitions_to_drop
+from routing_engine.domain.cdr import partitions_to_drop
 
 NAMES = ["cdrs_default", "cdrs_20261113", "cdrs_20261114", "cdrs_20261115", "cdrs_20261121", "cdrs_20261122",
          "cdrs_20261123"]

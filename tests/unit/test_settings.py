@@ -115,7 +115,7 @@ def test_bad_media_settings_are_named(key: str, value: str, message: str) -> Non
 
 
 def test_media_settings_reach_kamailio_only_when_media_is_enabled(tmp_path: Path) -> None:
-    from routing_engine import stack
+    from routing_engine.ops import stack
 
     on = stack.kamailio_command(load_settings(environ={"WARP_MEDIA__NG_ADDRESS": "127.0.0.9:2223"}), tmp_path)
     off = stack.kamailio_command(load_settings(environ={"WARP_MEDIA__ENABLED": "false"}), tmp_path)

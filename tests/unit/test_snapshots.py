@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from routing_engine.adapters.snapshots import SnapshotFollower, SnapshotStore
-from routing_engine.validation import problems
+from routing_engine.domain.validation import problems
 
 from .factories import NOW, World, rate
 
@@ -129,7 +129,7 @@ def test_a_version_whose_file_is_missing_is_written_again(tmp_path: Path) -> Non
 def _rewrite_header(path: Path, *, layout: bytes | None = None, schema: str | None = None) -> None:
     import struct
 
-    from routing_engine import packed
+    from routing_engine.adapters import packed
 
     data = bytearray(path.read_bytes())
     magic, old_layout, old_schema, toc = struct.unpack_from("<8s16s64sQ", data, 0)
@@ -140,7 +140,7 @@ def _rewrite_header(path: Path, *, layout: bytes | None = None, schema: str | No
 
 
 def test_a_file_written_by_another_code_version_is_refused_never_misread(tmp_path: Path) -> None:
-    from routing_engine import packed
+    from routing_engine.adapters import packed
 
     store = SnapshotStore(tmp_path)
     snapshot = valid_world().snapshot()
@@ -156,7 +156,7 @@ def test_a_file_written_by_another_code_version_is_refused_never_misread(tmp_pat
 
 
 def test_a_file_built_from_another_schema_is_refused(tmp_path: Path) -> None:
-    from routing_engine import packed
+    from routing_engine.adapters import packed
 
     store = SnapshotStore(tmp_path)
     snapshot = valid_world().snapshot()
@@ -170,7 +170,8 @@ def test_a_file_built_from_another_schema_is_refused(tmp_path: Path) -> None:
 def test_the_format_id_follows_the_snapshot_classes_fields() -> None:
     import dataclasses
 
-    from routing_engine import packed, snapshot
+    from routing_engine.adapters import packed
+    from routing_engine.domain import snapshot
 
     before = packed._layout()
     original = snapshot.Credential
@@ -191,7 +192,7 @@ def test_the_format_id_follows_the_snapshot_classes_fields() -> None:
 
 
 def test_an_old_magic_is_refused_with_its_reason() -> None:
-    from routing_engine import packed
+    from routing_engine.adapters import packed
 
     with pytest.raises(packed.FormatMismatch, match="WARPSNP1"):
         packed.read(b"WARPSNP1" + b"\0" * 200)

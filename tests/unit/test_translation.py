@@ -2,10 +2,10 @@ import uuid
 
 import pytest
 
-from routing_engine.lrn import SKIPPED, LrnResult
-from routing_engine.numbers import normalise
-from routing_engine.snapshot import NumberFormat, Translation, Trunk
-from routing_engine.translation import caller_for_vendor, dialed_for_vendor, dialed_from_trunk
+from routing_engine.domain.lrn import SKIPPED, LrnResult
+from routing_engine.domain.numbers import normalise
+from routing_engine.domain.snapshot import NumberFormat, Translation, Trunk
+from routing_engine.domain.translation import caller_for_vendor, dialed_for_vendor, dialed_from_trunk
 
 NY = normalise("12125551234")
 LONDON = normalise("+442079460000")

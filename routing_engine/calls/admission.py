@@ -1,0 +1,90 @@
+"""Admission of a routed call: its place in the limits, then its funds, across every node.
+
+No SIP here: ``admit`` answers with the call's reservation, or with the refusal the handler
+sends (the code, the reason and the extra headers). Redis unavailable is a refusal too: money
+is never guessed. The call's place and its funds are held under the identity the handler gave
+the call (its CDR id), never under its Call-ID, which the caller chooses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from routing_engine import metrics
+from routing_engine.domain import rating
+from routing_engine.domain.decision import Reject, Relay
+
+log = logging.getLogger("warp.kemi")
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    reserved_micros: int
+    max_s: int  # the call's longest length: its funds, or the configured cap
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    reject: Reject
+    headers: tuple[str, ...] = ()
+
+
+def admit(app: Any, call: UUID, call_id: str, decision: Relay, now: datetime) -> Admitted | Refused:
+    """Admit ``call`` (our identity for it; ``call_id`` is its SIP Call-ID, for the logs)."""
+    snapshot = app.snapshot()
+    ctx = decision.context
+    trunk = snapshot.trunks[ctx.trunk_id]
+    account = snapshot.accounts[ctx.account_id]
+    cap = app.settings.sip.max_call_duration_s
+    hold = cap + app.settings.sip.fr_inv_timeout_ms // 1000 + 60
+    unavailable = Refused(Reject(503, "Service Unavailable", ctx, decision.trace), ("Retry-After: 5",))
+    try:
+        trunk_cps = trunk.cps_limit or app.settings.sip.default_trunk_cps
+        admission = app.limits.admit(call, trunk.id, account.id, now.timestamp(), hold, trunk_cps,
+                                     account.cps_limit, trunk.max_concurrent, account.max_concurrent)
+    except Exception as exc:
+        log.error("call %s refused: limits unavailable (%s)", call_id, exc)
+        return unavailable
+    if not admission.ok:
+        metrics.LIMIT_REFUSALS.labels(admission.limit, admission.scope).inc()
+        reason = "CPS limit exceeded" if admission.limit == "cps" else "Call limit reached"
+        decision.trace["limits"] = f"{admission.scope} {admission.limit} limit reached"
+        return Refused(Reject(503, reason, ctx, decision.trace),
+                       (f"Retry-After: {1 if admission.limit == 'cps' else 5}",))
+    price = decision.price
+    credit = rating.to_micros(account.credit_limit) if account.billing_type == "postpaid" else 0
+    try:
+        reservation = app.wallet.reserve(call, account.id, now.timestamp(), hold,
+                                         rating.to_micros(rating.charge(1, price)),
+                                         rating.to_micros(rating.charge(cap, price)), credit)
+    except Exception as exc:
+        log.error("call %s refused: funds unavailable (%s)", call_id, exc)
+        release(app, call, call_id, trunk.id, account.id)
+        return unavailable
+    max_s = rating.max_duration(rating.from_micros(reservation.micros), price, cap) if reservation.micros else 0
+    if max_s <= 0:
+        decision.trace["funds"] = {"available": str(rating.from_micros(reservation.available))}
+        release(app, call, call_id, trunk.id, account.id)
+        return Refused(Reject(402, "Insufficient funds", ctx, decision.trace))
+    decision.trace["funds"] = {"reserved": str(rating.from_micros(reservation.micros)), "max_s": max_s}
+    # now the call's real limit is known, its place in the limits heals sooner if a node dies
+    with contextlib.suppress(Exception):
+        until = now.timestamp() + max_s + hold - cap
+        pipe = app.limits.client.pipeline(transaction=False)
+        app.limits.extend(call, trunk.id, account.id, until, pipe=pipe)
+        app.wallet.extend(call, account.id, until, pipe=pipe)
+        pipe.execute()
+    return Admitted(reservation.micros, max_s)
+
+
+def release(app: Any, call: UUID, call_id: str, trunk_id: Any, account_id: Any) -> None:
+    """Give back a call's place in the limits now (best effort: it expires by itself)."""
+    try:
+        app.limits.release(call, trunk_id, account_id)
+    except Exception as exc:
+        log.warning("limits of %s not released now (%s); they expire on their own", call_id, exc)
