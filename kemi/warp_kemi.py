@@ -63,6 +63,7 @@ RING_VAR = "$dlg_var(warp_ring)"  # first 180/183 of the call (any vendor): its 
 ATTEMPT_AT_VAR = "$dlg_var(warp_att_at)"  # when the INVITE went to the vendor now being tried
 ATTEMPT_RING_VAR = "$dlg_var(warp_att_ring)"  # that vendor's first 180/183
 PEERS_VAR = "$dlg_var(warp_peers)"  # the addresses the call's two sides send from (space-separated)
+_TOPOS_CALLS = metrics.KEMI_CALLBACKS.labels("ksr_topos_event")
 FLOOD_TABLE, PEER_TABLE, BLOCK_TABLE = "warpflood", "warppeer", "warpblock"  # kamailio.cfg htables
 
 
@@ -86,10 +87,12 @@ class _KsrLogHandler(logging.Handler):
 
 def _guarded(method: Callable[..., int]) -> Callable[..., int]:
     """Kamailio callback wrapper: no exception leaves; a request in trouble gets a 500."""
+    calls = metrics.KEMI_CALLBACKS.labels(method.__name__)
 
     @functools.wraps(method)
     def wrapper(self: kamailio, *args: Any) -> int:
         self.open_call = None
+        calls.inc()
         try:
             return method(self, *args)
         except NotText as exc:
@@ -676,6 +679,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         topology hiding off are left as they are. Not _guarded: nothing may be answered here,
         and on any doubt the message is hidden."""
         try:
+            _TOPOS_CALLS.inc()
             call_id = _pv("$ci")
             if any(KSR.htable.sht_is_null(topology.SKIP_TABLE, topology.skip_key(call_id, tag)) == -1
                    for tag in (_pv("$ft"), _pv("$tt")) if tag):

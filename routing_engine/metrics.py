@@ -67,6 +67,8 @@ VENDOR_ANSWERED_SECONDS = Counter("warp_vendor_answered_seconds", "Billable seco
 VENDOR_PDD = Histogram("warp_vendor_pdd_seconds", "Post-dial delay per vendor attempt (INVITE sent to first "
                        "ringing)", ["vendor"], buckets=_PDD, registry=None)
 KEMI_ERRORS = Counter("warp_kemi_errors", "Python exceptions caught in a Kamailio callback", registry=None)
+KEMI_CALLBACKS = Counter("warp_kemi_callbacks", "Python callbacks Kamailio made, by callback", ["callback"],
+                         registry=None)
 SNAPSHOT_RELOADS = Counter("warp_snapshot_reloads", "Snapshot swaps by SIP workers", registry=None)
 CDR_SPOOLED = Counter("warp_cdr_spooled", "CDRs written to the local spool because Redis was unavailable",
                       registry=None)
