@@ -39,7 +39,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, cast
 
-from routing_engine.ops import demo, migrate, stack
+from routing_engine.adapters import migrate
+from routing_engine.ops import demo, stack
 from routing_engine.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("warp")
@@ -102,7 +103,7 @@ def start_processes(settings: Settings, log_dir: Path | None,
     """Start rtpengine (when this node manages its own), the CDR emitter and Kamailio; wait until
     rtpengine answers an ng ping and Kamailio answers OPTIONS. ``on_start`` hears of each process
     as soon as it runs (the node's record: a start cut short leaves nothing unnamed)."""
-    from routing_engine.ops import sipcheck
+    from routing_engine.adapters import sipcheck
 
     def started(name: str, proc: subprocess.Popen[bytes]) -> None:
         procs[name] = proc
@@ -433,7 +434,7 @@ def cmd_cdr_emitter(settings: Settings, args: argparse.Namespace) -> int:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(stack.metrics_dir(settings, "companion"))
 
     from routing_engine import metrics
-    from routing_engine.adapters import redis_store
+    from routing_engine.adapters import metric_sources, redis_store
     from routing_engine.adapters.health import Prober
     from routing_engine.adapters.money import LEDGER_STREAM, Limits, Wallet, ledger_entry
     from routing_engine.bootstrap import snapshot_store, spool_dir
@@ -517,15 +518,16 @@ def cmd_cdr_emitter(settings: Settings, args: argparse.Namespace) -> int:
     if settings.metrics.listen:
         m = settings.metrics
         ctl = m.kamailio_ctl or str(_run_dir(settings) / "kamailio_ctl")
-        metrics.register_source("kamailio", metrics.kamailio_source(m.kamcmd, ctl if ":" in ctl else f"unix:{ctl}"))
-        metrics.register_source("redis", metrics.redis_source(
+        metrics.register_source("kamailio",
+                                metric_sources.kamailio_source(m.kamcmd, ctl if ":" in ctl else f"unix:{ctl}"))
+        metrics.register_source("redis", metric_sources.redis_source(
             redis_store.connect(settings.redis_url, 2000), settings.cdr.stream,
             lambda: {vid: v.name for vid, v in latest[0].vendors.items()} if latest[0] else {},
             settings.quality.window_s))
-        metrics.register_source("snapshot", metrics.snapshot_source(snapshot_store(settings)))
-        metrics.register_source("spool", metrics.spool_source(spool_dir(settings)))
+        metrics.register_source("snapshot", metric_sources.snapshot_source(snapshot_store(settings)))
+        metrics.register_source("spool", metric_sources.spool_source(spool_dir(settings)))
         if settings.media.enabled:
-            metrics.register_source("rtpengine", metrics.rtpengine_source(
+            metrics.register_source("rtpengine", metric_sources.rtpengine_source(
                 redis_store.connect(settings.redis_url, 2000), settings.media.ng_address))
         server = metrics.serve(m.listen, metrics.registry(stack.metrics_dir(settings)))
     log.info("emitter following %s and %s as %s", settings.cdr.stream, LEDGER_STREAM, consumer)
