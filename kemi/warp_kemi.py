@@ -1,10 +1,6 @@
-"""The module Kamailio loads (app_python3, KEMI): Kamailio's messages into values, the call
-service's actions (routing_engine/calls/) back into Kamailio. Nothing is decided here.
-
-Every callback runs behind ``_guarded``: a Python exception never escapes into Kamailio; the
-request gets a 500, and a call admitted and not yet finished still ends with its CDR and money.
-Settings come from the same file and environment overrides as every other process.
-"""
+"""The module Kamailio loads (app_python3, KEMI): messages into values, the call service's
+actions (routing_engine/calls/) back into Kamailio; nothing is decided here. Behind ``_guarded``
+no exception escapes into Kamailio: the request gets a 500, an admitted call still its CDR."""
 
 from __future__ import annotations
 
@@ -31,10 +27,19 @@ from typing import Any  # noqa: E402
 
 import KSR  # noqa: E402  (provided by app_python3)
 
-from kemi.pv import NotText, pv  # noqa: E402
 from routing_engine import bootstrap, metrics  # noqa: E402
 from routing_engine.calls import service as calls  # noqa: E402
-from routing_engine.calls.sip import Action, ArmMedia, Challenge, Failure, Forward, Invite, Relay, Reply  # noqa: E402
+from routing_engine.calls.sip import (  # noqa: E402
+    Action,
+    ArmMedia,
+    Challenge,
+    Failure,
+    Forward,
+    Invite,
+    Relay,
+    Reply,
+    unsupported_scheme,
+)
 from routing_engine.calls.state import CallState  # noqa: E402
 from routing_engine.domain import topology  # noqa: E402
 from routing_engine.domain.decision import CallRequest  # noqa: E402
@@ -46,6 +51,19 @@ ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, UPDATE, INFO, PRACK, NOTIF
 STATE, RING = "$dlg_var(warp)", "$dlg_var(warp_ring)"  # the call's state (routing_engine/calls/state.py)
 PLAN_AVP, SDP_AVP = "$avp(warp_mplan)", "$avp(warp_msdp)"  # this transaction's media plan, its sender
 _TOPOS = metrics.KEMI_CALLBACKS.labels("ksr_topos_event")
+
+
+class NotText(ValueError):
+    """A SIP field that is not UTF-8 text: the sender's error (400), not ours (500)."""
+
+
+def pv(name: str) -> str:
+    """A pseudo-variable as text ("" when unset)."""
+    try:
+        value = KSR.pv.get(name)
+    except UnicodeDecodeError as exc:
+        raise NotText(name) from exc
+    return "" if value is None else str(value)
 
 
 class _KsrLogHandler(logging.Handler):
@@ -71,9 +89,6 @@ class _Sip:
 
     def table_set(self, table: str, key: str) -> None:
         KSR.htable.sht_seti(table, key, 1)
-
-    def has_credentials(self, realm: str) -> bool:
-        return bool(KSR.auth.has_credentials(realm) > 0)
 
     def auth_check(self, realm: str, ha1: str) -> int:
         return int(KSR.auth.pv_auth_check(realm, ha1, 1, 0))
@@ -157,13 +172,11 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         if KSR.sanity.sanity_check_defaults() < 0:  # RFC 3261 syntax (kamailio.cfg says which checks)
             if not ack:
                 try:
-                    start = (KSR.pv.get("$mb") or "").split("\r\n", 1)[0].split(" ")
+                    start = (KSR.pv.get("$mb") or "").split("\r\n", 1)[0]
                 except UnicodeError:
-                    start = []
-                scheme = start[1].split(":", 1)[0].lower() if len(start) > 2 and ":" in start[1] else ""
-                if scheme[:1].isalpha() and all(c.isalnum() or c in "+-." for c in scheme) \
-                        and scheme not in ("sip", "sips", "tel", "tels"):
-                    KSR.sl.sl_send_reply(416, "Unsupported URI Scheme")  # RFC 3261 8.2.2.1
+                    start = ""
+                if unsupported_scheme(start):
+                    KSR.sl.sl_send_reply(416, "Unsupported URI Scheme")
                 else:
                     KSR.sanity.sanity_reply()  # the 400 (or 420 with Unsupported) sanity chose
             return 1

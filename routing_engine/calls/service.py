@@ -149,8 +149,6 @@ class CallService:
         refusal)."""
         node, sip = self.node, self.sip
         realm = node.settings.auth.realm
-        if not sip.has_credentials(realm):
-            return Challenge()
         credential = auth.credential(node.snapshot(), msg.auth_user)
         # An unknown user is checked against a random HA1: it fails exactly like a wrong password.
         result = sip.auth_check(realm, credential.ha1 if credential is not None else node.unknown_user_ha1)
@@ -160,7 +158,7 @@ class CallService:
             sip.table_set(PEER_TABLE, source)
             return credential.trunk_id
         if result in (AUTH_STALE_NONCE, AUTH_NO_CREDENTIALS, AUTH_NONCE_REUSED):
-            # stale, bound to another request or address, or used already: a fresh challenge
+            # none sent, stale, bound to another request or address, or used already: a challenge
             return Challenge(stale=result in (AUTH_STALE_NONCE, AUTH_NONCE_REUSED))
         metrics.AUTH_FAILURES.labels("bad_credentials").inc()
         # Only a wrong password against a nonce we issued to this very address counts toward a

@@ -103,3 +103,12 @@ class Relay:
 
 Action = Reply | Challenge | Nothing | Forward | Relay
 NOTHING = Nothing()
+
+
+def unsupported_scheme(start_line: str) -> bool:
+    """A request line whose Request-URI has a well-formed scheme that is not ours: 416, not the
+    sanity module's 400 (RFC 3261 8.2.2.1)."""
+    parts = start_line.split(" ")
+    scheme = parts[1].split(":", 1)[0].lower() if len(parts) > 2 and ":" in parts[1] else ""
+    return bool(scheme[:1].isalpha() and all(c.isalnum() or c in "+-." for c in scheme)
+                and scheme not in ("sip", "sips", "tel", "tels"))

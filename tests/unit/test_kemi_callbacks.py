@@ -409,12 +409,12 @@ def test_an_anchored_reply_gives_its_sdp_to_the_media_relay(node: warp_kemi.kama
 
 
 def test_a_register_is_challenged_first(node: warp_kemi.kamailio) -> None:
-    KSR.answers.update({"is_INVITE": False, "is_REGISTER": True, "auth.has_credentials": -1})
+    KSR.answers.update({"is_INVITE": False, "is_REGISTER": True, "auth.pv_auth_check": -5})  # none sent
     KSR.vars["$si"] = "203.0.113.9"
     assert node.ksr_request_route(None) == 1
     assert ("auth.auth_challenge", (node.svc.node.settings.auth.realm, 1)) in KSR.calls
     KSR.calls.clear()
-    KSR.answers.update({"auth.has_credentials": 1, "auth.pv_auth_check": -4})  # a stale nonce
+    KSR.answers.update({"auth.pv_auth_check": -4})  # a stale nonce
     assert node.ksr_request_route(None) == 1
     assert ("auth.auth_challenge", (node.svc.node.settings.auth.realm, 17)) in KSR.calls
 
