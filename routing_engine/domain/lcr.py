@@ -2,19 +2,22 @@
 
 Every vendor of the caller's routing plan gets a verdict that explains it: kept with the rate
 that matched, or dropped with the reason. The plan's strategy (strategies/) then orders the
-kept ones. A price ceiling (the customer's price, from the rating step) is the seam for margin
-protection: a vendor costing more is dropped with that reason.
+kept ones. Margin protection (``MarginFloor``, from the rating step): a vendor whose cost for a
+call of the expected duration — its increments, minimum and connection fee applied — would
+leave less than the plan's minimum margin of the customer's charge for that call is dropped
+with the figures that condemned it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from uuid import UUID
 
+from routing_engine.domain.rating import MICRO, PER_SECOND, SIXTY, Price, Terms, charge, vendor_cost
 from routing_engine.domain.snapshot import (
     Gateway,
     Jurisdiction,
@@ -48,6 +51,7 @@ class Candidate:
     dropped: Drop | None = None
     detail: str | None = None
     note: str | None = None  # kept, but with a remark the strategy may use (e.g. a quality demotion)
+    terms: Terms = PER_SECOND  # how the vendor bills the matched rate
 
     @property
     def kept(self) -> bool:
@@ -62,6 +66,8 @@ class Candidate:
         if self.rate is not None:
             out["rate"] = str(self.rate)
             out["prefix"] = self.prefix
+            if self.terms != PER_SECOND:
+                out["billing"] = self.terms.to_text()
         if self.dropped is not None:
             out["reason"] = self.dropped.value + (f" ({self.detail})" if self.detail else "")
         if self.note is not None:
@@ -80,11 +86,40 @@ class Route:
     prefix: str
     ruri_user: str
     from_user: str | None = None
+    terms: Terms = PER_SECOND  # how the vendor bills ``rate``: the call's cost in its CDR
+
 
     @property
     def ruri(self) -> str:
         suffix = "" if self.gateway.transport == "udp" else f";transport={self.gateway.transport}"
         return f"sip:{self.ruri_user}@{self.gateway.hostport}{suffix}"
+
+
+@dataclass(frozen=True, slots=True)
+class MarginFloor:
+    """Margin protection for one call: a vendor is kept only when, for a call lasting
+    ``expected_s`` answered seconds, the customer's charge minus the vendor's cost — each with its
+    own increments, minimum duration and connection fee — is at least the plan's ``min_margin``
+    (per minute) over that duration, rounded half-up to the millionth."""
+
+    price: Price
+    expected_s: int
+    min_margin: Decimal = Decimal(0)
+    revenue: Decimal = field(init=False)
+    required: Decimal = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "revenue", charge(self.expected_s, self.price))
+        required = self.min_margin * Decimal(self.expected_s) / SIXTY
+        object.__setattr__(self, "required", required.quantize(MICRO, rounding=ROUND_HALF_UP))
+
+    def shortfall(self, per_minute: Decimal, terms: Terms) -> str | None:
+        """Why this vendor rate loses money (None: it does not)."""
+        cost = vendor_cost(self.expected_s, per_minute, terms)
+        if self.revenue - cost >= self.required:
+            return None
+        floor = f", minimum margin {self.required}" if self.required else ""
+        return f"cost {cost} against a charge of {self.revenue} for {self.expected_s} s{floor}"
 
 
 def examine(
@@ -94,7 +129,7 @@ def examine(
     rating_digits: str,
     jurisdiction: Jurisdiction,
     now: datetime,
-    price_ceiling: Decimal | None = None,
+    margin: MarginFloor | None = None,
     gateway_up: Callable[[UUID], bool] = lambda gateway_id: True,
     demotion: Callable[[UUID, str], str | None] = lambda vendor_id, destination: None,
 ) -> list[Candidate]:
@@ -107,7 +142,7 @@ def examine(
     return [
         _verdict(member.vendor_id, member.priority, member.weight,
                  snapshot.vendors.get(member.vendor_id), dialed_digits, rates.get(member.vendor_id),
-                 jurisdiction, price_ceiling, gateway_up, demotion)
+                 jurisdiction, margin, gateway_up, demotion)
         for member in plan.vendors
     ]
 
@@ -120,7 +155,7 @@ def _verdict(
     dialed_digits: str,
     rate: VendorRate | None,
     jurisdiction: Jurisdiction,
-    price_ceiling: Decimal | None,
+    margin: MarginFloor | None,
     gateway_up: Callable[[UUID], bool],
     demotion: Callable[[UUID, str], str | None],
 ) -> Candidate:
@@ -136,14 +171,15 @@ def _verdict(
                              detail=f"prefix {blocked}")
     if rate is None:
         return Candidate(vendor_id, name, priority, weight, dropped=Drop.NO_RATE)
-    price, prefix = rate.price_for(jurisdiction), rate.prefix
+    price, prefix, terms = rate.price_for(jurisdiction), rate.prefix, rate.terms
     dropped: Drop | None = None
     detail: str | None = None
     if not any(gw.enabled for gw in vendor.gateways):
         dropped = Drop.NO_GATEWAY
     elif not any(gw.enabled and gateway_up(gw.id) for gw in vendor.gateways):
         dropped, detail = Drop.NO_GATEWAY, "down: not answering OPTIONS"
-    elif price_ceiling is not None and price > price_ceiling:
-        dropped, detail = Drop.ABOVE_PRICE, f"price {price_ceiling}"
+    elif margin is not None:
+        detail = margin.shortfall(price, terms)
+        dropped = Drop.ABOVE_PRICE if detail is not None else None
     note = demotion(vendor_id, dialed_digits) if dropped is None else None
-    return Candidate(vendor_id, name, priority, weight, price, prefix, dropped, detail, note)
+    return Candidate(vendor_id, name, priority, weight, price, prefix, dropped, detail, note, terms)
