@@ -11,13 +11,14 @@ with the figures that condemned it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
+from functools import lru_cache
 from uuid import UUID
 
-from routing_engine.domain.rating import MICRO, PER_SECOND, SIXTY, Price, Terms, charge, vendor_cost
+from routing_engine.domain.rating import MICRO, PER_SECOND, SIXTY, Price, Terms, billed_seconds, charge
 from routing_engine.domain.snapshot import (
     Gateway,
     Jurisdiction,
@@ -66,7 +67,7 @@ class Candidate:
         if self.rate is not None:
             out["rate"] = str(self.rate)
             out["prefix"] = self.prefix
-            if self.terms != PER_SECOND:
+            if self.terms is not PER_SECOND and self.terms != PER_SECOND:
                 out["billing"] = self.terms.to_text()
         if self.dropped is not None:
             out["reason"] = self.dropped.value + (f" ({self.detail})" if self.detail else "")
@@ -95,31 +96,50 @@ class Route:
         return f"sip:{self.ruri_user}@{self.gateway.hostport}{suffix}"
 
 
-@dataclass(frozen=True, slots=True)
 class MarginFloor:
     """Margin protection for one call: a vendor is kept only when, for a call lasting
     ``expected_s`` answered seconds, the customer's charge minus the vendor's cost — each with its
     own increments, minimum duration and connection fee — is at least the plan's ``min_margin``
-    (per minute) over that duration, rounded half-up to the millionth."""
+    (per minute) over that duration, rounded half-up to the millionth. The vendor's cost is
+    exactly ``rating.vendor_cost`` (unit-tested against it), computed without building values:
+    this runs for every vendor of every call."""
 
-    price: Price
-    expected_s: int
-    min_margin: Decimal = Decimal(0)
-    revenue: Decimal = field(init=False)
-    required: Decimal = field(init=False)
+    __slots__ = ("expected_s", "revenue", "required", "_budget")
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "revenue", charge(self.expected_s, self.price))
-        required = self.min_margin * Decimal(self.expected_s) / SIXTY
-        object.__setattr__(self, "required", required.quantize(MICRO, rounding=ROUND_HALF_UP))
+    def __init__(self, price: Price, expected_s: int, min_margin: Decimal = Decimal(0)) -> None:
+        self.expected_s = expected_s
+        self.revenue = charge(expected_s, price)
+        self.required = (min_margin * Decimal(expected_s) / SIXTY).quantize(MICRO, rounding=ROUND_HALF_UP) \
+            if min_margin else Decimal(0)
+        self._budget = self.revenue - self.required  # the most a vendor may cost
 
-    def shortfall(self, per_minute: Decimal, terms: Terms) -> str | None:
+    def cost(self, per_minute: Decimal, row: VendorRate) -> Decimal:
+        """``rating.vendor_cost(expected_s, per_minute, row.terms)``."""
+        seconds = _billed(self.expected_s, row.initial_s, row.subsequent_s, row.min_duration_s)
+        exact = per_minute * seconds / SIXTY
+        if row.connection_fee:
+            exact = row.connection_fee + exact
+        return exact.quantize(MICRO, rounding=ROUND_HALF_UP)
+
+    def shortfall(self, per_minute: Decimal, row: VendorRate) -> str | None:
         """Why this vendor rate loses money (None: it does not)."""
-        cost = vendor_cost(self.expected_s, per_minute, terms)
-        if self.revenue - cost >= self.required:
+        cost = self.cost(per_minute, row)
+        if cost <= self._budget:
             return None
         floor = f", minimum margin {self.required}" if self.required else ""
         return f"cost {cost} against a charge of {self.revenue} for {self.expected_s} s{floor}"
+
+
+@lru_cache(maxsize=4096)
+def _billed(duration_s: int, initial_s: int, subsequent_s: int, min_duration_s: int) -> Decimal:
+    return Decimal(billed_seconds(duration_s, initial_s, subsequent_s, min_duration_s))
+
+
+def _terms(row: VendorRate) -> Terms:
+    """The row's billing terms; the shared per-second value for most rows (no value built)."""
+    if row.initial_s == 1 and row.subsequent_s == 1 and not row.min_duration_s and not row.connection_fee:
+        return PER_SECOND
+    return row.terms
 
 
 def examine(
@@ -171,7 +191,7 @@ def _verdict(
                              detail=f"prefix {blocked}")
     if rate is None:
         return Candidate(vendor_id, name, priority, weight, dropped=Drop.NO_RATE)
-    price, prefix, terms = rate.price_for(jurisdiction), rate.prefix, rate.terms
+    price, prefix = rate.price_for(jurisdiction), rate.prefix
     dropped: Drop | None = None
     detail: str | None = None
     if not any(gw.enabled for gw in vendor.gateways):
@@ -179,7 +199,7 @@ def _verdict(
     elif not any(gw.enabled and gateway_up(gw.id) for gw in vendor.gateways):
         dropped, detail = Drop.NO_GATEWAY, "down: not answering OPTIONS"
     elif margin is not None:
-        detail = margin.shortfall(price, terms)
+        detail = margin.shortfall(price, rate)
         dropped = Drop.ABOVE_PRICE if detail is not None else None
     note = demotion(vendor_id, dialed_digits) if dropped is None else None
-    return Candidate(vendor_id, name, priority, weight, price, prefix, dropped, detail, note, terms)
+    return Candidate(vendor_id, name, priority, weight, price, prefix, dropped, detail, note, _terms(rate))

@@ -76,13 +76,18 @@ def terms_from_text(text: str | None) -> Terms:
 
 
 def billable_seconds(duration_s: int, price: Price) -> int:
+    return billed_seconds(duration_s, price.initial_s, price.subsequent_s, price.min_duration_s)
+
+
+def billed_seconds(duration_s: int, initial_s: int, subsequent_s: int, min_duration_s: int) -> int:
+    """The billable seconds of the module rules, from the terms as numbers."""
     if duration_s <= 0:
         return 0
-    d = max(duration_s, price.min_duration_s)
-    if d <= price.initial_s:
-        return price.initial_s
-    blocks = -(-(d - price.initial_s) // price.subsequent_s)  # ceiling division
-    return price.initial_s + blocks * price.subsequent_s
+    d = max(duration_s, min_duration_s)
+    if d <= initial_s:
+        return initial_s
+    blocks = -(-(d - initial_s) // subsequent_s)  # ceiling division
+    return initial_s + blocks * subsequent_s
 
 
 def charge_for_billable(billable_s: int, price: Price) -> Decimal:

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from routing_engine.domain.lcr import MarginFloor
 from routing_engine.domain.rating import (
     PER_SECOND,
     Price,
@@ -19,6 +20,9 @@ from routing_engine.domain.rating import (
     to_micros,
     vendor_cost,
 )
+from routing_engine.domain.snapshot import VendorRate
+
+from .factories import EPOCH
 
 increments = st.sampled_from([(60, 60), (30, 6), (6, 6), (1, 1), (60, 1)])
 prices = st.builds(
@@ -151,3 +155,14 @@ def test_a_finished_call_bills_the_vendor_by_its_terms_for_the_seconds_the_custo
     capped = bill(700, 600, customer, Decimal("0.012"), SIXTY_SIXTY_MIN_30)  # cut at the paid-for 600 s
     assert capped.vendor_cost == Decimal("0.120000")
     assert bill(0, 600, customer, Decimal("0.012"), Terms(60, 60, 30, Decimal("0.05"))).vendor_cost == Decimal(0)
+
+
+@given(st.integers(min_value=1, max_value=7200), st.decimals(min_value=Decimal("0"), max_value=Decimal("5"), places=6),
+       st.sampled_from([(1, 1), (60, 60), (6, 6), (30, 6), (60, 1)]), st.sampled_from([0, 30, 61]),
+       st.decimals(min_value=Decimal("0"), max_value=Decimal("0.5"), places=6))
+def test_margin_protection_costs_a_vendor_exactly_as_its_cdr_will(expected_s: int, per_minute: Decimal,
+                                                                  inc: tuple[int, int], minimum: int,
+                                                                  fee: Decimal) -> None:
+    row = VendorRate("1", per_minute, EPOCH, None, None, None, None, inc[0], inc[1], minimum, fee)
+    floor = MarginFloor(Price(Decimal("0.01")), expected_s)
+    assert floor.cost(per_minute, row) == vendor_cost(expected_s, per_minute, row.terms)
