@@ -161,6 +161,7 @@ class Decider:
     lrn: LrnLookup | None = None
     health: HealthView | None = None
     quality: QualityView | None = None
+    margin_duration_s: int = 60  # routing.margin_expected_duration_s
 
     def __call__(self, request: CallRequest, snapshot: RoutingSnapshot, now: datetime,
                  trunk_id: UUID | None = None, method: str = "given") -> Decision:
@@ -173,7 +174,7 @@ class Decider:
                              **({"lrn_lookup": self.lrn} if self.lrn is not None else {}),
                              trunk_id=trunk_id, method=method,
                              gateway_up=self.health.is_up if self.health is not None else lambda _: True,
-                             demotion=demotion)
+                             demotion=demotion, margin_duration_s=self.margin_duration_s)
 
 
 def decider(settings: Settings, client: Any, fresh: bool = False) -> Decider:
@@ -182,7 +183,8 @@ def decider(settings: Settings, client: Any, fresh: bool = False) -> Decider:
     them fresh."""
     return Decider(settings.routing.default_region, lrn_lookup(settings, client),
                    HealthView(client, refresh_s=0) if fresh else HealthView(client),
-                   quality_view(settings, client, 0 if fresh else None))
+                   quality_view(settings, client, 0 if fresh else None),
+                   settings.routing.margin_expected_duration_s)
 
 
 @dataclass

@@ -104,9 +104,10 @@ def load_snapshot(conn: psycopg.Connection, now: datetime, realm: str = "warp.lo
             gateways.setdefault(r[0], []).append(Gateway(*r[1:]))
         rates: dict[UUID, list[VendorRate]] = {}
         for r in rows("SELECT provider_id, prefix, rate, effective_at, ends_at, interstate_rate,"
-                      " intrastate_rate, indeterminate_rate FROM routing.rates"
+                      " intrastate_rate, indeterminate_rate, initial_increment, subsequent_increment,"
+                      " min_duration_s, connection_fee FROM routing.rates"
                       " ORDER BY provider_id, prefix, effective_at"):
-            rates.setdefault(r[0], []).append(VendorRate(r[1], r[2], r[3], r[4], r[5], r[6], r[7]))
+            rates.setdefault(r[0], []).append(VendorRate(*r[1:]))
         vendors = {
             r[0]: build_vendor(
                 r[0], r[1], gateways.get(r[0], ()), rates.get(r[0], ()), r[2],

@@ -215,7 +215,8 @@ class CallService:
             return self._refuse(request, now, admitted.reject, headers=admitted.headers)
         ctx, snapshot = decision.context, node.snapshot()
         account = snapshot.accounts.get(ctx.account_id) if ctx.account_id else None
-        routes = tuple(Route(str(r.vendor_id), r.vendor_name, r.gateway.name, r.ruri, r.from_user, str(r.rate))
+        routes = tuple(Route(str(r.vendor_id), r.vendor_name, r.gateway.name, r.ruri, r.from_user, str(r.rate),
+                             r.terms.to_text())
                        for r in decision.routes[: decision.policy.max_attempts])
         state = CallState(
             cdr_id, request.call_id, "outbound", now, request.dialed, request.caller, ctx.account_id,
@@ -441,7 +442,8 @@ class CallService:
         money: dict[str, Any] = {}
         if state.price is not None:
             vendor_rate = Decimal(route.rate) if route is not None and route.rate else None
-            owed = rating.bill(duration, state.max_s, state.price, vendor_rate)
+            owed = rating.bill(duration, state.max_s, state.price, vendor_rate,
+                               rating.terms_from_text(route.terms if route is not None else None))
             money = {"billable_s": owed.billable_s, "customer_rate": state.price.per_minute,
                      "customer_price": owed.customer_price, "vendor_cost": owed.vendor_cost,
                      "margin": owed.margin, "settle": bool(state.reserved)}

@@ -42,9 +42,10 @@ class Route:
     ruri: str
     from_user: str | None = None   # the caller as this vendor wants it written
     rate: str | None = None        # the vendor's per-minute rate (None: inbound delivery)
+    terms: str | None = None       # how the vendor bills it (rating.Terms.to_text; None: per second)
 
     def wire(self) -> list[Any]:
-        return [self.vendor_id, self.vendor, self.gateway, self.ruri, self.from_user, self.rate]
+        return [self.vendor_id, self.vendor, self.gateway, self.ruri, self.from_user, self.rate, self.terms]
 
 
 @dataclass(frozen=True, slots=True)

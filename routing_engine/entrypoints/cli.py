@@ -765,7 +765,8 @@ def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
             print(f"{key:13} {_flat(trace[key])}")
     for c in cast(list[dict[str, Any]], trace.get("candidates", [])):
         verdict = "kept   " if c["kept"] else "dropped"
-        detail = f"rate {c['rate']} (prefix {c['prefix']})" if "rate" in c else ""
+        billed = f", billed {c['billing']}" if "billing" in c else ""  # first/next/minimum/fee
+        detail = f"rate {c['rate']} (prefix {c['prefix']}{billed})" if "rate" in c else ""
         reason = f" — {c['reason']}" if "reason" in c else ""
         print(f"  {verdict} {c['vendor']:20} {detail}{reason}")
     if result["decision"] == "relay":

@@ -107,7 +107,8 @@ def test_vendor_that_would_lose_money_is_skipped(node: Node, tmp_path: Path, e2e
     assert (row["customer_rate"], row["vendor_rate"]) == (Decimal("0.010000"), Decimal("0.005000"))
     said = explain(e2e_env, "--source", MARGIN, "--to", DIALED)
     assert {"vendor": "dear", "kept": False, "rate": "0.020000", "prefix": "1",
-            "reason": "cost above the customer's price (price 0.010000)"} in said["trace"]["candidates"]
+            "reason": "cost above the customer's price (cost 0.020000 against a charge of 0.010000 for 60 s)"
+            } in said["trace"]["candidates"]
 
 
 def test_prepaid_call_is_cut_when_the_funds_run_out(node: Node, tmp_path: Path, module_db: psycopg.Connection,

@@ -176,6 +176,23 @@ def test_an_answered_call_is_billed_when_its_dialog_ends(node: warp_kemi.kamaili
     assert record.customer_price == Decimal("1.000000")  # 30 s billed 60/60 at 1.00/min
 
 
+def test_an_answered_call_costs_what_the_vendors_deck_says_and_its_cdr_carries_the_margin(
+        node: warp_kemi.kamailio) -> None:
+    w = World()
+    w.customer(f"{CALLER_IP}/32", w.plan("p", [w.vendor("v", [rate("1", "0.01", billing="60/60/30/0.002")])]))
+    deck = FakeApp(w.snapshot())
+    node.svc = CallService(deck, warp_kemi._Sip(), NoSessions())  # type: ignore[arg-type]
+    call = invite(node)
+    assert call.routes[0].terms == "60/60/30/0.002"  # kept in the dialog with the rate
+    answered(10)
+    KSR.vars.update({"$ft": "caller-tag", "$dlg(from_tag)": "caller-tag"})
+    assert node.ksr_dialog_event(None, "dialog:end") == 1
+    record, _ = only_cdr(deck)
+    # 10 s: raised to the 30 s minimum, billed as the first whole minute, plus the connection fee
+    assert (record.vendor_rate, record.vendor_cost) == (Decimal("0.01"), Decimal("0.012000"))
+    assert record.margin == record.customer_price - record.vendor_cost == Decimal("0.988000")  # type: ignore[operator]
+
+
 # ------------------------------------------------------------------ a callback failing half-way
 
 def test_a_failure_after_admission_still_ends_the_call_with_its_cdr_and_releases_its_place(
