@@ -25,6 +25,7 @@ from routing_engine.domain import destinations, rating
 from routing_engine.domain.cdr import CdrRecord, compact_trace, lrn_source_of
 from routing_engine.domain.decision import CallRequest, Relay
 from routing_engine.domain.lrn import LrnResult
+from routing_engine.domain.snapshot import RoutingSnapshot
 from routing_engine.entrypoints.api.drafts import publish_draft
 from routing_engine.settings import Settings
 from tests.conftest import test_environ
@@ -96,14 +97,14 @@ def yesterdays_calls() -> list[Call]:
     return calls
 
 
-def cdr_of(call: Call, carrier: Carrier, snapshot, node: str = "test-node") -> CdrRecord:  # type: ignore[no-untyped-def]
+def cdr_of(call: Call, trunk_id: uuid.UUID, snapshot: RoutingSnapshot, node: str = "test-node") -> CdrRecord:
     """The CDR a real call leaves: decided as a SIP worker decides (its LRN answered by the dip of
     the moment), billed by ``rating.bill``, the trace stored as the call path stores it."""
     call_id = f"replay-{uuid.uuid4()}"
     dip = LrnResult(call.lrn, "local")
     decision = Decider("US", lrn=lambda number: dip)(
         CallRequest(call_id, "127.0.43.20", 5060, "udp", call.dialed, "14155550100"), snapshot, call.at,
-        trunk_id=carrier.trunks[call.ban], method="acl")
+        trunk_id=trunk_id, method="acl")
     assert isinstance(decision, Relay), decision
     route = decision.routes[0]
     owed = rating.bill(call.duration_s, 0, decision.price, route.rate)
@@ -124,7 +125,7 @@ def cdr_of(call: Call, carrier: Carrier, snapshot, node: str = "test-node") -> C
 def store_yesterday(db: psycopg.Connection, settings: Settings, carrier: Carrier) -> tuple[list[Call], list[CdrRecord]]:
     snapshot = postgres.load_snapshot(db, datetime.now(UTC), settings.auth.realm)
     calls = yesterdays_calls()
-    records = [cdr_of(c, carrier, snapshot) for c in calls]
+    records = [cdr_of(c, carrier.trunks[c.ban], snapshot) for c in calls]
     assert {r.provider_id for r in records} == {carrier.a}  # today every call goes to carrier-a
     postgres.insert_cdrs(db, records)
     return calls, records

@@ -33,7 +33,6 @@ from routing_engine.entrypoints.api.services import Services, connection, servic
 router = APIRouter(tags=["drafts and replay"], route_class=PolicyRoute)
 
 DraftName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
-FieldName = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=r"^[a-z_][a-z0-9_]*$")]
 Scalar = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")] | int | bool | None
 Target = Annotated[str, StringConstraints(pattern="^(" + "|".join(drafts.TARGETS) + ")$")]
 
@@ -47,8 +46,8 @@ class DraftCreate(BaseModel):
 class EditCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     target: Target = Field(description="vendor_rate, customer_rate, plan_vendor, plan or vendor")
-    key: dict[FieldName, Scalar] = Field(max_length=8, description="which row: e.g. vendor, prefix, effective_at")
-    values: dict[FieldName, Scalar | list[Scalar]] | None = Field(
+    key: dict[str, Scalar] = Field(max_length=8, description="which row: e.g. vendor, prefix, effective_at")
+    values: dict[str, Scalar | list[Scalar]] | None = Field(
         default=None, max_length=32, description="the columns to set (money as decimal strings); omit with remove")
     remove: bool = False
 
