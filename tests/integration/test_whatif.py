@@ -4,9 +4,11 @@ it reroutes or refuses and the margin they lose, as computed here independently.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
+import shutil
 import subprocess
 import sys
 import uuid
@@ -20,7 +22,7 @@ import pytest
 
 from routing_engine import whatif
 from routing_engine.adapters import drafts, postgres
-from routing_engine.bootstrap import Decider
+from routing_engine.bootstrap import Decider, snapshot_store
 from routing_engine.domain import destinations, rating
 from routing_engine.domain.cdr import CdrRecord, compact_trace, lrn_source_of
 from routing_engine.domain.decision import CallRequest, Relay
@@ -306,3 +308,28 @@ def test_warp_replay_reports_the_draft_as_json_on_the_command_line(
     assert (report["total"]["calls"], report["total"]["rerouted"]) == (len(records), rerouted)
     assert report["total"]["refused"] == len(records) - rerouted
     assert report["unreplayable"] == 0
+
+
+def test_a_replay_on_a_published_version_decides_on_that_version_not_on_what_is_live_now(
+        db: psycopg.Connection, settings: Settings, carrier: Carrier) -> None:
+    node = dataclasses.replace(settings.node, name=f"replay-{uuid.uuid4()}")  # a store of its own
+    node_settings = dataclasses.replace(settings, node=node)
+    store = snapshot_store(node_settings)
+    try:
+        calls, records = store_yesterday(db, settings, carrier)
+        before = postgres.load_snapshot(db, datetime.now(UTC), settings.auth.realm)
+        store.publish(before)
+        raise_carrier_a(db, settings)
+        publish_draft(db, "dearer-a", "test", settings.auth.realm, destinations.from_settings(settings))
+
+        name, old = whatif.candidate(node_settings, db, datetime.now(UTC), version=before.version)
+        on_old = whatif.replay(node_settings, db, name, old, YESTERDAY, TODAY)
+        assert (name, on_old.snapshot, on_old.changed, on_old.total.calls) == (
+            f"version {before.version}", before.version, 0, len(records))
+        name, now = whatif.candidate(node_settings, db, datetime.now(UTC))
+        on_now = whatif.replay(node_settings, db, name, now, YESTERDAY, TODAY)
+        assert on_now.total.rerouted + on_now.total.refused == len(records)
+        with pytest.raises(whatif.CandidateError, match="not kept"):
+            whatif.candidate(node_settings, db, datetime.now(UTC), version="0123456789ab")
+    finally:
+        shutil.rmtree(store.directory, ignore_errors=True)
