@@ -18,7 +18,8 @@ import psycopg
 from routing_engine.domain.replay import Recorded
 
 _COLUMNS = ("cdr_id, call_id, invite_at, sip_code, direction, account_id, ban, trunk_id, provider_id,"
-            " from_raw, to_raw, duration_s, customer_price, vendor_cost, lrn, lrn_source, trace")
+            " from_raw, to_raw, duration_s, customer_price, vendor_cost, lrn, lrn_source,"
+            " trace->'rating'->>'prefix'")  # of the trace, only what a replay reads
 _PERIOD = "invite_at >= %s AND invite_at < %s AND direction = 'outbound'"
 
 
@@ -33,7 +34,7 @@ def _recorded(row: tuple[Any, ...]) -> Recorded:
                     to_raw=row[10], duration_s=row[11],
                     customer_price=Decimal(row[12]) if row[12] is not None else None,
                     vendor_cost=Decimal(row[13]) if row[13] is not None else None,
-                    lrn=row[14], lrn_source=row[15], trace=row[16])
+                    lrn=row[14], lrn_source=row[15], priced_at=row[16])
 
 
 def pages(conn: psycopg.Connection, start: datetime, end: datetime, page_size: int = 2000) -> Iterator[list[Recorded]]:

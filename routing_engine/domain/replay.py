@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 from uuid import UUID
 
 from routing_engine.domain import rating
@@ -55,7 +54,7 @@ class Recorded:
     vendor_cost: Decimal | None = None
     lrn: str | None = None
     lrn_source: str | None = None
-    trace: Any = None  # the decision's trace (jsonb), a dict when the call got that far
+    priced_at: str | None = None  # the customer rate prefix the decision priced it at (its trace's rating)
 
 
 class Unreplayable(ValueError):
@@ -154,11 +153,10 @@ class Replayed:
                 "cost_delta": str(self.cost_after - self.cost_before), "margin_delta": str(self.margin_delta)}
 
 
-def _rating_prefix(trace: Any) -> str | None:
-    if isinstance(trace, dict):
-        rated = trace.get("rating")
-        if isinstance(rated, dict) and rated.get("prefix"):
-            return str(rated["prefix"])
+def _rating_prefix(trace: dict[str, object]) -> str | None:
+    rated = trace.get("rating")
+    if isinstance(rated, dict) and rated.get("prefix"):
+        return str(rated["prefix"])
     return None
 
 
@@ -167,7 +165,7 @@ def compare(call: Recorded, decision: Decision, customer: str | None = None) -> 
     answered = call.duration_s > 0
     revenue_before = (call.customer_price or ZERO) if answered else ZERO
     cost_before = (call.vendor_cost or ZERO) if answered else ZERO
-    destination = _rating_prefix(call.trace) or _rating_prefix(decision.trace) or "unpriced"
+    destination = call.priced_at or _rating_prefix(decision.trace) or "unpriced"
     who = customer or call.ban or (str(call.account_id) if call.account_id else "unknown")
     if isinstance(decision, Relay):
         first = decision.routes[0]

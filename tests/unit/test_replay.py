@@ -26,7 +26,7 @@ def recorded(**overrides: object) -> Recorded:
     fields: dict[str, object] = dict(
         cdr_id=uuid.uuid4(), call_id="c1", invite_at=AT, sip_code=200, trunk_id=uuid.uuid4(), ban="BAN1",
         provider_id=A, to_raw="12125551234", duration_s=90, customer_price=Decimal("0.030000"),
-        vendor_cost=Decimal("0.015000"), trace={"rating": {"prefix": "1212"}})
+        vendor_cost=Decimal("0.015000"), priced_at="1212")
     fields.update(overrides)
     return Recorded(**fields)  # type: ignore[arg-type]
 
