@@ -23,6 +23,7 @@ from routing_engine.domain.snapshot import RoutingSnapshot
 from routing_engine.settings import Settings
 
 Progress = Callable[[int, int | None], None]  # calls done, calls in all (None: not counted)
+_UNIDENTIFIED = frozenset({401, 403, 407})  # the refusals of a call whose trunk is not known
 
 
 class CandidateError(Exception):
@@ -58,6 +59,9 @@ def replay(settings: Settings, conn: psycopg.Connection, name: str, snapshot: Ro
     done = 0
     for page in replay_source.pages(conn, start, end, page_size):
         for call in page:
+            if call.trunk_id is None and call.sip_code in _UNIDENTIFIED:
+                report.unidentified += 1  # a scanner's INVITE, a failed digest: never reached routing
+                continue
             try:
                 request = request_of(call)
                 assert call.trunk_id is not None  # request_of refuses a CDR without one

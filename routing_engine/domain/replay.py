@@ -243,6 +243,7 @@ class Report:
     changes: list[Replayed] = field(default_factory=list)
     changed: int = 0
     skipped: list[Skipped] = field(default_factory=list)
+    unidentified: int = 0  # refused before a trunk was known (unknown source, failed digest): nothing to route
     unreplayable: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
 
@@ -269,5 +270,6 @@ class Report:
                 "by_destination": {k: t.to_json() for k, t in sorted(self.by_destination.items())},
                 "by_customer": {k: t.to_json() for k, t in sorted(self.by_customer.items())},
                 "changed": self.changed, "changes": [c.to_json() for c in self.changes],
+                "unidentified": self.unidentified,
                 "unreplayable": self.unreplayable, "unreplayable_reasons": dict(sorted(self.reasons.items())),
                 "skipped": [s.to_json() for s in self.skipped]}

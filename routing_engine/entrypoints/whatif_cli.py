@@ -104,7 +104,8 @@ def print_report(report: Report, out: IO[str]) -> None:
               f" (snapshot {report.snapshot})\n")
     t = report.total
     out.write(f"calls {t.calls:,}; rerouted {t.rerouted:,}; would be refused {t.refused:,};"
-              f" newly routed {t.newly_routed:,}; not replayable {report.unreplayable:,}\n")
+              f" newly routed {t.newly_routed:,}; not replayable {report.unreplayable:,};"
+              f" refused before identification {report.unidentified:,}\n")
     out.write(f"revenue {t.revenue_before} -> {t.revenue_after}; cost {t.cost_before} -> {t.cost_after};"
               f" margin {t.margin_before} -> {t.margin_after} ({_money(t.margin_after - t.margin_before)})\n")
     header = (f"{'':24} {'calls':>8} {'rerouted':>8} {'refused':>8} {'routed':>7} {'revenue delta':>14}"

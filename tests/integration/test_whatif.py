@@ -198,6 +198,8 @@ def test_a_cdr_that_cannot_be_replayed_is_reported_with_its_reason_and_the_rest_
         CdrRecord(uuid.uuid4(), "bad-lrn", "test-node", YESTERDAY + timedelta(hours=11), 200,
                   trunk_id=carrier.trunks["BAN4301"], to_raw="12125550100", lrn="+12x", duration_s=10,
                   customer_price=Decimal("0.01")),
+        CdrRecord(uuid.uuid4(), "scanner", "test-node", YESTERDAY + timedelta(hours=12), 403, "Forbidden",
+                  to_raw="100"),  # refused before any trunk was known: counted, nothing to decide again
         CdrRecord(uuid.uuid4(), "today", "test-node", TODAY + timedelta(minutes=1), 200,
                   trunk_id=carrier.trunks["BAN4301"], to_raw="12125550100"),  # outside the period
     ]
@@ -211,7 +213,7 @@ def test_a_cdr_that_cannot_be_replayed_is_reported_with_its_reason_and_the_rest_
     assert reasons["unknown-trunk"] == f"unknown trunk: {stranger} is not in the candidate"
     assert reasons["no-number"] == "no dialed number recorded"
     assert reasons["bad-lrn"] == "bad LRN '+12x'"
-    assert report.unreplayable == 3 and report.total.calls == len(records)
+    assert report.unreplayable == 3 and report.total.calls == len(records) and report.unidentified == 1
 
 
 def test_a_draft_is_invisible_to_live_routing_until_published_and_publishing_is_audited(
