@@ -25,13 +25,12 @@ from typing import Any
 import psycopg
 
 from routing_engine import whatif
-from routing_engine.adapters import drafts, postgres
+from routing_engine.adapters import drafts, migrate, postgres
 from routing_engine.bootstrap import Decider
 from routing_engine.domain import rating
 from routing_engine.domain.cdr import CdrRecord, compact_trace, lrn_source_of
 from routing_engine.domain.decision import CallRequest, Relay
 from routing_engine.domain.lrn import LrnResult
-from routing_engine.ops import migrate
 from routing_engine.settings import load_settings
 
 DATABASE = "warp_bench_replay"
@@ -39,31 +38,35 @@ DAY = datetime(2026, 11, 30, tzinfo=UTC)
 EDITS = 1500
 
 
+def _id(conn: psycopg.Connection, statement: str, params: tuple[object, ...] = ()) -> uuid.UUID:
+    row = conn.execute(statement, params).fetchone()
+    assert row is not None
+    return uuid.UUID(str(row[0]))
+
+
 def _provision(conn: psycopg.Connection, rnd: random.Random) -> tuple[list[uuid.UUID], list[str]]:
     npanxx = sorted({f"1{rnd.randint(201, 989)}{rnd.randint(200, 999)}" for _ in range(4000)})[:3000]
     vendors = []
     for n in range(3):
-        (vid,) = conn.execute("INSERT INTO routing.providers (name) VALUES (%s) RETURNING id", (f"v{n}",)).fetchone()
+        vid = _id(conn, "INSERT INTO routing.providers (name) VALUES (%s) RETURNING id", (f"v{n}",))
         conn.execute("INSERT INTO routing.provider_gateways (provider_id, name, host) VALUES (%s, 'gw', %s)",
                      (vid, f"192.0.2.{10 + n}"))
         with conn.cursor().copy("COPY routing.rates (provider_id, prefix, rate) FROM STDIN") as copy:
             for prefix in npanxx:
                 copy.write_row((vid, prefix, Decimal(rnd.randint(20, 80)) / 10000))
         vendors.append(vid)
-    (plan,) = conn.execute("INSERT INTO routing.routing_plans (name) VALUES ('lcr') RETURNING id").fetchone()
+    plan = _id(conn, "INSERT INTO routing.routing_plans (name) VALUES ('lcr') RETURNING id")
     for vid in vendors:
         conn.execute("INSERT INTO routing.routing_plan_providers (routing_plan_id, provider_id) VALUES (%s, %s)",
                      (plan, vid))
-    (retail,) = conn.execute("INSERT INTO billing.rate_plans (name) VALUES ('retail') RETURNING id").fetchone()
+    retail = _id(conn, "INSERT INTO billing.rate_plans (name) VALUES ('retail') RETURNING id")
     conn.execute("INSERT INTO billing.rate_plan_rates (rate_plan_id, prefix, rate, initial_increment,"
                  " subsequent_increment) VALUES (%s, '1', 0.0100, 6, 6)", (retail,))
     trunks = []
     for n in range(20):
-        (aid,) = conn.execute("INSERT INTO accounts.accounts (ban, name, status, rate_plan_id, routing_plan_id)"
-                              " VALUES (%s, %s, 'active', %s, %s) RETURNING id",
-                              (f"BAN{n:04d}", f"customer {n}", retail, plan)).fetchone()
-        (tid,) = conn.execute("INSERT INTO trunks.trunks (account_id, name) VALUES (%s, 'main') RETURNING id",
-                              (aid,)).fetchone()
+        aid = _id(conn, "INSERT INTO accounts.accounts (ban, name, status, rate_plan_id, routing_plan_id)"
+                  " VALUES (%s, %s, 'active', %s, %s) RETURNING id", (f"BAN{n:04d}", f"customer {n}", retail, plan))
+        tid = _id(conn, "INSERT INTO trunks.trunks (account_id, name) VALUES (%s, 'main') RETURNING id", (aid,))
         trunks.append(tid)
     return trunks, npanxx
 

@@ -258,12 +258,20 @@ def _resolve(conn: psycopg.Connection, ref: Ref, value: Any) -> UUID:
     return UUID(str(rows[0][0]))
 
 
-def _apply(conn: psycopg.Connection, edit: Edit, now: datetime) -> int:
+def _apply(conn: psycopg.Connection, edit: Edit, now: datetime, seen: dict[object, Any]) -> int:
+    """One edit; ``seen`` keeps the catalog's columns and resolved names for the rest of the draft."""
     check_edit(edit)
     target = TARGETS[edit.target]
     table = sql.Identifier(*target.table.split("."))
-    types = _columns(conn, target.table)
-    keys: dict[str, Any] = {ref.column: _resolve(conn, ref, edit.key[ref.field]) for ref in target.refs}
+    if target.table not in seen:
+        seen[target.table] = _columns(conn, target.table)
+    types: dict[str, str] = seen[target.table]
+    keys: dict[str, Any] = {}
+    for ref in target.refs:
+        name = (ref.table, str(edit.key[ref.field]))
+        if name not in seen:
+            seen[name] = _resolve(conn, ref, edit.key[ref.field])
+        keys[ref.column] = seen[name]
     if target.rated:
         keys["prefix"] = str(edit.key["prefix"])
     moment = edit.key.get("effective_at")
@@ -331,10 +339,11 @@ def _apply(conn: psycopg.Connection, edit: Edit, now: datetime) -> int:
 def apply_edits(conn: psycopg.Connection, edits: Sequence[Edit], now: datetime) -> None:
     """Apply the edits in order inside the caller's transaction. A refusal (the database's, or
     ours) is a DraftError naming the edit; the caller's transaction is then to be rolled back."""
+    seen: dict[object, Any] = {}
     for edit in edits:
         try:
             with conn.transaction():  # a savepoint: a refused statement leaves the transaction usable
-                _apply(conn, edit, now)
+                _apply(conn, edit, now, seen)
         except DraftError as exc:
             raise DraftError(f"edit {edit.describe()}: {exc}") from None
         except psycopg.errors.DataError as exc:
