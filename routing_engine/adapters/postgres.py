@@ -46,10 +46,13 @@ def connect(url: str, timeout_s: int = 5, autocommit: bool = True) -> psycopg.Co
 
 
 def load_snapshot(conn: psycopg.Connection, now: datetime, realm: str = "warp.local") -> RoutingSnapshot:
-    """Read every routing table in one repeatable-read transaction and build a snapshot."""
+    """Read every routing table in one repeatable-read transaction (or the caller's) and build a snapshot."""
     digest = hashlib.sha256()
+    # inside a caller's transaction (a draft's preview or publication) the caller's isolation holds
+    nested = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
     with conn.transaction():
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        if not nested:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
 
         def rows(sql: str, params: tuple[object, ...] = ()) -> list[tuple]:  # type: ignore[type-arg]
             result = conn.execute(sql, params).fetchall()

@@ -19,6 +19,8 @@
     warp api                    the admin API (HTTP/JSON) on api.listen
     warp api-keys create|list|revoke  admin API keys (a new key is printed once)
     warp rates import --vendor NAME FILE.csv   a vendor rate deck (or --rate-plan NAME) from CSV
+    warp draft create|edit|show|publish|drop  routing and price edits, validated before they go live
+    warp replay --from T --to T [--draft NAME | --version V]  a period's calls decided again
 """
 
 from __future__ import annotations
@@ -713,11 +715,11 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     return serve(settings)
 
 
-def _delegate(module: str, config: str | None, rest: list[str]) -> int:
-    """Commands with a parser of their own (warp api-keys, warp rates)."""
+def _delegate(module: str, config: str | None, rest: list[str], entry: str = "main") -> int:
+    """Commands with a parser of their own (warp api-keys, warp rates, warp draft, warp replay)."""
     import importlib
 
-    main_of = importlib.import_module(module).main
+    main_of = getattr(importlib.import_module(module), entry)
     return int(main_of((["--config", config] if config else []) + rest))
 
 
@@ -837,11 +839,21 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--json", action="store_true")
     sub.add_parser("api", help="serve the admin API on api.listen")
     for name, text in (("api-keys", "admin API keys: create | list | revoke"),
-                       ("rates", "rate decks from CSV: import --vendor NAME FILE.csv")):
+                       ("rates", "rate decks from CSV: import --vendor NAME FILE.csv"),
+                       ("draft", "routing and price edits, validated, not yet published: create | edit | show |"
+                                 " publish | drop"),
+                       ("replay", "re-decide a period's calls on a draft or version: --from --to [--draft NAME]")):
         p = sub.add_parser(name, help=text, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
     args, extra = parser.parse_known_args(argv)
-    if extra and args.cmd not in ("api-keys", "rates"):
+    given = list(sys.argv[1:] if argv is None else argv)
+
+    def _after(command: str) -> list[str]:
+        # every word after the command, in order: `warp replay --from ...` starts with options,
+        # which argparse would set aside from the rest
+        return given[given.index(command) + 1:]
+
+    if extra and args.cmd not in ("api-keys", "rates", "draft", "replay"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         settings = load_settings(args.config)
@@ -856,6 +868,9 @@ def main(argv: list[str] | None = None) -> int:
         "api": cmd_api, "rtpengine": cmd_rtpengine,
         "api-keys": lambda s, a: _delegate("routing_engine.entrypoints.api.keys_cli", a.config, a.rest + extra),
         "rates": lambda s, a: _delegate("routing_engine.entrypoints.api.rates_cli", a.config, a.rest + extra),
+        "draft": lambda s, a: _delegate("routing_engine.entrypoints.whatif_cli", a.config, _after("draft")),
+        "replay": lambda s, a: _delegate("routing_engine.entrypoints.whatif_cli", a.config, _after("replay"),
+                                         "replay_main"),
         "setup": lambda s, a: (setup(s), 0)[1],
         "db": lambda s, a: cmd_migrate(s, a) if a.action == "migrate" else cmd_demo(s, a),
     }

@@ -82,6 +82,14 @@ ACCESS: dict[tuple[str, str], tuple[Role, bool]] = {
     ("GET", "/ip-blocks"): (R, False),
     ("DELETE", "/ip-blocks/{ip}"): (OP, False),
     ("GET", "/route/explain"): (R, False),
+    ("GET", "/drafts"): (R, False),
+    ("POST", "/drafts"): (OP, False),
+    ("GET", "/drafts/{name}"): (R, False),
+    ("DELETE", "/drafts/{name}"): (OP, False),
+    ("POST", "/drafts/{name}/edits"): (OP, False),
+    ("DELETE", "/drafts/{name}/edits/{seq}"): (OP, False),
+    ("POST", "/drafts/{name}/publish"): (OP, False),
+    ("POST", "/replays"): (R, False),
     ("GET", "/cdrs"): (R, OWN),
 }
 PUBLIC = {("GET", "/health")}
