@@ -24,7 +24,7 @@ from typing import Any
 
 import psycopg
 
-from routing_engine import whatif
+from routing_engine.ops import whatif
 from routing_engine.adapters import drafts, migrate, postgres
 from routing_engine.bootstrap import Decider
 from routing_engine.domain import rating

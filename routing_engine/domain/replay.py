@@ -169,7 +169,7 @@ def compare(call: Recorded, decision: Decision, customer: str | None = None) -> 
     who = customer or call.ban or (str(call.account_id) if call.account_id else "unknown")
     if isinstance(decision, Relay):
         first = decision.routes[0]
-        owed = rating.bill(call.duration_s, 0, decision.price, first.rate)
+        owed = rating.bill(call.duration_s, 0, decision.price, first.rate, first.terms)
         return Replayed(call.cdr_id, call.call_id, destination, who, call.provider_id, first.vendor_id,
                         first.vendor_name, None, call.duration_s, revenue_before, owed.customer_price,
                         cost_before, owed.vendor_cost)

@@ -26,12 +26,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import IO, Any
 
-from routing_engine import whatif
 from routing_engine.adapters import drafts, postgres
 from routing_engine.domain import destinations, validation
 from routing_engine.domain.replay import Report, Tally
 from routing_engine.entrypoints.api import audit
 from routing_engine.entrypoints.api.drafts import publish_draft
+from routing_engine.ops import whatif
 from routing_engine.settings import Settings, SettingsError, load_settings
 
 SHOWN = 20

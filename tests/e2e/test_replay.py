@@ -14,8 +14,8 @@ import psycopg
 import pytest
 import redis
 
-from routing_engine import whatif
 from routing_engine.adapters import drafts
+from routing_engine.ops import whatif
 from routing_engine.settings import Settings
 from tests.e2e import provision
 from tests.e2e.harness import Node, call_id_of, cdr, kamailio_node, sipp, vendor

@@ -20,7 +20,6 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from routing_engine import whatif
 from routing_engine.adapters import drafts, postgres
 from routing_engine.bootstrap import Decider, snapshot_store
 from routing_engine.domain import destinations, rating
@@ -29,6 +28,7 @@ from routing_engine.domain.decision import CallRequest, Relay
 from routing_engine.domain.lrn import LrnResult
 from routing_engine.domain.snapshot import RoutingSnapshot
 from routing_engine.entrypoints.api.drafts import publish_draft
+from routing_engine.ops import whatif
 from routing_engine.settings import Settings
 from tests.conftest import test_environ
 

@@ -5,7 +5,7 @@ A draft holds row edits (see adapters/drafts.py for the targets and their keys);
 checked by applying the draft to the live tables in a transaction that is rolled back. A replay
 decides a period's recorded calls again on a candidate — a draft, a published snapshot version,
 or the configuration now — and reports the calls that change vendor or would be refused and the
-change in revenue, cost and margin, per destination and per customer (routing_engine/whatif.py).
+change in revenue, cost and margin, per destination and per customer (routing_engine/ops/whatif.py).
 Carrier staff only; publishing needs the operator role and writes an audit row.
 """
 
@@ -18,7 +18,6 @@ import psycopg
 from fastapi import APIRouter, Depends, Path
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
-from routing_engine import whatif
 from routing_engine.adapters import drafts
 from routing_engine.domain import validation
 from routing_engine.domain.destinations import Guard
@@ -29,6 +28,7 @@ from routing_engine.entrypoints.api.fields import Text
 from routing_engine.entrypoints.api.openapi import PolicyRoute
 from routing_engine.entrypoints.api.principals import OPERATE, READ, Caller
 from routing_engine.entrypoints.api.services import Services, connection, services
+from routing_engine.ops import whatif
 
 router = APIRouter(tags=["drafts and replay"], route_class=PolicyRoute)
 
