@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import psycopg
 import pytest
@@ -131,3 +131,33 @@ def test_the_balance_reports_the_live_balance_beside_the_ledger(
     got = admin.get(f"/accounts/{account}/balance")["data"]
     assert (got["balance"], got["live"]) == ("0", "1.500000")
     assert Decimal(got["live"]) - Decimal(got["balance"]) == Decimal("1.5")
+
+
+def test_rerating_through_the_api_posts_the_difference_once(
+        admin: Api, carrier: Carrier, redis_client: redis.Redis, api_db: psycopg.Connection, database: str) -> None:
+    """Two calls charged at 1.00/min (60/60) to a destination corrected to 0.40/min."""
+    from datetime import timedelta
+
+    from routing_engine.companion.emitter import PostgresSink
+    from routing_engine.domain.cdr import CdrRecord
+
+    account, trunk = UUID(carrier.a["id"]), UUID(carrier.trunk_a["id"])
+    at = datetime(2026, 11, 30, 9, tzinfo=UTC)
+    records = [CdrRecord(cdr_id=uuid4(), call_id=f"api-rr-{d}", node="n", sip_code=200, account_id=account,
+                         trunk_id=trunk, invite_at=at + timedelta(minutes=d), to_e164="+33123456789",
+                         duration_s=d, customer_price=Decimal(-(-d // 60)), settle=True) for d in (30, 61)]
+    PostgresSink(database, 5, wallet=Wallet(redis_client)).write(records)  # charged 1.00 and 2.00
+    api_db.execute("UPDATE billing.rate_plan_rates SET rate = 0.40 WHERE rate_plan_id = %s AND prefix = '3'",
+                   (carrier.rate_plan["id"],))
+    period = {"from": "2026-11-30T00:00:00Z", "to": "2026-12-01T00:00:00Z"}
+    dry = admin.post(f"/accounts/{account}/rerating", expect=200, json={**period, "dry_run": True})["data"]
+    assert (dry["adjusted"], dry["total"]) == (2, "1.800000")  # 3.00 charged, 1.20 due
+    assert live(redis_client, account) == -3_000_000
+    done = admin.post(f"/accounts/{account}/rerating", expect=200, json=period)["data"]
+    assert (done["calls"], done["adjusted"], done["total"], done["skipped"]) == (2, 2, "1.800000", [])
+    again = admin.post(f"/accounts/{account}/rerating", expect=200, json=period)["data"]
+    assert (again["adjusted"], again["unchanged"]) == (0, 2)
+    assert live(redis_client, account) == -1_200_000
+    companion_writes_the_ledger(redis_client, database)
+    assert ledger.check(database, redis_client).ok
+    admin.post(f"/accounts/{account}/rerating", expect=422, json={"from": period["to"], "to": period["from"]})

@@ -29,6 +29,7 @@ ACCESS: dict[tuple[str, str], tuple[Role, bool]] = {
     ("GET", "/accounts/{account_id}/balance"): (R, OWN),
     ("POST", "/accounts/{account_id}/topups"): (A, False),
     ("POST", "/accounts/{account_id}/adjustments"): (A, False),
+    ("POST", "/accounts/{account_id}/rerating"): (A, False),
     ("GET", "/trunks"): (R, OWN),
     ("POST", "/trunks"): (OP, OWN),
     ("GET", "/trunks/{trunk_id}"): (R, OWN),

@@ -150,3 +150,16 @@ def test_an_account_without_a_live_balance_is_charged_from_its_ledger_not_from_z
     PostgresSink(database, 5, wallet=Wallet(redis_client)).write([record])
     assert Wallet(redis_client).balance(account) == 9_600_000
     assert ledger.check(database, redis_client).ok
+
+
+def test_warp_funds_topup_takes_the_money_path_and_starts_from_the_ledger(
+        db: psycopg.Connection, database: str, redis_client: redis.Redis) -> None:
+    (account,) = db.execute("INSERT INTO accounts.accounts (ban, name, billing_type) VALUES ('LT1', 'T', 'prepaid')"
+                            " RETURNING id").fetchone()
+    db.execute("INSERT INTO billing.balance_updates (account_id, amount, kind, reference)"
+               " VALUES (%s, 4, 'topup', 'opening')", (account,))
+    said = warp("funds", "topup", "LT1", "1.5")
+    assert said.returncode == 0 and "live balance 5.500000" in said.stdout, said.stdout + said.stderr
+    (entry,) = ledger.in_flight(redis_client)
+    assert (entry["account_id"], entry["amount_micros"], entry["kind"]) == (account, 1_500_000, "topup")
+    assert ledger.check(database, redis_client).ok

@@ -36,7 +36,17 @@ from routing_engine.adapters.money import Duplicate, Wallet
 from routing_engine.domain.rating import from_micros, to_micros
 from routing_engine.entrypoints.api import store, writes
 from routing_engine.entrypoints.api.envelope import ApiError, Envelope, error_responses, invalid, not_found, ok, paged
-from routing_engine.entrypoints.api.fields import Amount, Ban, CreditLimit, Currency, Cursor, PageLimit, Text, unset
+from routing_engine.entrypoints.api.fields import (
+    Amount,
+    Ban,
+    CreditLimit,
+    Currency,
+    Cursor,
+    Moment,
+    PageLimit,
+    Text,
+    unset,
+)
 from routing_engine.entrypoints.api.openapi import PolicyRoute
 from routing_engine.entrypoints.api.principals import ADMIN, READ_OWN, Caller
 from routing_engine.entrypoints.api.services import connection, services
@@ -117,6 +127,21 @@ class AdjustmentCreate(BaseModel):
     reference: Text = Field(min_length=1, max_length=100, description="e.g. the ticket id; unique per kind")
 
 
+class RerateCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    start: Moment = Field(alias="from", description="calls that started at or after this moment")
+    end: Moment = Field(alias="to", description="... and before this one")
+    dry_run: bool = Field(default=False, description="report what would be posted, post nothing")
+
+
+class Rerated(BaseModel):
+    calls: int = Field(description="charged calls of the account in the period")
+    adjusted: int = Field(description="adjustments posted (or, in a dry run, that would be)")
+    unchanged: int = Field(description="calls already charged at the corrected price")
+    skipped: list[str] = Field(description="calls that cannot be priced now, each with why")
+    total: Decimal = Field(description="sum of the adjustments: positive, credited to the account")
+
+
 class Topup(BaseModel):
     id: UUID
     account_id: UUID
@@ -161,7 +186,7 @@ def _post(request: Request, conn: psycopg.Connection, who: Caller, account_id: U
             raise ApiError(409, f"already posted: {exc}") from exc
         except redis.RedisError as exc:
             raise ApiError(503, "the live balance (Redis) is unavailable: nothing was done; retry with the same"
-                                " reference", code="unavailable") from exc
+                                " reference") from exc
         balance = _balance(conn, account, posted.balance_micros)
     return {**row, "balance": balance}
 
@@ -235,3 +260,25 @@ def create_adjustment(account_id: UUID, body: AdjustmentCreate, request: Request
     if body.amount == 0 or (body.kind == "refund" and body.amount < 0):
         raise invalid("body.amount", "a refund is a positive credit" if body.kind == "refund" else "must not be 0")
     return ok(who.request_id, _post(request, conn, who, account_id, body.amount, body.kind, body.reference))
+
+
+@router.post("/{account_id}/rerating", response_model=Envelope[Rerated],
+             responses=error_responses(400, 401, 403, 404, 413, 422, 503))
+def rerate_account(account_id: UUID, body: RerateCreate, request: Request, who: Caller = Depends(ADMIN),
+                   conn: psycopg.Connection = Depends(connection)) -> Any:
+    """Reprice the account's charged calls of a period with the prices in force now, and post
+    each call's difference as an adjustment through the one money path (`warp rerate`). Running
+    it again posts nothing new."""
+    if store.fetch(conn, ACCOUNTS, account_id, who.scope) is None:
+        raise not_found("account")
+    if body.end <= body.start:
+        raise invalid("body.to", "must be after body.from")
+    settings = services(request).settings
+    try:
+        report = ledger.rerate(settings.database_url, services(request).redis(), body.start, body.end, account_id,
+                               realm=settings.auth.realm, dry_run=body.dry_run)
+    except redis.RedisError as exc:
+        raise ApiError(503, "the live balance (Redis) is unavailable: rerating stopped; what was posted stays"
+                            " posted, and running it again posts the rest") from exc
+    return ok(who.request_id, {"calls": report.calls, "adjusted": report.adjusted, "unchanged": report.unchanged,
+                               "skipped": report.skipped, "total": report.total})
