@@ -119,6 +119,7 @@ class Report:
     accounts: int = 0        # with a live balance, compared
     not_loaded: int = 0      # no live balance yet (seeded when first used)
     in_flight: int = 0       # stream entries not in Postgres yet
+    dead_letters: int = 0    # ledger entries the companion could not write (`warp:ledger:dead`)
     differences: list[Difference] = field(default_factory=list)
     checked_at: float = 0.0
 
@@ -141,7 +142,8 @@ def _compare(url: str, client: Any, only: set[UUID] | None) -> Report:
         pipe = client.pipeline(transaction=True)
         pipe.mget([f"warp:bal:{a}" for a, _, _ in accounts] or ["warp:bal:-"])
         pipe.xrange(LEDGER_STREAM)
-        live, stream = pipe.execute()
+        pipe.xlen(f"{LEDGER_STREAM}:dead")
+        live, stream, report.dead_letters = pipe.execute()
         entries = []
         for _, data in stream:
             try:

@@ -672,6 +672,8 @@ def cmd_ledger(settings: Settings, args: argparse.Namespace) -> int:
     report = ledger.check(settings.database_url, redis_store.connect(settings.redis_url, 5000))
     for d in report.differences:
         print(f"DIFFERS  {ledger.describe(d)}")
+    if report.dead_letters:  # moved the live balance, never reached the ledger: a difference above
+        print(f"warp: {report.dead_letters} ledger entries dead-lettered (see warp:ledger:dead and their _error)")
     _say(f"{report.accounts} live balances checked ({report.not_loaded} accounts not loaded yet, "
          f"{report.in_flight} ledger entries in flight): "
          + ("all match their ledger" if report.ok else f"{len(report.differences)} differ"))

@@ -135,6 +135,10 @@ def test_a_top_up_still_in_the_stream_is_no_difference_and_a_lost_one_is(
     redis_client.delete(LEDGER_STREAM)  # lost on its way (e.g. trimmed before it was written)
     (d,) = ledger.check(database, redis_client).differences
     assert (d.live_micros, d.ledger_micros, d.in_flight_micros, d.micros) == (2_500_000, 0, 0, 2_500_000)
+    redis_client.xadd(f"{LEDGER_STREAM}:dead", {"kind": "topup", "_error": "refused by ledger: ..."})
+    assert ledger.check(database, redis_client).dead_letters == 1
+    said = warp("ledger", "check")
+    assert said.returncode == 1 and "1 ledger entries dead-lettered" in said.stdout, said.stdout + said.stderr
 
 
 def test_an_account_without_a_live_balance_is_charged_from_its_ledger_not_from_zero(
