@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -205,17 +205,18 @@ def rerate(url: str, client: Any, start: datetime, end: datetime, account: UUID 
     and record the corrected rating on the CDR. Running it again posts nothing new."""
     wallet = Wallet(client)
     report = RerateReport()
+    now = now or datetime.now(UTC)
     with postgres.connect(url) as conn:
-        snapshot = postgres.load_snapshot(conn, now or datetime.now(tz=start.tzinfo), realm)
+        snapshot = postgres.load_snapshot(conn, now, realm)
         calls = conn.execute(
             "SELECT c.cdr_id, c.invite_at, c.account_id, c.trunk_id, c.duration_s, c.to_e164, c.lrn,"
-            " c.jurisdiction FROM cdr.cdrs c WHERE c.invite_at >= %s AND c.invite_at < %s"
+            " c.jurisdiction, c.customer_price FROM cdr.cdrs c WHERE c.invite_at >= %s AND c.invite_at < %s"
             " AND c.account_id IS NOT NULL AND (%s::uuid IS NULL OR c.account_id = %s::uuid)"
             " AND c.duration_s > 0 ORDER BY c.invite_at, c.cdr_id",
             (start, end, account, account)).fetchall()
         by_call = {r[0]: r for r in calls}
         charged, adjustments = _charged(conn, client, set(by_call))
-        for cdr_id, invite_at, account_id, trunk_id, duration_s, to_e164, lrn, jurisdiction in calls:
+        for cdr_id, invite_at, account_id, trunk_id, duration_s, to_e164, lrn, jurisdiction, on_cdr in calls:
             if cdr_id not in charged:
                 continue  # never charged (not settled, or its charge is lost: `check` says so)
             report.calls += 1
@@ -227,27 +228,32 @@ def rerate(url: str, client: Any, start: datetime, end: datetime, account: UUID 
                 report.skipped.append(f"{cdr_id}: no customer rate for {destination or '?'} now")
                 continue
             result = rerating.rerate(cdr_id, account_id, duration_s, charged[cdr_id], price)
-            if result.adjustment == 0:
-                report.unchanged += 1
-                continue
             if dry_run:
+                if result.adjustment:
+                    report.adjusted += 1
+                    report.total += result.adjustment
+                else:
+                    report.unchanged += 1
+                continue
+            posted = False
+            if result.adjustment:
+                reference = rerating.adjustment_reference(cdr_id, adjustments.get(cdr_id, 0))
+                try:
+                    post(conn, wallet, account_id, to_micros(result.adjustment), "adjustment", reference, now)
+                    posted = True
+                except Duplicate:
+                    pass  # a run racing this one posted it
+            if posted:
                 report.adjusted += 1
                 report.total += result.adjustment
-                continue
-            reference = rerating.adjustment_reference(cdr_id, adjustments.get(cdr_id, 0))
-            try:
-                post(conn, wallet, account_id, to_micros(result.adjustment), "adjustment", reference,
-                     now or datetime.now(tz=start.tzinfo))
-            except Duplicate:
-                report.unchanged += 1  # a run racing this one posted it
-                continue
-            with conn.transaction():
-                conn.execute("UPDATE cdr.cdrs SET customer_rate = %s, customer_price = %s, billable_s = %s,"
-                             " margin = %s - COALESCE(vendor_cost, 0) WHERE cdr_id = %s AND invite_at = %s",
-                             (price.per_minute, result.corrected, result.billable_s, result.corrected,
-                              cdr_id, invite_at))
-            report.adjusted += 1
-            report.total += result.adjustment
+            else:
+                report.unchanged += 1
+            if on_cdr != result.corrected:  # the CDR says what the call costs now (also after a crash here)
+                with conn.transaction():
+                    conn.execute("UPDATE cdr.cdrs SET customer_rate = %s, customer_price = %s, billable_s = %s,"
+                                 " margin = %s - COALESCE(vendor_cost, 0) WHERE cdr_id = %s AND invite_at = %s",
+                                 (price.per_minute, result.corrected, result.billable_s, result.corrected,
+                                  cdr_id, invite_at))
     return report
 
 

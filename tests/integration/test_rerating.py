@@ -128,3 +128,22 @@ def test_a_call_that_cannot_be_priced_now_is_skipped_and_named(
     report = ledger.rerate(database, redis_client, T0, T0 + timedelta(days=1))
     assert report.adjusted == 0 and report.skipped == [f"{record.cdr_id}: no customer rate for 12125551234 now"]
     assert wallet.balance(account) == -to_micros(record.customer_price)  # type: ignore[arg-type]
+
+
+def test_a_cdr_left_at_the_old_price_by_a_crash_is_corrected_by_the_rerun_without_posting_again(
+        db: psycopg.Connection, database: str, redis_client: redis.Redis) -> None:
+    (plan,) = db.execute("INSERT INTO billing.rate_plans (name) VALUES ('rr-crash') RETURNING id").fetchone()
+    (rate,) = db.execute("INSERT INTO billing.rate_plan_rates (rate_plan_id, prefix, rate, initial_increment,"
+                         " subsequent_increment) VALUES (%s, '1', %s, 6, 6) RETURNING id", (plan, WRONG)).fetchone()
+    account, trunk = customer(db, "RR4", plan)
+    (record,) = calls(account, trunk, T0)[6:7]  # 125 s
+    PostgresSink(database, 5, wallet=Wallet(redis_client)).write([record])
+    db.execute("UPDATE billing.rate_plan_rates SET rate = %s WHERE id = %s", (RIGHT, rate))
+    assert ledger.rerate(database, redis_client, T0, T0 + timedelta(days=1)).adjusted == 1
+    # the run died between posting the adjustment and recording the new price on the CDR
+    db.execute("UPDATE cdr.cdrs SET customer_price = %s WHERE cdr_id = %s", (record.customer_price, record.cdr_id))
+    again = ledger.rerate(database, redis_client, T0, T0 + timedelta(days=1))
+    assert (again.adjusted, again.unchanged) == (0, 1)
+    assert db.execute("SELECT customer_price FROM cdr.cdrs WHERE cdr_id = %s", (record.cdr_id,)).fetchone() == (
+        priced(125, RIGHT),)
+    assert Wallet(redis_client).balance(account) == -to_micros(priced(125, RIGHT))
