@@ -156,3 +156,25 @@ def spool_source(directory: Path) -> Source:
         return [family]
 
     return read
+
+
+def ledger_source(latest: Callable[[], Any]) -> Source:
+    """The companion's last `warp ledger check` (adapters/ledger.Report, or None before the first):
+    how many accounts' live balance differs from their ledger, and by how much, per account."""
+    def read() -> list[Metric]:
+        report = latest()
+        if report is None:
+            return []
+        differing = GaugeMetricFamily("warp_ledger_accounts_differing",
+                                      "Accounts whose live balance differs from their ledger (last check)")
+        differing.add_metric([], float(len(report.differences)))
+        by = GaugeMetricFamily("warp_ledger_difference_micros",
+                               "Live balance minus ledger (+ in flight), in millionths, per differing account",
+                               labels=["account"])
+        for d in report.differences:
+            by.add_metric([d.ban], float(d.micros))
+        checked = GaugeMetricFamily("warp_ledger_checked_timestamp_seconds", "When the ledger was last checked")
+        checked.add_metric([], report.checked_at)
+        return [differing, by, checked]
+
+    return read

@@ -15,6 +15,8 @@
     warp credentials set ...    a trunk's digest username/password, stored as HA1
     warp blocks list | clear IP source addresses blocked for digest brute force
     warp funds show|topup BAN [AMOUNT]  live and ledger balance; top-ups
+    warp ledger check           every live balance against its ledger; non-zero exit if one differs
+    warp rerate --from T --to T [--account BAN] [--dry-run]  reprice a period's calls, post the differences
     warp snapshot status|rollback       the routing configuration in service
     warp api                    the admin API (HTTP/JSON) on api.listen
     warp api-keys create|list|revoke  admin API keys (a new key is printed once)
@@ -46,6 +48,7 @@ from routing_engine.ops import demo, stack
 from routing_engine.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("warp")
+LEDGER_CHECK_EVERY_S = 60.0  # the companion's ledger check, for warp_ledger_* metrics
 
 
 def _say(text: str) -> None:
@@ -516,6 +519,22 @@ def cmd_cdr_emitter(settings: Settings, args: argparse.Namespace) -> int:
                 log.warning("gateway probes skipped: %s", exc)
 
     threads.append(threading.Thread(target=probe_loop, name="probes"))
+    checked: list[Any] = [None]
+
+    def ledger_loop() -> None:  # `warp ledger check`, for the metrics (warp_ledger_accounts_differing)
+        from routing_engine.adapters import ledger
+
+        client = redis_store.connect(settings.redis_url, 5000)
+        while not stop.wait(LEDGER_CHECK_EVERY_S if checked[0] is not None else 5):
+            try:
+                checked[0] = report = ledger.check(settings.database_url, client)
+            except Exception as exc:
+                log.warning("ledger check skipped: %s", exc)
+                continue
+            for d in report.differences:
+                log.error("ledger: %s", ledger.describe(d))
+
+    threads.append(threading.Thread(target=ledger_loop, name="ledger check"))
     server = None
     if settings.metrics.listen:
         m = settings.metrics
@@ -528,6 +547,7 @@ def cmd_cdr_emitter(settings: Settings, args: argparse.Namespace) -> int:
             settings.quality.window_s))
         metrics.register_source("snapshot", metric_sources.snapshot_source(snapshot_store(settings)))
         metrics.register_source("spool", metric_sources.spool_source(spool_dir(settings)))
+        metrics.register_source("ledger", metric_sources.ledger_source(lambda: checked[0]))
         if settings.media.enabled:
             metrics.register_source("rtpengine", metric_sources.rtpengine_source(
                 redis_store.connect(settings.redis_url, 2000), settings.media.ng_address))
@@ -614,7 +634,7 @@ def cmd_funds(settings: Settings, args: argparse.Namespace) -> int:
     import uuid as uuidlib
     from decimal import Decimal, InvalidOperation
 
-    from routing_engine.adapters import postgres, redis_store
+    from routing_engine.adapters import ledger, postgres, redis_store
     from routing_engine.adapters.money import Wallet
     from routing_engine.domain.rating import from_micros, to_micros
 
@@ -634,11 +654,11 @@ def cmd_funds(settings: Settings, args: argparse.Namespace) -> int:
         if amount <= 0 or amount != amount.quantize(Decimal("0.000001")):
             print("warp: give a positive amount with at most 6 decimal places", file=sys.stderr)
             return 2
-        if wallet.balance(account_id) is None:
-            wallet.seed({account_id: to_micros(ledger_balance)})
         now = datetime.now(UTC)
-        live = wallet.topup(account_id, to_micros(amount), f"topup-{uuidlib.uuid4()}", now.isoformat())
-        _say(f"{args.ban}: +{amount}; live balance {from_micros(live)} (written to the ledger by the emitter)")
+        with postgres.connect(settings.database_url) as conn:
+            posted = ledger.post(conn, wallet, account_id, to_micros(amount), "topup", f"topup-{uuidlib.uuid4()}", now)
+        _say(f"{args.ban}: +{amount}; live balance {from_micros(posted.balance_micros)}"
+             " (written to the ledger by the companion)")
         return 0
     live_micros = wallet.balance(account_id)
     print(f"account        {args.ban} ({billing_type}, credit limit {credit_limit})")
@@ -646,6 +666,63 @@ def cmd_funds(settings: Settings, args: argparse.Namespace) -> int:
     print(f"reserved       {from_micros(wallet.reserved(account_id))} by calls in progress")
     print(f"ledger balance {ledger_balance} (Postgres; charges arrive within a batch interval)")
     return 0
+
+
+def cmd_ledger(settings: Settings, args: argparse.Namespace) -> int:
+    """Every live balance (Redis) against its Postgres ledger plus what is in flight in the
+    stream; names each account that differs. Exit 0: none differs; 1: one or more do."""
+    from routing_engine.adapters import ledger, redis_store
+
+    report = ledger.check(settings.database_url, redis_store.connect(settings.redis_url, 5000))
+    for d in report.differences:
+        print(f"DIFFERS  {ledger.describe(d)}")
+    if report.dead_letters:  # moved the live balance, never reached the ledger: a difference above
+        print(f"warp: {report.dead_letters} ledger entries dead-lettered (see warp:ledger:dead and their _error)")
+    _say(f"{report.accounts} live balances checked ({report.not_loaded} accounts not loaded yet, "
+         f"{report.in_flight} ledger entries in flight): "
+         + ("all match their ledger" if report.ok else f"{len(report.differences)} differ"))
+    return 0 if report.ok else 1
+
+
+def cmd_rerate(settings: Settings, args: argparse.Namespace) -> int:
+    """Reprice the charged calls of a period with the prices in force now; post each call's
+    difference as a ledger adjustment through the one money path (idempotent: a rerun posts
+    nothing new)."""
+    from uuid import UUID
+
+    from routing_engine.adapters import ledger, postgres, redis_store
+
+    try:
+        start, end = (_moment(t) for t in (args.start, args.end))
+    except ValueError as exc:
+        print(f"warp: {exc}", file=sys.stderr)
+        return 2
+    account = None
+    if args.account:
+        with postgres.connect(settings.database_url) as conn:
+            row = conn.execute("SELECT id FROM accounts.accounts WHERE ban = %s OR id::text = %s",
+                               (args.account, args.account)).fetchone()
+        if row is None:
+            print(f"warp: no account {args.account!r} (give its BAN or id)", file=sys.stderr)
+            return 1
+        account = UUID(str(row[0]))
+    report = ledger.rerate(settings.database_url, redis_store.connect(settings.redis_url, 5000), start, end,
+                           account, realm=settings.auth.realm, dry_run=args.dry_run)
+    for line in report.skipped:
+        print(f"SKIPPED  {line}")
+    verb = "would post" if args.dry_run else "posted"
+    _say(f"{report.calls} charged calls from {start.isoformat()} to {end.isoformat()}: {verb} {report.adjusted}"
+         f" adjustments totalling {report.total} (credit to accounts), {report.unchanged} already right,"
+         f" {len(report.skipped)} skipped")
+    return 0
+
+
+def _moment(text: str) -> datetime:
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"not an ISO date or time: {text!r}") from None
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def cmd_blocks(settings: Settings, args: argparse.Namespace) -> int:
@@ -819,6 +896,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("action", choices=["show", "topup"])
     p.add_argument("ban")
     p.add_argument("amount", nargs="?")
+    p = sub.add_parser("ledger", help="check every live balance against its ledger")
+    p.add_argument("action", choices=["check"])
+    p = sub.add_parser("rerate", help="reprice a period's calls and post the differences as adjustments")
+    p.add_argument("--from", dest="start", required=True, help="ISO date/time (UTC unless given), inclusive")
+    p.add_argument("--to", dest="end", required=True, help="ISO date/time, exclusive")
+    p.add_argument("--account", help="only this account (BAN or id)")
+    p.add_argument("--dry-run", action="store_true", help="report what would be posted, post nothing")
     p = sub.add_parser("blocks", help="source IPs blocked for digest brute force")
     p.add_argument("action", choices=["list", "clear"])
     p.add_argument("ip", nargs="?")
@@ -865,6 +949,7 @@ def main(argv: list[str] | None = None) -> int:
         "exec": cmd_exec, "kamailio": cmd_kamailio, "cdr-emitter": cmd_cdr_emitter, "companion": cmd_cdr_emitter,
         "stack": cmd_stack, "route": cmd_explain, "load": cmd_load,
         "credentials": cmd_credentials, "blocks": cmd_blocks, "funds": cmd_funds, "snapshot": cmd_snapshot,
+        "ledger": cmd_ledger, "rerate": cmd_rerate,
         "api": cmd_api, "rtpengine": cmd_rtpengine,
         "api-keys": lambda s, a: _delegate("routing_engine.entrypoints.api.keys_cli", a.config, a.rest + extra),
         "rates": lambda s, a: _delegate("routing_engine.entrypoints.api.rates_cli", a.config, a.rest + extra),

@@ -28,6 +28,8 @@ ACCESS: dict[tuple[str, str], tuple[Role, bool]] = {
     ("PATCH", "/accounts/{account_id}"): (A, False),
     ("GET", "/accounts/{account_id}/balance"): (R, OWN),
     ("POST", "/accounts/{account_id}/topups"): (A, False),
+    ("POST", "/accounts/{account_id}/adjustments"): (A, False),
+    ("POST", "/accounts/{account_id}/rerating"): (A, False),
     ("GET", "/trunks"): (R, OWN),
     ("POST", "/trunks"): (OP, OWN),
     ("GET", "/trunks/{trunk_id}"): (R, OWN),

@@ -116,7 +116,8 @@ def test_prepaid_call_is_cut_when_the_funds_run_out(node: Node, tmp_path: Path, 
                                                     clean_redis: redis.Redis) -> None:
     account = world["prepaid"][0]
     wallet = Wallet(clean_redis)
-    wallet.topup(account, to_micros(Decimal("0.06")), "e2e-topup", "2026-11-22T00:00:00+00:00")  # 6 s at 0.60/min
+    # 6 s at 0.60/min
+    wallet.topup(account, to_micros(Decimal("0.06")), "e2e-topup", "2026-11-22T00:00:00+00:00", seed_micros=0)
     with vendor("vendor_answer.xml", VENDOR, tmp_path) as steady:
         uac = sipp("customer_call_cut.xml", PREPAID, tmp_path, remote=node.target, service=DIALED,
                    keys={"caller": CALLER})
