@@ -24,13 +24,13 @@ from typing import Any
 
 import psycopg
 
-from routing_engine.ops import whatif
 from routing_engine.adapters import drafts, migrate, postgres
 from routing_engine.bootstrap import Decider
 from routing_engine.domain import rating
 from routing_engine.domain.cdr import CdrRecord, compact_trace, lrn_source_of
 from routing_engine.domain.decision import CallRequest, Relay
 from routing_engine.domain.lrn import LrnResult
+from routing_engine.ops import whatif
 from routing_engine.settings import load_settings
 
 DATABASE = "warp_bench_replay"
