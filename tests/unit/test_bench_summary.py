@@ -83,6 +83,11 @@ def test_redis_keys_are_grouped_by_family_with_identities_left_out() -> None:
     assert capacity.key_family("warp:active:trunk:6f1c2a9e-0f5b-4d3e-9a51-3f0f7c1d2e4b") == "warp:active:trunk:*"
     assert capacity.key_family("warp:lrn:12125550100") == "warp:lrn:*"
     assert capacity.key_family("warp:ledger") == "warp:ledger"
+    assert capacity.key_family("warp:qp:bench-vendor-01:1212") == "warp:qp:bench-vendor-01:*"
+    # topos_redis: a branch record per Call-ID, From tag and tpsh id; a dialog record per tpsh id
+    assert capacity.key_family("b:x:INVITE:A1-1-13286@127.0.0.121:13285SIPpTag011:xtpsh-6b0f0349-33c9-92") \
+        == "b:x:INVITE:*"
+    assert capacity.key_family("d:z:atpsh-6b0f0349-33cd-1") == "d:z:*"
 
 
 def test_census_growth_names_the_families_that_grew_and_only_those() -> None:
