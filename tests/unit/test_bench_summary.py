@@ -68,6 +68,16 @@ def test_summary_judges_issue_17_targets_on_the_medians() -> None:
     assert summary["A/C_cpu_ms_per_call"] == 1.0
 
 
+def test_runs_whose_common_rate_step_failed_are_counted() -> None:
+    failing = _run("A", 1)
+    failing["common_rate_passed"] = False
+
+    summary = capacity.summarise({"A": [_run("A", 0), failing], "B": [_run("B", 0)]})
+
+    assert summary["A_runs_failing_the_common_rate"] == 1
+    assert "B_runs_failing_the_common_rate" not in summary
+
+
 def test_one_run_is_its_own_median_and_a_missing_figure_is_left_out() -> None:
     run = _run("A", 0)
     run["invite_100_p99_ms"] = None  # too few samples for a percentile
