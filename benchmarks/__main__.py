@@ -1,8 +1,12 @@
 """make bench: run the benchmarks, print a table, write bench-results/results.json.
 
-    python -m benchmarks [--full] [--only decision,cdr_pipeline,capacity,reload,replay] [--configs A,B,C] [--profile S]
+    python -m benchmarks [--full] [--only decision,cdr_pipeline,capacity,reload,replay] [--configs A,A0,B,Bmin,C]
+                         [--reps N] [--profile S] [--state-check]
 
-The default run is bounded (under 10 minutes on 2 cores); --full takes longer, steadier steps.
+Capacity runs every configuration --reps times (default 3) and prints medians with their
+spread (min-max); --reps 1 is a quick run. --full takes longer, steadier steps. --state-check
+runs only issue 17's check instead: A twice in a row on the same Redis, and the Redis key
+families that stay behind.
 """
 
 from __future__ import annotations
@@ -30,25 +34,37 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--full", action="store_true", help="longer load steps, finer bisection")
     parser.add_argument("--only", default="", help="comma-separated: decision, cdr_pipeline, capacity, reload, replay")
-    parser.add_argument("--configs", default="A,A0,B,C", help="capacity configurations to run")
+    parser.add_argument("--configs", default="A,A0,B,Bmin,C", help="capacity configurations to run")
+    parser.add_argument("--reps", type=int, default=3, metavar="N",
+                        help="capacity: runs of every configuration (medians and spread reported)")
+    parser.add_argument("--state-check", action="store_true",
+                        help="only run A twice on the same Redis and report the Redis keys left behind")
     parser.add_argument("--profile", type=int, default=0, metavar="SECONDS",
                         help="capacity: profile A's workers with py-spy under load first")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     only = set(filter(None, args.only.split(",")))
     options = capacity.FULL if args.full else capacity.QUICK
+    if args.reps < 1:
+        parser.error("--reps must be at least 1")
+    unknown = set(args.configs.split(",")) - set(capacity.CONFIGS)
+    if unknown:
+        parser.error(f"unknown configurations {sorted(unknown)}; known: {', '.join(capacity.CONFIGS)}")
     options = capacity.Options(**{**options.__dict__, "configs": tuple(args.configs.split(",")),
-                                    "profile_s": args.profile})
+                                    "profile_s": args.profile, "reps": args.reps})
     benchmarks: list[tuple[str, str, Callable[[], dict[str, Any]]]] = [
         ("decision", "routing decision (in process, generated data)", decision.run),
         ("cdr_pipeline", "CDR pipeline (embedded Redis and Postgres)", cdr_pipeline.run),
-        ("capacity", "capacity: WARP (A) vs native lcr (B) vs null proxy (C), SIPp on loopback",
+        ("capacity", "capacity: WARP (A, A0) vs native (B, B-min) vs null proxy (C), SIPp on loopback",
          lambda: capacity.run(options)),
         ("reload", "reload under load: SQL edits while SIPp calls run, node memory with a large deck",
          lambda: reload.run(seconds=120 if args.full else 60, opts=options)),
         ("replay", "replay: a day of CDRs decided again on a draft (embedded Postgres)",
          lambda: replay.run(calls=1_000_000 if args.full else 200_000)),
     ]
+    if args.state_check:
+        benchmarks = [("capacity_state", "capacity: A twice on the same Redis, what stays behind",
+                       lambda: capacity.state_growth(options))]
     results: dict[str, object] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "platform": platform.platform()},
@@ -59,13 +75,18 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = bench()
     out = Path(__file__).resolve().parent.parent / "bench-results"
     out.mkdir(exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    path = out / ("results-state.json" if args.state_check else "results.json")
+    path.write_text(json.dumps(results, indent=2))
     print(f"\n{'benchmark':42} {'value':>12}")
     for name, _, _ in benchmarks:
-        for key, value in results.get(name, {}).items():  # type: ignore[attr-defined]
+        found: dict[str, Any] = results.get(name, {})  # type: ignore[assignment]
+        spread = found.get("spread", {})
+        for key, value in found.items():
             if not isinstance(value, dict | list):  # details stay in the results file
-                print(f"{key:42} {value!s:>12}")
-    print(f"\nwritten to {out / 'results.json'}")
+                lo_hi = spread.get(key)
+                extra = f"  ({lo_hi[0]}-{lo_hi[1]})" if lo_hi and lo_hi[0] != lo_hi[1] else ""
+                print(f"{key:42} {value!s:>12}{extra}")
+    print(f"\nwritten to {path}")
     return 0
 
 

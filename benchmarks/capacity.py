@@ -1,17 +1,31 @@
-"""Capacity side by side with native Kamailio (issue 10): the same Kamailio binary, the same
-workers and the same SIPp load through three configurations —
+"""Capacity side by side with native Kamailio (issues 10 and 17): the same Kamailio binary, the
+same workers and the same SIPp load through five configurations —
 
-  A  WARP: kamailio/kamailio.cfg + the KEMI module, the full call path (ACL, LRN from cache,
-     jurisdiction, rating, LCR, limits, funds, dialog, CDR to Redis with the companion running);
-  B  native: benchmarks/native/lcr.cfg — `permissions` ACL + `lcr` least cost + dialog, from
-     the same generated vendor decks (benchmarks/capacity_data.py);
-  C  null: benchmarks/native/null.cfg — a stateful proxy relaying to one gateway: the ceiling
-     of this machine and this load generator.
+  A     WARP: kamailio/kamailio.cfg + the KEMI module, the full call path (ACL, LRN from cache,
+        jurisdiction, rating, LCR, limits, funds, dialog, topology hiding, CDR to Redis with the
+        companion running);
+  A0    A with topology hiding off for the benchmark trunk (what topos costs);
+  B     native, the same job: benchmarks/native/full.cfg — `permissions` ACL, `lcr` least cost,
+        `dialog` profiles for concurrent calls, `pipelimit` for CPS, `cnxcc` credit control (in
+        a Redis of its own), `acc` CDRs into Postgres, `topos` in Redis; from the same generated
+        data and terms (benchmarks/capacity_data.py);
+  Bmin  ("B-min") native, the least: benchmarks/native/lcr.cfg — `permissions` + `lcr` + dialog;
+  C     null: benchmarks/native/null.cfg — a stateful proxy relaying to one gateway: the ceiling
+        of this machine and this load generator.
 
-For each: the highest call rate with < 0.1% failed calls (doubling ramp, then bisection), CPU
-time per call over all Kamailio processes, INVITE->100 / INVITE->180 percentiles from SIPp's
-response-time trace, RSS and PSS of all Kamailio processes; and whether SIPp itself was short
-of CPU. Calls are INVITE, 100/180/200, ACK, a short hold, BYE, 200.
+For each: the highest call rate with < 0.1% failed calls (doubling ramp, then bisection); at
+the common rate (the first step), CPU time per call of the whole node — every process but SIPp
+(Kamailio, the companion, Redis, Postgres), each process family's idle rate measured just
+before the step and subtracted — and of Kamailio alone, Redis commands per call (INFO
+commandstats of every Redis of the node), Python callbacks per call (A, A0: the SIP workers'
+warp_kemi_callbacks_total, read from their metric files), INVITE->100 / INVITE->180
+percentiles from SIPp's response-time trace, RSS and PSS of all Kamailio processes; and whether
+SIPp itself was short of CPU. Calls are INVITE, 100/180/200, ACK, a short hold, BYE, 200.
+
+Every configuration runs ``reps`` times, interleaved (A, A0, B, Bmin, C, A, ...), each run of A
+or A0 on a flushed Redis and B on a fresh Redis of its own; the result's flat keys are the
+medians over the runs, ``spread`` holds their min and max. ``state_growth`` runs A twice on the
+same Redis and reports which keys stay behind.
 
 Every process started here runs in its own process group and is stopped on the way out,
 also on Ctrl-C or an error.
@@ -21,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import resource
 import shutil
 import signal
@@ -28,7 +43,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,8 +63,14 @@ PROXY, CUSTOMER, VENDOR, PORT = "127.0.0.120", "127.0.0.121", "127.0.0.131", 506
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CONFIGS = {"A": "WARP engine (KEMI, full call path)",
            "A0": "WARP engine, topology hiding off for the benchmark trunk (what topos costs)",
-           "B": "native permissions + lcr + dialog",
+           "B": "native, the same job: permissions + lcr + dialog profiles + pipelimit + cnxcc + acc + topos",
+           "Bmin": "native permissions + lcr + dialog (B-min)",
            "C": "native null stateful proxy"}
+LABELS = {"Bmin": "B-min"}
+REDIS_SERVER = "/usr/bin/redis-server"
+# the flat figures of every configuration in results.json (the medians over the repetitions)
+SUMMARY_FIGURES = ("node_cpu_ms_per_call", "cpu_ms_per_call", "max_cps", "redis_cmds_per_call",
+                   "py_callbacks_per_call", "invite_100_p99_ms")
 
 
 @dataclass(frozen=True)
@@ -63,8 +84,9 @@ class Options:
     tcp_children: int = 2
     warmup_calls: int = 150
     shm_mb: int = 512  # the same for every configuration; 128 MB runs out of transactions near 900 calls/s
-    configs: tuple[str, ...] = ("A", "A0", "B", "C")
+    configs: tuple[str, ...] = ("A", "A0", "B", "Bmin", "C")
     profile_s: int = 0  # > 0: first profile A's workers with py-spy under the common rate for this long
+    reps: int = 3  # runs of every configuration; medians and spread reported
 
 
 QUICK = Options()
@@ -82,6 +104,33 @@ def group_pids(pgid: int) -> list[int]:
                 if int(fields[2]) == pgid:
                     pids.append(int(entry))
     return pids
+
+
+def children_of(parent: int) -> list[int]:
+    """``parent`` and its direct children (a postmaster and its backends)."""
+    pids = [parent]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == parent:
+                    pids.append(int(entry))
+    return pids
+
+
+def cpu_by_pid(pids: list[int]) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out[pid] = (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+    return out
+
+
+def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds spent between two readings: a process born in between counts from zero, one
+    that ended in between is lost (the node's processes live as long as the node)."""
+    return sum(max(cpu - before.get(pid, 0.0), 0.0) for pid, cpu in after.items())
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -149,6 +198,10 @@ class Node:
     kamailio: subprocess.Popen[bytes]
     helpers: list[int] = field(default_factory=list)  # process groups counted apart (A's companion)
     redis_pid: int | None = None
+    # every process family of the node but Kamailio, by name: how to find its processes now
+    others: dict[str, Callable[[], list[int]]] = field(default_factory=dict)
+    redis_urls: list[str] = field(default_factory=list)  # every Redis of the node (commandstats)
+    callbacks_dir: Path | None = None  # the SIP workers' metric files (A, A0: Python callbacks)
 
     def kamailio_pids(self) -> list[int]:
         return group_pids(self.kamailio.pid)
@@ -156,6 +209,63 @@ class Node:
     def helper_cpu(self) -> float:
         pids = [p for g in self.helpers for p in group_pids(g)]
         return cpu_seconds(pids + ([self.redis_pid] if self.redis_pid else []))
+
+    def families(self) -> dict[str, list[int]]:
+        """The node's processes by family, as they are now."""
+        return {"kamailio": self.kamailio_pids(), **{name: find() for name, find in self.others.items()}}
+
+
+def _pid_file(path: Path) -> int | None:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int(path.read_text().split()[0])
+    return None
+
+
+def _embedded_families(settings: Settings) -> dict[str, Callable[[], list[int]]]:
+    """The embedded Redis and Postgres (postmaster and backends): part of every node's cost."""
+    redis_pid = _pid_file(settings.data_dir / "redis" / "redis.pid")
+    pg_pid = _pid_file(settings.data_dir / "postgres" / "postmaster.pid")
+    out: dict[str, Callable[[], list[int]]] = {}
+    if redis_pid:
+        out["redis"] = lambda: [redis_pid]
+    if pg_pid:
+        out["postgres"] = lambda: children_of(pg_pid)
+    return out
+
+
+def free_port(low: int = 20000, high: int = 32767) -> int:
+    """A loopback TCP port nobody listens on, below 32768: cnxcc keeps Redis's port in a
+    signed short (a port above 32767 becomes negative and the module fails to start)."""
+    import random
+    import socket
+
+    for port in random.sample(range(low, high + 1), 200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port between {low} and {high}")
+
+
+@contextlib.contextmanager
+def native_redis(workdir: Path) -> Iterator[tuple[int, int]]:
+    """Configuration B's Redis (cnxcc cannot give a password): loopback only, empty, persisted
+    like the embedded one (append-only, fsync every second). Yields (port, pid)."""
+    directory = workdir / "redis"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    port = free_port()
+    cmd = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
+           "--dir", str(directory), "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
+    with started(cmd, directory / "redis.log") as proc:
+        deadline = time.monotonic() + 20
+        while not stack.port_open(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"B's Redis did not start; see {directory / 'redis.log'}")
+            time.sleep(0.05)
+        yield port, proc.pid
 
 
 def _wait_answering(proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 90) -> None:
@@ -188,19 +298,39 @@ def node(name: str, env: dict[str, str], settings: Settings, opts: Options, work
             kam = stack_.enter_context(started(stack.kamailio_command(warp, run_dir), log, env=kenv))
             redis_pid = None
             if warp.embedded_redis:
-                with contextlib.suppress(OSError, ValueError):
-                    redis_pid = int((warp.data_dir / "redis" / "redis.pid").read_text().strip())
-            running = Node(name, kam, helpers=[emitter.pid], redis_pid=redis_pid)
+                redis_pid = _pid_file(warp.data_dir / "redis" / "redis.pid")
+            running = Node(name, kam, helpers=[emitter.pid], redis_pid=redis_pid,
+                           others={"companion": lambda: group_pids(emitter.pid), **_embedded_families(warp)},
+                           redis_urls=[warp.redis_url], callbacks_dir=stack.metrics_dir(warp, "kamailio"))
         else:
-            if name == "B":
-                hash_size = 1 << max(7, rules.bit_length())
-                cmd = _native_command(settings, "lcr.cfg", run_dir, opts, {"BENCH_RULE_HASH": str(hash_size)})
+            families = _embedded_families(settings)
+            redis_urls = [settings.redis_url]
+            native_env = None
+            if name in ("B", "Bmin"):
+                defines = {"BENCH_RULE_HASH": str(1 << max(7, rules.bit_length()))}
+                if name == "B":
+                    port, server = stack_.enter_context(native_redis(workdir))
+                    families["native_redis"] = lambda: [server]
+                    redis_urls.append(f"redis://127.0.0.1:{port}/0")
+                    cap = settings.sip.max_call_duration_s
+                    defines.update({
+                        "BENCH_TOPOS_REDIS": f'"name=topos;addr=127.0.0.1;port={port};db=0"',
+                        "BENCH_CNXCC_REDIS": f'"addr=127.0.0.1;port={port};db=1"',
+                        "BENCH_MAX_DURATION": str(cap),
+                        "BENCH_TOPOS_EXPIRE": str(cap + settings.sip.fr_inv_timeout_ms // 1000 + 180),
+                    })
+                    # what each part costs: WARP_BENCH_B_WITHOUT=cnxcc,topos,acc leaves those out
+                    for part in filter(None, os.environ.get("WARP_BENCH_B_WITHOUT", "").split(",")):
+                        defines[f"BENCH_WITHOUT_{part.strip().upper()}"] = "1"
+                    with psycopg.connect(native_db_url, autocommit=True) as conn:  # this run's CDRs only
+                        conn.execute("TRUNCATE acc, missed_calls")
+                cmd = _native_command(settings, "full.cfg" if name == "B" else "lcr.cfg", run_dir, opts, defines)
                 # the URL carries the database password: the environment, not the command line (ps)
                 native_env = {**os.environ, "BENCH_DB_URL": native_db_url.replace("postgresql://", "postgres://")}
             else:
                 cmd = _native_command(settings, "null.cfg", run_dir, opts, {"BENCH_GATEWAY": f'"{VENDOR}:{PORT}"'})
-                native_env = None
-            running = Node(name, stack_.enter_context(started(cmd, log, env=native_env)))
+            running = Node(name, stack_.enter_context(started(cmd, log, env=native_env)), others=families,
+                           redis_urls=redis_urls)
         _wait_answering(running.kamailio, log)
         yield running
 
@@ -221,7 +351,13 @@ class Step:
     wall_s: float = 0.0
     kamailio_cpu_s: float = 0.0  # during the step, less what the node spends idle in as long
     idle_cpu_s: float = 0.0  # what was subtracted
-    helper_cpu_s: float = 0.0
+    helper_cpu_s: float = 0.0  # the node's other processes (companion, Redis, Postgres), idle subtracted
+    node_cpu_s: float = 0.0  # every process of the node but SIPp, each family's idle subtracted
+    family_cpu_s: dict[str, float] = field(default_factory=dict)  # by family, idle subtracted
+    family_idle_s: dict[str, float] = field(default_factory=dict)  # what was subtracted, by family
+    redis_commands: int | None = None  # commands run by the node's Redis servers during the step
+    py_callbacks: float | None = None  # Python callbacks made by the SIP workers during the step
+    py_callbacks_by: dict[str, float] = field(default_factory=dict)
     uac_cpu_s: float = 0.0
     uas_cpu_s: float = 0.0
     rss_kb: int = 0  # all Kamailio processes, right after the step
@@ -299,8 +435,11 @@ def _load(running: Node, uas: subprocess.Popen[bytes], rate: int, calls: int, op
            "-trace_rtt", "-rtt_freq", "1", "-trace_stat", "-fd", "60", "-trace_err",
            "-trace_screen", f"{PROXY}:{PORT}"]
     kam_pids = running.kamailio_pids()
-    idle_rate = _idle_rate(kam_pids)
-    kam0, helper0, uas0, uac0 = cpu_seconds(kam_pids), running.helper_cpu(), cpu_seconds([uas.pid]), children_cpu()
+    idle = idle_rates(running)
+    before = {name: cpu_by_pid(pids) for name, pids in running.families().items()}
+    commands0 = _redis_commands(running.redis_urls)
+    callbacks0 = kemi_callbacks(running.callbacks_dir) if running.callbacks_dir else None
+    uas0, uac0 = cpu_seconds([uas.pid]), children_cpu()
     t0 = time.monotonic()
     with open(directory / "sipp.out", "wb") as out:
         uac = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -312,9 +451,22 @@ def _load(running: Node, uas: subprocess.Popen[bytes], rate: int, calls: int, op
     finally:
         _stop(uac)
     step.wall_s = time.monotonic() - t0
-    step.idle_cpu_s = idle_rate * step.wall_s
-    step.kamailio_cpu_s = max(cpu_seconds(kam_pids) - kam0 - step.idle_cpu_s, 0.0)
-    step.helper_cpu_s = running.helper_cpu() - helper0
+    for name, pids in running.families().items():
+        spent = cpu_delta(before.get(name, {}), cpu_by_pid(pids))
+        step.family_idle_s[name] = round(idle.get(name, 0.0) * step.wall_s, 4)
+        step.family_cpu_s[name] = round(max(spent - step.family_idle_s[name], 0.0), 4)
+    step.idle_cpu_s = step.family_idle_s["kamailio"]
+    step.kamailio_cpu_s = step.family_cpu_s["kamailio"]
+    step.node_cpu_s = sum(step.family_cpu_s.values())
+    step.helper_cpu_s = step.node_cpu_s - step.kamailio_cpu_s
+    if commands0 is not None:
+        after = _redis_commands(running.redis_urls)
+        step.redis_commands = after - commands0 if after is not None else None
+    if callbacks0 is not None and running.callbacks_dir:
+        callbacks1 = kemi_callbacks(running.callbacks_dir)
+        step.py_callbacks_by = {k: v - callbacks0.get(k, 0.0) for k, v in callbacks1.items()
+                                if v - callbacks0.get(k, 0.0)}
+        step.py_callbacks = sum(step.py_callbacks_by.values())
     step.uas_cpu_s = cpu_seconds([uas.pid]) - uas0
     step.uac_cpu_s = children_cpu() - uac0
     step.rss_kb, step.pss_kb = memory_kb(kam_pids)
@@ -340,11 +492,37 @@ def _load(running: Node, uas: subprocess.Popen[bytes], rate: int, calls: int, op
     return step
 
 
-def _idle_rate(pids: list[int], window_s: float = 1.0) -> float:
-    """CPU seconds per second the node spends with no calls (timers): taken out of each step."""
-    before = cpu_seconds(pids)
+def idle_rates(running: Node, window_s: float = 1.0) -> dict[str, float]:
+    """CPU seconds per second each process family of the node spends with no calls (timers,
+    the companion's polls, Redis's cron, Postgres's background writers), measured together
+    in one window: taken out of each family's CPU in the step that follows."""
+    families = running.families()
+    before = {name: cpu_by_pid(pids) for name, pids in families.items()}
     time.sleep(window_s)
-    return (cpu_seconds(pids) - before) / window_s
+    return {name: cpu_delta(before[name], cpu_by_pid(pids)) / window_s for name, pids in families.items()}
+
+
+def kemi_callbacks(directory: Path) -> dict[str, float]:
+    """warp_kemi_callbacks_total by callback, summed over the SIP workers' multiprocess files."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    files = [str(f) for f in directory.glob("*.db")]
+    out: dict[str, float] = {}
+    for metric in MultiProcessCollector.merge(files, accumulate=True):  # type: ignore[no-untyped-call]
+        for sample in metric.samples:
+            if sample.name == "warp_kemi_callbacks_total":
+                name = sample.labels.get("callback", "")
+                out[name] = out.get(name, 0.0) + sample.value
+    return out
+
+
+def _redis_commands(urls: list[str]) -> int | None:
+    if not urls:
+        return None
+    try:
+        return sum(redis_commands(url) for url in urls)
+    except Exception:
+        return None
 
 
 def _quiet(running: Node, timeout_s: float = 15) -> None:
@@ -372,7 +550,8 @@ def capacity(running: Node, opts: Options, workdir: Path, inject: Path,
                         f"{running.name}{index[0]}")
         steps.append(step)
         say(f"    {rate:5d} calls/s x {calls:6d}: {'ok' if step.passed else 'FAILED: ' + step.reason}; "
-            f"Kamailio {1000 * step.kamailio_cpu_s / max(calls, 1):.2f} ms CPU/call, "
+            f"node {1000 * step.node_cpu_s / max(calls, 1):.2f} ms CPU/call "
+            f"(Kamailio {1000 * step.kamailio_cpu_s / max(calls, 1):.2f}), "
             f"SIPp UAC {100 * step.uac_cpu_s / max(step.wall_s, 1e-3):.0f}% of a core")
         _quiet(running)
         return step
@@ -449,11 +628,12 @@ def _sipp_verdict(steps: list[Step], best: int) -> str:
     return "SIPp not the bottleneck: " + verdict
 
 
-def redis_commands(settings: Settings) -> int:
-    """Commands the node's Redis has run so far (INFO commandstats), the INFO calls left out."""
+def redis_commands(where: Settings | str) -> int:
+    """Commands a Redis (the settings' or a URL's) has run so far (INFO commandstats), the INFO
+    calls left out."""
     import redis
 
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(where if isinstance(where, str) else where.redis_url)
     try:
         stats = client.info("commandstats")
     finally:
@@ -461,36 +641,123 @@ def redis_commands(settings: Settings) -> int:
     return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
 
 
-def _figures(name: str, running: Node, best: int, steps: list[Step]) -> dict[str, object]:
-    steady = steps[0]  # the common rate: CPU per call, latency and memory are compared here
+def figures(name: str, best: int, steps: list[Step]) -> dict[str, object]:
+    """One run's figures (pure: from the steps alone). CPU per call, Redis commands, Python
+    callbacks and latency are taken at the common rate (the first step), where every
+    configuration carries the same load."""
+    steady = steps[0]
     p100 = percentiles(steady.invite_100_ms)
     p180 = percentiles(steady.invite_180_ms)
     calls = max(steady.calls, 1)
     passing = [s for s in steps if s.passed and s.rate == best]
+    per_call = {family: round(1000 * cpu / calls, 3) for family, cpu in steady.family_cpu_s.items()}
     return {
         "max_cps": best,
+        # a node that fails the common rate is compared on a failing step: flagged in the table
+        "common_rate_passed": steady.passed,
+        "node_cpu_ms_per_call": round(1000 * steady.node_cpu_s / calls, 3),
         "cpu_ms_per_call": round(1000 * steady.kamailio_cpu_s / calls, 3),
+        "cpu_ms_per_call_by_family": per_call,
         "cpu_ms_per_call_at_max": round(1000 * passing[0].kamailio_cpu_s / max(passing[0].calls, 1), 3)
         if passing else None,
-        "helper_cpu_ms_per_call": round(1000 * steady.helper_cpu_s / calls, 3) if name in ("A", "A0") else None,
+        "helper_cpu_ms_per_call": round(1000 * steady.helper_cpu_s / calls, 3),
+        "redis_cmds_per_call": round(steady.redis_commands / calls, 2) if steady.redis_commands is not None
+        else 0.0,
+        "py_callbacks_per_call": round(steady.py_callbacks / calls, 2) if steady.py_callbacks is not None else None,
+        "py_callbacks_per_call_by": {k: round(v / calls, 2) for k, v in sorted(steady.py_callbacks_by.items())},
         "invite_100_p50_ms": p100[0], "invite_100_p99_ms": p100[1],
         "invite_100_mean_ms": round(statistics.fmean(steady.invite_100_ms), 2) if steady.invite_100_ms else None,
         "invite_180_p50_ms": p180[0], "invite_180_p99_ms": p180[1],
         "invite_180_mean_ms": round(statistics.fmean(steady.invite_180_ms), 2) if steady.invite_180_ms else None,
         "rss_mb": round(steady.rss_kb / 1024, 1), "pss_mb": round(steady.pss_kb / 1024, 1),
-        "processes": len(running.kamailio_pids()),
         "sipp": _sipp_verdict(steps, best),
         "steps": [s.summary() for s in steps],
     }
 
 
+# the numeric figures summarised over the repetitions (medians at the top level, min-max in spread)
+TABLE_FIGURES = ("max_cps", "node_cpu_ms_per_call", "cpu_ms_per_call", "helper_cpu_ms_per_call",
+                 "cpu_ms_per_call_at_max", "redis_cmds_per_call", "py_callbacks_per_call",
+                 "invite_100_p50_ms", "invite_100_p99_ms", "invite_100_mean_ms",
+                 "invite_180_p50_ms", "invite_180_p99_ms", "rss_mb", "pss_mb", "processes")
+
+
+def _median(values: list[float]) -> float | int:
+    middle = statistics.median(values)
+    return int(middle) if all(isinstance(v, int) for v in values) and middle == int(middle) else round(middle, 3)
+
+
+def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The flat result read by scripts (pure): for every configuration X and figure F,
+    ``X_F`` = the median over X's runs; ``spread`` = {``X_F``: [min, max]}; ``runs`` = how
+    many; then the ratios and issue 17's targets on the medians. ``X_py_callbacks_per_call``
+    only where the node has Python workers (A, A0)."""
+    rows: dict[str, Any] = {}
+    spread: dict[str, list[float]] = {}
+    for name, results in runs.items():
+        for figure in TABLE_FIGURES:
+            values = [r[figure] for r in results if isinstance(r.get(figure), int | float)]
+            if not values:
+                continue
+            key = f"{name}_{figure}"
+            rows[key] = _median(values)
+            spread[key] = [min(values), max(values)]
+        rows[f"{name}_runs"] = len(results)
+        failing = sum(1 for r in results if r.get("common_rate_passed") is False)
+        if failing:
+            rows[f"{name}_runs_failing_the_common_rate"] = failing
+    for figure in ("max_cps", "node_cpu_ms_per_call", "cpu_ms_per_call"):
+        for other in ("B", "Bmin", "C"):
+            if "A" in runs and other in runs:
+                rows[f"A/{other}_{figure}"] = _ratio(rows.get(f"A_{figure}"), rows.get(f"{other}_{figure}"))
+    rows.update(_targets(rows))
+    for name, results in runs.items():
+        rows[f"{name}_sipp"] = "; ".join(sorted({str(r.get("sipp")) for r in results}))
+    rows["spread"] = spread
+    return rows
+
+
+def _targets(rows: dict[str, Any]) -> dict[str, str]:
+    """Issue 17's targets, judged on the medians (those the benchmark measures)."""
+
+    def verdict(ok: bool | None, text: str) -> str:
+        return f"{'n/a' if ok is None else 'met' if ok else 'MISSED'} ({text})"
+
+    def both(a: str, b: str) -> tuple[float, float] | None:
+        x, y = rows.get(a), rows.get(b)
+        return (float(x), float(y)) if isinstance(x, int | float) and isinstance(y, int | float) else None
+
+    out: dict[str, str] = {}
+    if pair := both("A_node_cpu_ms_per_call", "B_node_cpu_ms_per_call"):
+        out["target_A_node_cpu_le_B"] = verdict(pair[0] <= pair[1], f"A {pair[0]} ms, B {pair[1]} ms")
+    if pair := both("A_max_cps", "B_max_cps"):
+        out["target_A_max_cps_ge_B"] = verdict(pair[0] >= pair[1], f"A {pair[0]:.0f}/s, B {pair[1]:.0f}/s")
+    if pair := both("A_cpu_ms_per_call", "C_cpu_ms_per_call"):
+        out["target_A_kamailio_cpu_le_1.5C"] = verdict(pair[0] <= 1.5 * pair[1],
+                                                       f"A {pair[0]} ms, 1.5 x C {1.5 * pair[1]:.3f} ms")
+    value = rows.get("A_py_callbacks_per_call")
+    if isinstance(value, int | float):
+        out["target_A_py_callbacks_le_8"] = verdict(value <= 8, f"A {value} per call")
+    return out
+
+
 # ------------------------------------------------------------------ the whole benchmark
 
-def run(opts: Options = QUICK, say: Any = None) -> dict[str, object]:
-    def _say(text: str) -> None:
-        print(text, flush=True)
+@dataclass
+class Bench:
+    """What every run of every configuration shares: settings, data, the work folder."""
 
-    say = say or _say
+    env: dict[str, str]
+    settings: Settings
+    workdir: Path
+    inject: Path
+    data: capacity_data.BenchData
+    native_url: str
+    rules: int
+
+
+def prepare(opts: Options, say: Any, folder: str = "capacity") -> Bench | dict[str, object]:
+    """Settings, generated data in both schemas, SIPp's injection file."""
     base = load_settings(environ=_bench_environ({}))
     if not (base.embedded_postgres and base.embedded_redis):
         return {"skipped": "the capacity benchmark needs the embedded Postgres and Redis (make bench)"}
@@ -505,56 +772,200 @@ def run(opts: Options = QUICK, say: Any = None) -> dict[str, object]:
         "WARP_METRICS__LISTEN": f"{PROXY}:9464",  # the companion's endpoint, on the benchmark's address
     })
     settings = load_settings(environ=env)
-    workdir = PROJECT_ROOT / "bench-results" / "capacity"
+    workdir = PROJECT_ROOT / "bench-results" / folder
     shutil.rmtree(workdir, ignore_errors=True)  # SIPp's files are found by pattern: none from an earlier run
     workdir.mkdir(parents=True)
-
-    started_at = time.monotonic()
     data = capacity_data.generate()
     inject = workdir / "calls.csv"
     capacity_data.write_injection_file(data, inject)
     capacity_data.load_warp(capacity_data.fresh_database(settings, bench_db), data, f"{CUSTOMER}/32", (VENDOR, PORT))
     native_url = capacity_data.fresh_database(settings, f"{bench_db}_native")
     rules = capacity_data.load_native(native_url, data, CUSTOMER, (VENDOR, PORT))
+    say(f"  data: {len(data.vendors)} vendors, {data.rate_rows} rate rows, {rules} lcr rules, "
+        f"{len(data.homes)} NPA-NXX, {len(data.calls)} distinct calls; {opts.children} UDP workers; "
+        f"steps of {opts.step_s:.0f} s, hold {opts.hold_ms} ms; {opts.reps} run(s) of each configuration")
+    return Bench(env, settings, workdir, inject, data, native_url, rules)
+
+
+def fresh_redis(bench: Bench) -> int:
+    """Empty the node's Redis database and cache every NANP number's LRN answer, as a warm node
+    has it. Returns the number of answers cached."""
     import redis
 
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(bench.settings.redis_url)
     try:
         client.flushdb()
-        cached = capacity_data.prime_lrn_cache(client, data)
+        return capacity_data.prime_lrn_cache(client, bench.data)
     finally:
         client.close()
-    say(f"  data: {len(data.vendors)} vendors, {data.rate_rows} rate rows, {rules} lcr rules, "
-        f"{len(data.homes)} NPA-NXX, {len(data.calls)} distinct calls ({cached} LRN answers cached); "
-        f"{opts.children} UDP workers; steps of {opts.step_s:.0f} s, hold {opts.hold_ms} ms")
 
-    out: dict[str, dict[str, object]] = {}
-    for name in opts.configs:
-        say(f"  {name}: {CONFIGS[name]}")
-        config_dir = workdir / name
-        config_dir.mkdir(parents=True, exist_ok=True)
-        if name in ("A", "A0"):
-            with psycopg.connect(settings.database_url, autocommit=True) as conn:
-                conn.execute("UPDATE trunks.trunks SET topology_hiding = %s", (name == "A",))
-        with contextlib.ExitStack() as processes:
-            running = processes.enter_context(node(name, env, settings, opts, config_dir, native_url, rules))
-            warm = run_step(running, 50, opts.warmup_calls, opts, config_dir / "warmup", inject, f"{name}w")
-            if not warm.passed:
-                raise RuntimeError(f"{name}: warm-up calls failed ({warm.reason}); see {config_dir / 'warmup'} "
-                                   f"and {config_dir / 'kamailio.log'}")
-            if name == "A" and opts.profile_s:
-                profile(running, opts, config_dir, inject, say)
-            commands_before = redis_commands(settings) if name in ("A", "A0") else 0
-            best, steps = capacity(running, opts, config_dir, inject, say)
-            out[name] = _figures(name, running, best, steps)
-            if name in ("A", "A0"):  # every Redis command of the node (workers and companion) per call offered
-                out[name]["redis_commands_per_call"] = round(
-                    (redis_commands(settings) - commands_before) / max(sum(s.calls for s in steps), 1), 1)
-        say(f"  {name}: max {best} calls/s; {out[name]['sipp']}")
-    result = _table(out)
-    result["seconds"] = round(time.monotonic() - started_at, 1)
-    result["detail"] = out
+
+def run_config(bench: Bench, name: str, opts: Options, config_dir: Path, say: Any) -> dict[str, Any]:
+    """One run of one configuration: start its node, warm it up, search its capacity."""
+    config_dir.mkdir(parents=True, exist_ok=True)
+    if name in ("A", "A0"):
+        with psycopg.connect(bench.settings.database_url, autocommit=True) as conn:
+            conn.execute("UPDATE trunks.trunks SET topology_hiding = %s", (name == "A",))
+    with contextlib.ExitStack() as processes:
+        running = processes.enter_context(node(name, bench.env, bench.settings, opts, config_dir,
+                                               bench.native_url, bench.rules))
+        warm = run_step(running, 50, opts.warmup_calls, opts, config_dir / "warmup", bench.inject, f"{name}w")
+        if not warm.passed:  # reported, and the search goes on: a node that cannot take 50/s scores 0
+            say(f"    WARM-UP FAILED at 50 calls/s: {warm.reason}; see {config_dir / 'warmup'} "
+                f"and {config_dir / 'kamailio.log'}")
+            _quiet(running)
+        if name == "A" and opts.profile_s:
+            profile(running, opts, config_dir, bench.inject, say)
+        best, steps = capacity(running, opts, config_dir, bench.inject, say)
+        result = figures(name, best, steps)
+        result["processes"] = len(running.kamailio_pids())
+        result["warmup"] = "ok" if warm.passed else warm.reason
     return result
+
+
+def run(opts: Options = QUICK, say: Any = None) -> dict[str, object]:
+    def _say(text: str) -> None:
+        print(text, flush=True)
+
+    say = say or _say
+    started_at = time.monotonic()
+    bench = prepare(opts, say)
+    if not isinstance(bench, Bench):
+        return bench
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in opts.configs}
+    for rep in range(1, opts.reps + 1):
+        for name in opts.configs:
+            label = LABELS.get(name, name)
+            say(f"  {label} (run {rep} of {opts.reps}): {CONFIGS[name]}")
+            if name in ("A", "A0"):
+                fresh_redis(bench)
+            result = run_config(bench, name, opts, bench.workdir / name / f"run-{rep}", say)
+            runs[name].append(result)
+            say(f"  {label}: max {result['max_cps']} calls/s; node {result['node_cpu_ms_per_call']} ms CPU/call "
+                f"(Kamailio {result['cpu_ms_per_call']}); {result['redis_cmds_per_call']} Redis commands/call"
+                + (f"; {result['py_callbacks_per_call']} Python callbacks/call"
+                   if result["py_callbacks_per_call"] is not None else "")
+                + f"; INVITE->100 p99 {result['invite_100_p99_ms']} ms; {result['sipp']}")
+    out = summarise(runs)
+    out["seconds"] = round(time.monotonic() - started_at, 1)
+    out["detail"] = runs
+    return out
+
+
+# ------------------------------------------------------------------ what stays behind in Redis
+
+_VOLATILE = re.compile(r"^(?:[0-9a-fA-F-]{16,}|\d+|[0-9a-fA-F]{8,})$|@|tpsh-|(?:\D*\d){4}")
+
+
+def key_family(key: str) -> str:
+    """A key's family: its ':'-separated parts, with identities (UUIDs, numbers, Call-IDs, tags,
+    topos' tpsh ids) as '*', consecutive ones as one ('b:x:INVITE:*' for every topos branch)."""
+    parts: list[str] = []
+    for part in key.split(":"):
+        part = "*" if _VOLATILE.search(part) else part
+        if not (part == "*" and parts and parts[-1] == "*"):
+            parts.append(part)
+    return ":".join(parts)
+
+
+def redis_census(url: str) -> dict[str, dict[str, int]]:
+    """Every key of the database by family: how many keys, their members (hash fields, set /
+    sorted set members, list / stream entries; 1 for a string) and their memory (bytes)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    out: dict[str, dict[str, int]] = {}
+    sizes = {"hash": "HLEN", "zset": "ZCARD", "set": "SCARD", "list": "LLEN", "stream": "XLEN"}
+    try:
+        batch: list[bytes] = []
+
+        def count(keys: list[bytes]) -> None:
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.type(key)
+            types = [t.decode() if isinstance(t, bytes) else str(t) for t in pipe.execute()]
+            pipe = client.pipeline(transaction=False)
+            for key, kind in zip(keys, types, strict=True):
+                if kind in sizes:
+                    pipe.execute_command(sizes[kind], key)
+                else:
+                    pipe.exists(key)
+                pipe.memory_usage(key)
+            values = pipe.execute()
+            for i, key in enumerate(keys):
+                family = out.setdefault(key_family(key.decode(errors="replace")),
+                                        {"keys": 0, "members": 0, "bytes": 0})
+                family["keys"] += 1
+                family["members"] += int(values[2 * i] or 0)
+                family["bytes"] += int(values[2 * i + 1] or 0)
+
+        for key in client.scan_iter(count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                count(batch)
+                batch = []
+        if batch:
+            count(batch)
+    finally:
+        client.close()
+    return dict(sorted(out.items()))
+
+
+def census_growth(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """Families whose keys, members or memory changed between two censuses (pure)."""
+    out: dict[str, dict[str, int]] = {}
+    zero = {"keys": 0, "members": 0, "bytes": 0}
+    for family in sorted(set(before) | set(after)):
+        b, a = before.get(family, zero), after.get(family, zero)
+        delta = {k: a[k] - b[k] for k in zero}
+        if any(delta.values()):
+            out[family] = {**{f"{k}_after": a[k] for k in zero}, **{f"{k}_delta": v for k, v in delta.items()}}
+    return out
+
+
+def state_growth(opts: Options = QUICK, say: Any = None) -> dict[str, object]:
+    """Issue 17: "something in A's state grows from run to run". A runs twice in a row on the
+    same Redis (flushed and primed once, before the first run), each run a full capacity
+    search; the Redis database is counted by key family before, after the first and after the
+    second run (each count once the node has stopped and its calls are over)."""
+
+    def _say(text: str) -> None:
+        print(text, flush=True)
+
+    say = say or _say
+    started_at = time.monotonic()
+    bench = prepare(opts, say, folder="capacity-state")
+    if not isinstance(bench, Bench):
+        return bench
+    fresh_redis(bench)
+    url = bench.settings.redis_url
+    censuses = [redis_census(url)]
+    results = []
+    for rep in (1, 2):
+        say(f"  A (run {rep} of 2, same Redis)")
+        results.append(run_config(bench, "A", opts, bench.workdir / "A" / f"run-{rep}", say))
+        censuses.append(redis_census(url))
+        say(f"  A run {rep}: max {results[-1]['max_cps']} calls/s, node {results[-1]['node_cpu_ms_per_call']} "
+            f"ms CPU/call, {results[-1]['redis_cmds_per_call']} Redis commands/call")
+    first, second = census_growth(censuses[0], censuses[1]), census_growth(censuses[1], censuses[2])
+    for title, growth in (("after run 1", first), ("after run 2 (against run 1)", second)):
+        say(f"  Redis key families changed {title}:")
+        for family, delta in growth.items():
+            say(f"    {family:48} keys {delta['keys_after']:7d} ({delta['keys_delta']:+d}), members "
+                f"{delta['members_after']:8d} ({delta['members_delta']:+d}), {delta['bytes_after'] / 1024:9.1f} KiB "
+                f"({delta['bytes_delta'] / 1024:+.1f})")
+    return {
+        "state_A_max_cps_run1": results[0]["max_cps"], "state_A_max_cps_run2": results[1]["max_cps"],
+        "state_A_node_cpu_ms_per_call_run1": results[0]["node_cpu_ms_per_call"],
+        "state_A_node_cpu_ms_per_call_run2": results[1]["node_cpu_ms_per_call"],
+        "state_A_redis_cmds_per_call_run1": results[0]["redis_cmds_per_call"],
+        "state_A_redis_cmds_per_call_run2": results[1]["redis_cmds_per_call"],
+        "state_keys_before": sum(f["keys"] for f in censuses[0].values()),
+        "state_keys_after_run1": sum(f["keys"] for f in censuses[1].values()),
+        "state_keys_after_run2": sum(f["keys"] for f in censuses[2].values()),
+        "seconds": round(time.monotonic() - started_at, 1),
+        "growth_run1": first, "growth_run2": second, "census": censuses, "detail": results,
+    }
 
 
 def udp_bound(ip: str, port: int, proc: subprocess.Popen[bytes], timeout_s: float = 10) -> bool:
@@ -572,26 +983,3 @@ def _ratio(a: object, b: object) -> float | None:
     if isinstance(a, int | float) and isinstance(b, int | float) and b:
         return round(a / b, 2)
     return None
-
-
-def _table(out: dict[str, dict[str, object]]) -> dict[str, object]:
-    """Flat rows for the printed table: one per figure and configuration, then the ratios."""
-    rows: dict[str, object] = {}
-    for figure in ("max_cps", "cpu_ms_per_call", "cpu_ms_per_call_at_max", "helper_cpu_ms_per_call",
-                   "invite_100_p50_ms", "invite_100_p99_ms", "invite_100_mean_ms",
-                   "invite_180_p50_ms", "invite_180_p99_ms", "invite_180_mean_ms",
-                   "rss_mb", "pss_mb", "processes", "redis_commands_per_call"):
-        for name, figures in out.items():
-            if figures.get(figure) is not None:
-                rows[f"{name}_{figure}"] = figures[figure]
-    for figure in ("max_cps", "cpu_ms_per_call", "cpu_ms_per_call_at_max", "invite_100_mean_ms", "pss_mb"):
-        for other in ("B", "C"):
-            if "A" in out and other in out:
-                rows[f"A/{other}_{figure}"] = _ratio(out["A"].get(figure), out[other].get(figure))
-    if "A" in out and "B" in out:
-        ratio = rows.get("A/B_max_cps")
-        rows["target_A_max_cps_vs_B"] = (f"{'met' if isinstance(ratio, float) and ratio >= 0.8 else 'MISSED'}"
-                                         f" (A/B {ratio}, target >= 0.8)")
-    for name, figures in out.items():
-        rows[f"{name}_sipp"] = figures["sipp"]
-    return rows

@@ -1,6 +1,8 @@
-"""The capacity benchmark's data: one generated set of vendors, rate decks and calls, written
-twice — into WARP's schema for configuration A, and into the tables of Kamailio's `permissions`
-and `lcr` modules for configuration B — so both route the same calls over the same decks.
+"""The capacity benchmark's data: one generated set of vendors, rate decks and calls, and one
+customer's terms (limits, credit, price), written twice — into WARP's schema for configuration
+A, and into the tables of Kamailio's modules for configurations B and B-min (`permissions`,
+`lcr`; B also `htable`, `pipelimit`, and the `acc` tables its CDRs go to) — so all route the same
+calls over the same decks under the same terms.
 
 Every vendor gateway points at the one SIPp vendor process; which vendor wins does not change
 the proxy's work, and one generator process costs the machine less than ten.
@@ -35,6 +37,30 @@ class Rate:
         """What B orders by: the lcr module has no notion of jurisdiction, so a NANP row's
         interstate price stands for the row (A picks the jurisdiction per call)."""
         return self.interstate if self.interstate is not None else self.rate
+
+
+@dataclass(frozen=True)
+class Terms:
+    """The benchmark customer's terms, the same for A and B: limits no benchmark reaches (the
+    benchmark looks for the node's own ceiling, yet both configurations check them on every
+    call), a credit line no benchmark spends, one retail price for every destination."""
+
+    trunk: str = "bench"
+    account: str = "BENCH1"
+    cps_limit: int = 100_000  # per trunk
+    max_calls: int = 100_000  # concurrent calls, per trunk and per account
+    credit: Decimal = Decimal(999_999_999)
+    price_per_min: Decimal = Decimal("1.00")
+    initial_increment: int = 60
+    subsequent_increment: int = 60
+    connection_fee: Decimal = Decimal(0)
+
+    @property
+    def cost_per_s(self) -> Decimal:
+        return (self.price_per_min / 60).quantize(Decimal("0.000001"))
+
+
+TERMS = Terms()
 
 
 @dataclass(frozen=True)
@@ -143,8 +169,9 @@ def _copy(conn: psycopg.Connection[Any], statement: str, rows: list[tuple[object
 
 def load_warp(url: str, data: BenchData, customer_cidr: str, gateway: tuple[str, int]) -> None:
     """Configuration A's data in WARP's schema: vendors, decks, one least-cost plan with every
-    vendor, a postpaid customer with a credit line no benchmark reaches and no CPS or call
-    limit, NPA-NXX homes for the jurisdiction."""
+    vendor, a postpaid customer on ``TERMS`` (credit line, CPS and call limits), NPA-NXX homes
+    for the jurisdiction."""
+    terms = TERMS
     with psycopg.connect(url, autocommit=True) as conn:
         migrate.apply(conn)
     with psycopg.connect(url) as conn:
@@ -162,14 +189,16 @@ def load_warp(url: str, data: BenchData, customer_cidr: str, gateway: tuple[str,
         _copy(conn, "COPY routing.npanxx (npanxx, state) FROM STDIN", list(data.homes.items()))
         retail = _id(conn, "INSERT INTO billing.rate_plans (name) VALUES ('bench-retail') RETURNING id")
         for digit in "123456789":
-            conn.execute("INSERT INTO billing.rate_plan_rates (rate_plan_id, prefix, rate) VALUES (%s, %s, 1.00)",
-                         (retail, digit))
+            conn.execute("INSERT INTO billing.rate_plan_rates (rate_plan_id, prefix, rate, initial_increment,"
+                         " subsequent_increment, connection_fee) VALUES (%s, %s, %s, %s, %s, %s)",
+                         (retail, digit, terms.price_per_min, terms.initial_increment, terms.subsequent_increment,
+                          terms.connection_fee))
         account = _id(conn, "INSERT INTO accounts.accounts (ban, name, status, rate_plan_id, billing_type,"
-                      " credit_limit) VALUES ('BENCH1', 'Benchmark customer', 'active', %s, 'postpaid', 999999999)"
-                      " RETURNING id", (retail,))
-        # no CPS limit worth the name: the benchmark looks for the node's own ceiling
-        trunk = _id(conn, "INSERT INTO trunks.trunks (account_id, name, routing_plan_id, cps_limit)"
-                    " VALUES (%s, 'bench', %s, 100000) RETURNING id", (account, plan))
+                      " credit_limit, max_concurrent) VALUES (%s, 'Benchmark customer', 'active', %s, 'postpaid',"
+                      " %s, %s) RETURNING id", (terms.account, retail, terms.credit, terms.max_calls))
+        trunk = _id(conn, "INSERT INTO trunks.trunks (account_id, name, routing_plan_id, cps_limit, max_concurrent)"
+                    " VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                    (account, terms.trunk, plan, terms.cps_limit, terms.max_calls))
         conn.execute("INSERT INTO trunks.trunk_access_lists (account_id, trunk_id, cidr) VALUES (%s, %s, %s)",
                      (account, trunk, customer_cidr))
 
@@ -191,13 +220,43 @@ def lcr_rules(data: BenchData) -> dict[str, list[str]]:
     return rules
 
 
+# what B's acc writes besides the module's own columns (modparam acc db_extra in native/full.cfg)
+ACC_EXTRA_COLUMNS = ("src_user", "dst_user", "src_ip", "trunk")
+
+
+def native_terms(terms: Terms = TERMS) -> list[tuple[str, int, str]]:
+    """B's htable rows (key, value type 0 string / 1 integer, value): the trunk's account, the
+    call limits, and cnxcc's credit parameters (credit, connect cost, cost per second, initial
+    and final pulse in seconds)."""
+    t, a = terms.trunk, terms.account
+    return [(f"{t}::account", 0, a), (f"{t}::max_calls", 1, str(terms.max_calls)),
+            (f"{a}::max_calls", 1, str(terms.max_calls)), (f"{a}::credit", 0, str(terms.credit)),
+            (f"{a}::connect_cost", 0, str(terms.connection_fee)), (f"{a}::cost_per_s", 0, str(terms.cost_per_s)),
+            (f"{a}::initial_pulse", 1, str(terms.initial_increment)),
+            (f"{a}::final_pulse", 1, str(terms.subsequent_increment))]
+
+
 def load_native(url: str, data: BenchData, customer_ip: str, gateway: tuple[str, int]) -> int:
-    """Configuration B's data in Kamailio's own tables (schema from the Debian package).
-    Returns the number of LCR rules."""
+    """Configurations B's and B-min's data in Kamailio's own tables (schema from the Debian
+    package): the ACL entry tagged with the trunk, the LCR tables, B's terms (htable), CPS pipe
+    (pl_pipes) and CDR tables (acc, missed_calls, with the extra columns). Returns the number
+    of LCR rules."""
+    terms = TERMS
     with psycopg.connect(url) as conn:
-        for script in ("standard-create.sql", "permissions-create.sql", "lcr-create.sql"):
+        for script in ("standard-create.sql", "permissions-create.sql", "lcr-create.sql", "htable-create.sql",
+                       "pipelimit-create.sql", "acc-create.sql"):
             conn.execute((KAMAILIO_SCHEMA / script).read_text().encode())
-        conn.execute("INSERT INTO address (grp, ip_addr, mask, port) VALUES (1, %s, 32, 0)", (customer_ip,))
+        for table in ("acc", "missed_calls"):
+            for column in ACC_EXTRA_COLUMNS:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} VARCHAR(64) DEFAULT '' NOT NULL".encode())
+        conn.execute("INSERT INTO address (grp, ip_addr, mask, port, tag) VALUES (1, %s, 32, 0, %s)",
+                     (customer_ip, terms.trunk))
+        _copy(conn, "COPY htable (key_name, value_type, key_value) FROM STDIN", list(native_terms(terms)))
+        conn.execute("INSERT INTO pl_pipes (pipeid, algorithm, plimit) VALUES (%s, 'TAILDROP', %s)",
+                     (terms.trunk, terms.cps_limit))
+        # B's CDR rows: committed without waiting for an fsync each (flushed within a second)
+        dbname = conn.info.dbname
+        conn.execute(f'ALTER DATABASE "{dbname}" SET synchronous_commit = off'.encode())
         gw_ids: dict[str, int] = {}
         for index, name in enumerate(data.vendors, start=1):
             conn.execute("INSERT INTO lcr_gw (id, lcr_id, gw_name, ip_addr, port, uri_scheme, transport, strip, flags)"

@@ -9,7 +9,7 @@ python=/usr/bin/python3.11
 
 debian_packages=(
   kamailio kamailio-python3-modules kamailio-redis-modules kamailio-postgres-modules
-  kamailio-extra-modules kamailio-utils-modules
+  kamailio-extra-modules kamailio-utils-modules kamailio-cnxcc-modules
   rtpengine-daemon sip-tester redis-server postgresql-15 postgresql-client-15
   python3.11-venv docker-compose iproute2
 )

@@ -1,5 +1,6 @@
 """The capacity benchmark's native Kamailio configurations still parse with the defines the
-benchmark passes, and its LCR rules for the lcr module order vendors as WARP's least cost does."""
+benchmark passes, its LCR rules for the lcr module order vendors as WARP's least cost does, and
+configuration B's terms are the same as A's."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ from routing_engine.settings import PROJECT_ROOT
 NATIVE = PROJECT_ROOT / "benchmarks" / "native"
 DEFINES = {
     "lcr.cfg": ["BENCH_CHILDREN=4", "BENCH_TCP_CHILDREN=2", "BENCH_LOG_LEVEL=2", "BENCH_RULE_HASH=4096"],
+    "full.cfg": ["BENCH_CHILDREN=4", "BENCH_TCP_CHILDREN=2", "BENCH_LOG_LEVEL=2", "BENCH_RULE_HASH=4096",
+                 "BENCH_MAX_DURATION=14400", "BENCH_TOPOS_EXPIRE=14700",
+                 'BENCH_TOPOS_REDIS="name=topos;addr=127.0.0.1;port=26379;db=0"',
+                 'BENCH_CNXCC_REDIS="addr=127.0.0.1;port=26379;db=1"'],
     "null.cfg": ["BENCH_CHILDREN=4", "BENCH_TCP_CHILDREN=2", "BENCH_LOG_LEVEL=2",
                  'BENCH_GATEWAY="127.0.0.131:5060"'],
 }
@@ -53,3 +58,15 @@ def test_generated_calls_are_routable_numbers() -> None:
     for dialed, caller in data.calls:
         assert phonenumbers.is_possible_number(phonenumbers.parse("+" + dialed)), dialed
         assert caller.startswith("1") and len(caller) == 11
+
+
+def test_native_terms_are_the_terms_a_runs_under() -> None:
+    terms = capacity_data.TERMS
+    rows = {key: (kind, value) for key, kind, value in capacity_data.native_terms(terms)}
+    assert rows[f"{terms.trunk}::account"] == (0, terms.account)
+    assert rows[f"{terms.trunk}::max_calls"] == rows[f"{terms.account}::max_calls"] == (1, str(terms.max_calls))
+    assert Decimal(rows[f"{terms.account}::credit"][1]) == terms.credit
+    # cnxcc's cost per second is the per-minute price; its pulses are the billing increments
+    assert abs(Decimal(rows[f"{terms.account}::cost_per_s"][1]) * 60 - terms.price_per_min) < Decimal("0.0001")
+    assert rows[f"{terms.account}::initial_pulse"] == (1, str(terms.initial_increment))
+    assert rows[f"{terms.account}::final_pulse"] == (1, str(terms.subsequent_increment))
