@@ -154,7 +154,7 @@ class QualitySettings:
     min_samples: int = 20        # fewer attempts than this in the window: not judged
     asr_min: float = 0.2         # below this ASR a vendor is demoted by the quality strategy...
     hysteresis: float = 0.05     # ...and restored only above asr_min + hysteresis
-    refresh_s: float = 5.0       # how often a worker re-reads the window
+    refresh_s: float = 1.0       # how often the companion publishes verdicts and a worker reads them
     prefix_digits: int = 4       # also judged per destination prefix of this many digits (0: off)
     pdd_max_ms: int = 0          # average PDD above this demotes too (0: PDD not judged)
 
