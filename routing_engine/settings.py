@@ -76,6 +76,14 @@ class SipSettings:
     # New calls per second of a trunk whose own cps_limit is not set (0: no limit), so that no
     # address a trunk's ACL names can set up calls without bound.
     default_trunk_cps: int = 100
+    # Topology hiding (for trunks that have it on, the default): "topos" removes the other side's
+    # Via, Record-Route and Contact and keeps them per dialog in Redis (a few Redis commands per
+    # message); "topoh" masks them, encrypted with topoh_key, in our own headers (no storage, no
+    # Redis; the peer sees the masked headers). topoh_key must be the same on every node;
+    # topoh_ip is the host masked URIs carry (empty: the first listen address).
+    topology_hiding: str = "topos"
+    topoh_key: str = ""
+    topoh_ip: str = ""
 
 
 @dataclass(frozen=True)
@@ -443,6 +451,10 @@ def _check(settings: Settings) -> None:
         if not 1 <= port <= 65535:
             raise SettingsError(f"{key}: not a port number: {port}")
     _check_media(settings.media)
+    if settings.sip.topology_hiding not in ("topos", "topoh"):
+        raise SettingsError(f"sip.topology_hiding: topos or topoh, got {settings.sip.topology_hiding!r}")
+    if settings.sip.topology_hiding == "topoh" and len(settings.sip.topoh_key) < 16:
+        raise SettingsError("sip.topoh_key: topoh needs a key of at least 16 characters, the same on every node")
     if settings.cdr.batch_seconds <= 0:
         raise SettingsError(f"cdr.batch_seconds: must be greater than zero, got {settings.cdr.batch_seconds}")
     if settings.metrics.listen:
