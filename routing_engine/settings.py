@@ -453,8 +453,10 @@ def _check(settings: Settings) -> None:
     _check_media(settings.media)
     if settings.sip.topology_hiding not in ("topos", "topoh"):
         raise SettingsError(f"sip.topology_hiding: topos or topoh, got {settings.sip.topology_hiding!r}")
-    if settings.sip.topology_hiding == "topoh" and len(settings.sip.topoh_key) < 16:
-        raise SettingsError("sip.topoh_key: topoh needs a key of at least 16 characters, the same on every node")
+    if settings.sip.topology_hiding == "topoh" and (len(settings.sip.topoh_key) < 16 or '"' in settings.sip.topoh_key):
+        # the key becomes a quoted string in kamailio.cfg (#!trydefenvs)
+        raise SettingsError("sip.topoh_key: topoh needs a key of at least 16 characters without a double quote, "
+                            "the same on every node")
     if settings.cdr.batch_seconds <= 0:
         raise SettingsError(f"cdr.batch_seconds: must be greater than zero, got {settings.cdr.batch_seconds}")
     if settings.metrics.listen:
