@@ -11,7 +11,7 @@ The work is split so that the call path pays almost nothing:
   ``refresh_s`` and publishes the verdicts as one small JSON value (``warp:quality:verdicts``):
   every vendor's figures, and only the demotions per prefix. Every node's companion reads every
   entry, so they all publish the same verdicts; a restarted one rebuilds its window from the
-  stream, which keeps the last ``window_s`` (trimmed by length);
+  stream, which the companions trim to the last ``window_s``;
 - a worker (``QualityView``) reads that one value at most every ``refresh_s``.
 
 A vendor (or vendor × prefix) with at least ``min_samples`` attempts is demoted when its ASR is
@@ -36,7 +36,7 @@ log = logging.getLogger("warp.quality")
 BUCKET_S = 60
 STREAM = "warp:quality"
 VERDICTS = "warp:quality:verdicts"
-STREAM_MAXLEN = 500_000  # outcomes kept (approximately): a 15-minute window at 500 calls/s
+STREAM_MAXLEN = 500_000  # a bound on the stream when no companion trims it to the window
 STALE_S = 60.0           # verdicts older than this are not used (no companion publishes them)
 _FIGURES = ("attempts", "answered", "seconds", "pdd_sum", "pdd_n")
 
@@ -238,7 +238,12 @@ class Aggregator:
                 demoted.add(key)
         self._demoted = demoted
         doc = {"at": now, "vendors": vendors, "prefixes": prefixes}
-        self.client.set(VERDICTS, json.dumps(doc, separators=(",", ":")))
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(VERDICTS, json.dumps(doc, separators=(",", ":")))
+        # the stream keeps what a restarted companion needs: the window (entry ids are Redis's clock)
+        pipe.xtrim(STREAM, minid=f"{int((time.time() - self.window.window_s - BUCKET_S) * 1000)}-0",
+                   approximate=False)
+        pipe.execute()
         self._published_at = now
         return doc
 

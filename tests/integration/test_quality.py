@@ -174,3 +174,14 @@ def test_a_restarted_companion_rebuilds_the_window_and_keeps_the_demotions(r: re
     again.step()
     assert figures(r)[str(V)].attempts == 23
     assert QualityView(r, refresh_s=0, clock=clock).demotion(V) is not None
+
+
+def test_the_stream_keeps_only_what_the_window_needs(r: redis.Redis) -> None:
+    import time
+
+    old = int((time.time() - 3600) * 1000)
+    for i in range(5):  # an hour ago, by Redis's clock
+        r.xadd(STREAM, {"t": str(T), "o": json.dumps([[str(V), 0, 0, None, ""]])}, id=f"{old}-{i}")
+    record(r, outcomes(1, 0), T)
+    aggregator(r, Clock()).step()
+    assert r.xlen(STREAM) == 1
