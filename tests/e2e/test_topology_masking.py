@@ -71,6 +71,18 @@ def test_a_masked_call_shows_neither_side_the_other_and_its_in_dialog_requests_a
     assert not [key for key in clean_redis.scan_iter(count=1000) if key.startswith(("d:z:", "b:x:"))]
 
 
+def test_the_called_side_hangs_up_through_the_masked_headers(node: Node, tmp_path: Path,
+                                                             module_db: psycopg.Connection) -> None:
+    with vendor("vendor_hangup.xml", VENDOR, tmp_path) as gw:
+        uac = sipp("customer_call_cut.xml", HIDDEN, tmp_path, remote=node.target, service=DIALED,
+                   keys={"caller": CALLER})
+        assert gw.wait() == 0, gw.report()  # its BYE was answered: it reached the customer
+        assert uac.wait() == 0, uac.report()
+    (bye,) = uac.received("BYE")
+    assert not [h for name in ROUTING for h in header(bye, name) if VENDOR in h], bye
+    assert cdr(module_db, call_id_of(uac))["hangup_side"] == "callee"
+
+
 def test_a_trunk_with_topology_hiding_off_is_not_masked(node: Node, tmp_path: Path) -> None:
     with vendor("vendor_answer.xml", VENDOR, tmp_path) as gw:
         uac = sipp("customer_call.xml", EXPOSED, tmp_path, remote=node.target, service=DIALED,
