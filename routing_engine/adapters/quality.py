@@ -180,10 +180,11 @@ class Aggregator:
         self._demoted |= {("p", prefix, v) for prefix, by_vendor in doc.get("prefixes", {}).items()
                           for v in by_vendor}
         since = max(0, int((time.time() - self.window.window_s - BUCKET_S) * 1000))
-        start = self._last_id = f"{since}-0"
+        start = f"{since}-0"
         while entries := self.client.xrange(STREAM, min=start, count=1000):
             self._fold(entries)
             start = f"({entries[-1][0]}"
+        self._last_id = self._last_id or f"{since}-0"  # followed from here on (set once replayed)
 
     def step(self, block_ms: int | None = None) -> None:
         """Fold in what the stream has gained (waiting up to ``block_ms`` for it), and publish
@@ -295,15 +296,16 @@ class QualityView:
         return self._prefixes.get(prefix, {}).get(vendor)
 
     def _read(self, now: float) -> None:
+        vendors: dict[str, str] = {}
+        prefixes: dict[str, dict[str, str]] = {}
         try:
-            doc = _load(self.client.get(VERDICTS))
-        except Exception as exc:  # no data: nobody is demoted
+            doc = _load(self.client.get(VERDICTS)) or {}
+            age = now - float(doc.get("at", now))
+            if age > self.stale_s:
+                log.warning("vendor quality verdicts of %.0f s ago not used: is a companion running?", age)
+            else:
+                vendors = {v: f["demoted"] for v, f in doc.get("vendors", {}).items() if f.get("demoted")}
+                prefixes = doc.get("prefixes", {})
+        except Exception as exc:  # no data, or data not understood: nobody is demoted
             log.warning("vendor quality unknown (%s)", exc)
-            doc = None
-        if doc is not None and now - float(doc.get("at", 0)) > self.stale_s:
-            log.warning("vendor quality verdicts of %.0f s ago not used: is a companion running?",
-                        now - float(doc.get("at", 0)))
-            doc = None
-        doc = doc or {}
-        self._vendors = {v: f["demoted"] for v, f in doc.get("vendors", {}).items() if f.get("demoted")}
-        self._prefixes = doc.get("prefixes", {})
+        self._vendors, self._prefixes = vendors, prefixes
