@@ -185,3 +185,9 @@ def test_the_stream_keeps_only_what_the_window_needs(r: redis.Redis) -> None:
     record(r, outcomes(1, 0), T)
     aggregator(r, Clock()).step()
     assert r.xlen(STREAM) == 1
+
+
+@pytest.mark.parametrize("published", ["not json", '["a list"]', '{"at": "yesterday"}', '{"at": 1, "vendors": []}'])
+def test_verdicts_a_worker_cannot_understand_demote_nobody(r: redis.Redis, published: str) -> None:
+    r.set(VERDICTS, published)
+    assert QualityView(r, refresh_s=0, clock=Clock(1.0)).demotion(V) is None
