@@ -1,6 +1,6 @@
 """make bench: run the benchmarks, print a table, write bench-results/results.json.
 
-    python -m benchmarks [--full] [--only decision,cdr_pipeline,capacity,reload] [--configs A,B,C] [--profile S]
+    python -m benchmarks [--full] [--only decision,cdr_pipeline,capacity,reload,replay] [--configs A,B,C] [--profile S]
 
 The default run is bounded (under 10 minutes on 2 cores); --full takes longer, steadier steps.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from benchmarks import capacity, cdr_pipeline, decision, reload
+from benchmarks import capacity, cdr_pipeline, decision, reload, replay
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -29,7 +29,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--full", action="store_true", help="longer load steps, finer bisection")
-    parser.add_argument("--only", default="", help="comma-separated: decision, cdr_pipeline, capacity, reload")
+    parser.add_argument("--only", default="", help="comma-separated: decision, cdr_pipeline, capacity, reload, replay")
     parser.add_argument("--configs", default="A,A0,B,C", help="capacity configurations to run")
     parser.add_argument("--profile", type=int, default=0, metavar="SECONDS",
                         help="capacity: profile A's workers with py-spy under load first")
@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
          lambda: capacity.run(options)),
         ("reload", "reload under load: SQL edits while SIPp calls run, node memory with a large deck",
          lambda: reload.run(seconds=120 if args.full else 60, opts=options)),
+        ("replay", "replay: a day of CDRs decided again on a draft (embedded Postgres)",
+         lambda: replay.run(calls=1_000_000 if args.full else 200_000)),
     ]
     results: dict[str, object] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),

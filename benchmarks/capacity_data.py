@@ -16,7 +16,8 @@ from typing import Any
 
 import psycopg
 
-from routing_engine.ops import migrate, stack
+from routing_engine.adapters import migrate
+from routing_engine.ops import stack
 from routing_engine.settings import Settings
 
 KAMAILIO_SCHEMA = Path("/usr/share/kamailio/postgres")

@@ -22,10 +22,9 @@ from decimal import Decimal
 
 import psycopg
 
-from routing_engine.adapters import redis_store
+from routing_engine.adapters import migrate, redis_store
 from routing_engine.companion.emitter import Emitter, PostgresSink
 from routing_engine.domain.cdr import CdrRecord
-from routing_engine.ops import migrate
 from routing_engine.settings import load_settings
 
 DATABASE = "warp_bench_cdr"

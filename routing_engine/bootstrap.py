@@ -24,13 +24,16 @@ from typing import Any
 from uuid import UUID
 
 from routing_engine import metrics
-from routing_engine.adapters import lrn_sources, postgres, redis_store
+from routing_engine.adapters import lrn_sources, media_failures, postgres, redis_store
 from routing_engine.adapters.health import HealthView
 from routing_engine.adapters.money import Limits, Wallet
 from routing_engine.adapters.quality import Aggregator, Judge, Outcome, QualityView
 from routing_engine.adapters.quality import record as record_outcomes
 from routing_engine.adapters.registrations import BlockCache, Defence, RegistrationStore
+from routing_engine.adapters.rtpengine_ng import NgClient
 from routing_engine.adapters.snapshots import SnapshotFollower, SnapshotStore
+from routing_engine.calls.ports import Sip
+from routing_engine.calls.service import CallService
 from routing_engine.domain import auth, destinations, lrn, validation
 from routing_engine.domain.cdr import CdrRecord
 from routing_engine.domain.decision import CallRequest, Decision, LrnLookup, decide_invite
@@ -164,6 +167,7 @@ class Decider:
     lrn: LrnLookup | None = None
     health: HealthView | None = None
     quality: QualityView | None = None
+    margin_duration_s: int = 60  # routing.margin_expected_duration_s
 
     def __call__(self, request: CallRequest, snapshot: RoutingSnapshot, now: datetime,
                  trunk_id: UUID | None = None, method: str = "given") -> Decision:
@@ -176,7 +180,7 @@ class Decider:
                              **({"lrn_lookup": self.lrn} if self.lrn is not None else {}),
                              trunk_id=trunk_id, method=method,
                              gateway_up=self.health.is_up if self.health is not None else lambda _: True,
-                             demotion=demotion)
+                             demotion=demotion, margin_duration_s=self.margin_duration_s)
 
 
 def decider(settings: Settings, client: Any, fresh: bool = False) -> Decider:
@@ -185,7 +189,8 @@ def decider(settings: Settings, client: Any, fresh: bool = False) -> Decider:
     them fresh."""
     return Decider(settings.routing.default_region, lrn_lookup(settings, client),
                    HealthView(client, refresh_s=0) if fresh else HealthView(client),
-                   quality_view(settings, client, 0 if fresh else None))
+                   quality_view(settings, client, 0 if fresh else None),
+                   settings.routing.margin_expected_duration_s)
 
 
 @dataclass
@@ -274,6 +279,9 @@ class App:
         """Append to the Redis stream; if Redis cannot take it, to the local spool file."""
         self.end_call(record)
 
+    def count_media_failure(self, kind: str) -> None:
+        media_failures.count(self.cdr_stream.client, kind)
+
 
 def spool_write(directory: Path, record: CdrRecord) -> None:
     directory.mkdir(parents=True, exist_ok=True)
@@ -301,3 +309,11 @@ def build_app(environ: Mapping[str, str] | None = None) -> App:
                registrations=RegistrationStore(client),
                defence=defence, blocks=BlockCache(defence, a.block_refresh_ms / 1000),
                limits=Limits(client), wallet=Wallet(client))
+
+
+def build_worker(sip: Sip, environ: Mapping[str, str] | None = None) -> CallService:
+    """A SIP worker's call service (in each Kamailio process, after the fork: its sockets are its
+    own). ``sip`` is what only Kamailio does for the message at hand (kemi/)."""
+    app = build_app(environ)
+    m = app.settings.media
+    return CallService(app, sip, NgClient(m.ng_address, m.timeout_ms / 1000, m.retries))

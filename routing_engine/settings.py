@@ -120,6 +120,9 @@ class KamailioSettings:
 @dataclass(frozen=True)
 class RoutingSettings:
     default_region: str = "US"  # region for dialed numbers written without a country code
+    # margin protection judges each vendor on a call of this many answered seconds: the customer's
+    # charge and the vendor's cost for it, each with its increments, minimum and connection fee
+    margin_expected_duration_s: int = 60
 
 
 @dataclass(frozen=True)
@@ -502,6 +505,9 @@ def _check(settings: Settings) -> None:
             f"routing.default_region: expected an ISO 3166 region code such as US, "
             f"got {settings.routing.default_region!r}"
         )
+    if not 1 <= settings.routing.margin_expected_duration_s <= 86_400:
+        raise SettingsError(f"routing.margin_expected_duration_s: expected 1-86400 seconds, "
+                            f"got {settings.routing.margin_expected_duration_s}")
 
 
 def _check_media(m: MediaSettings) -> None:

@@ -11,7 +11,8 @@ import psycopg
 import pytest
 import redis
 
-from routing_engine.ops import migrate, stack
+from routing_engine.adapters import migrate
+from routing_engine.ops import stack
 from routing_engine.settings import Settings, load_settings
 
 # WARP_TEST_DB / WARP_TEST_REDIS_DB let two test runs share the embedded servers side by side.

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from uuid import UUID
 
+from routing_engine.adapters.sipcheck import options_ping
 from routing_engine.domain.snapshot import Gateway
-from routing_engine.ops.sipcheck import options_ping
 
 log = logging.getLogger("warp.health")
 KEY = "warp:gw:down"

@@ -23,6 +23,13 @@ Funds (amounts in whole millionths, so Redis does exact integer arithmetic)
   stream with the call as its reference, which the companion writes to
   ``billing.balance_updates`` (where (kind, reference) is unique).
 
+One money path: every balance change (a call's charge: ``settle``; a top-up, an adjustment, a
+refund: ``post``) is one script that moves the live balance and appends the ledger entry
+together, idempotent by its (kind, reference), whichever process makes it (the companion, the
+API, the CLI, rerating). No script starts a missing balance from zero: the caller passes the
+account's durable balance as the seed (adapters/ledger.durable_balance), else ``Unseeded``.
+`warp ledger check` holds live balance = Postgres ledger + entries still in the stream.
+
 Time is passed in by the caller (``now``, seconds since the epoch).
 """
 
@@ -100,6 +107,10 @@ return {amount, available}
 _SETTLE = """
 local call = ARGV[1]
 local cost = tonumber(ARGV[2])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  if ARGV[6] == '' then return -1 end
+  redis.call('SET', KEYS[1], ARGV[6])
+end
 local charged = 0
 if cost > 0 and redis.call('SET', KEYS[4], '1', 'NX', 'EX', tonumber(ARGV[5])) then
   redis.call('DECRBY', KEYS[1], cost)
@@ -112,12 +123,44 @@ redis.call('HDEL', KEYS[3], call)
 return charged
 """
 
-_TOPUP = """
-redis.call('INCRBY', KEYS[1], tonumber(ARGV[1]))
-redis.call('XADD', KEYS[2], '*', 'account_id', ARGV[2], 'amount_micros', ARGV[1], 'kind', ARGV[4],
-           'reference', ARGV[3], 'at', ARGV[5])
-return redis.call('GET', KEYS[1])
+# The one way a balance moves other than a call's charge: a top-up, an adjustment, a refund.
+# KEYS: balance, ledger stream, the reference's marker. ARGV: amount, account, reference, kind,
+# at, marker TTL, seed (the durable balance, '' when not known), ledger row id ('' for none).
+_POST = """
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  return {'duplicate', redis.call('GET', KEYS[1]) or ''}
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  if ARGV[7] == '' then return {'unseeded', ''} end
+  redis.call('SET', KEYS[1], ARGV[7])
+end
+redis.call('SET', KEYS[3], '1', 'EX', tonumber(ARGV[6]))
+local balance = redis.call('INCRBY', KEYS[1], tonumber(ARGV[1]))
+local entry = {'account_id', ARGV[2], 'amount_micros', ARGV[1], 'kind', ARGV[4], 'reference', ARGV[3],
+               'at', ARGV[5]}
+if ARGV[8] ~= '' then
+  entry[#entry + 1] = 'id'
+  entry[#entry + 1] = ARGV[8]
+end
+redis.call('XADD', KEYS[2], '*', unpack(entry))
+return {'posted', tostring(balance)}
 """
+
+KINDS = ("topup", "adjustment", "refund")  # posted with Wallet.post; call charges with Wallet.settle
+
+
+class Unseeded(LookupError):
+    """The account has no live balance in Redis yet: it must be seeded from the durable ledger
+    (adapters/ledger.durable_balance) before money moves, or the move would start from zero."""
+
+
+class Duplicate(ValueError):
+    """A balance change with this (kind, reference) was posted already: nothing moved again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Posted:
+    balance_micros: int   # the live balance after the change
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +258,7 @@ class Wallet:
         self.client = client
         self._reserve = client.register_script(_RESERVE)
         self._settle = client.register_script(_SETTLE)
-        self._topup = client.register_script(_TOPUP)
+        self._post = client.register_script(_POST)
 
     @staticmethod
     def _keys(account_id: UUID) -> list[str]:
@@ -244,16 +287,47 @@ class Wallet:
         """Call -> the moment its reservation lapses if nobody settles it."""
         return _by_call(self.client.zrange(self._keys(account_id)[1], 0, -1, withscores=True))
 
-    def settle(self, call: UUID, account_id: UUID, cost_micros: int, at_iso: str) -> bool:
+    def settle(self, call: UUID, account_id: UUID, cost_micros: int, at_iso: str,
+               seed_micros: int | None = None) -> bool:
         """Charge the call once and release its reservation; True if this settlement charged.
-        The ledger entry's reference is the call (its CDR id), unique per call."""
+        The ledger entry's reference is the call (its CDR id), unique per call. An account with
+        no live balance is charged only given ``seed_micros`` (its durable balance): else
+        ``Unseeded`` is raised and nothing changes."""
         member = _member(call)
         keys = [*self._keys(account_id), f"warp:charged:{member}", LEDGER_STREAM]
-        return bool(self._settle(keys=keys, args=[member, cost_micros, str(account_id), at_iso, CHARGED_TTL_S]))
+        seed = "" if seed_micros is None else str(int(seed_micros))
+        result = int(self._settle(keys=keys, args=[member, cost_micros, str(account_id), at_iso, CHARGED_TTL_S,
+                                                   seed]))
+        if result < 0:
+            raise Unseeded(str(account_id))
+        return bool(result)
 
-    def topup(self, account_id: UUID, micros: int, reference: str, at_iso: str, kind: str = "topup") -> int:
-        keys = [self._keys(account_id)[0], LEDGER_STREAM]
-        return int(self._topup(keys=keys, args=[micros, str(account_id), reference, kind, at_iso]))
+    def post(self, account_id: UUID, micros: int, kind: str, reference: str, at_iso: str,
+             seed_micros: int | None = None, entry_id: UUID | None = None) -> Posted:
+        """Move the live balance and append the ledger entry, in one step: the one path of a
+        top-up, an adjustment or a refund, whichever process makes it. Idempotent by (kind,
+        reference): a second post of it raises ``Duplicate`` and moves nothing (the marker lives
+        ``CHARGED_TTL_S``; Postgres' unique (kind, reference) holds it for ever, so callers that
+        can also check there first: adapters/ledger.post). ``entry_id`` is the ledger row's id
+        when the caller wrote the row already (the companion's insert of it is then a no-op)."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown balance change {kind!r} (one of {', '.join(KINDS)})")
+        if not reference:
+            raise ValueError("a balance change needs a reference (it is what makes it idempotent)")
+        keys = [self._keys(account_id)[0], LEDGER_STREAM, f"warp:posted:{kind}:{reference}"]
+        verdict, balance = (str(x) for x in self._post(keys=keys, args=[
+            int(micros), str(account_id), reference, kind, at_iso, CHARGED_TTL_S,
+            "" if seed_micros is None else str(int(seed_micros)), "" if entry_id is None else str(entry_id)]))
+        if verdict == "unseeded":
+            raise Unseeded(str(account_id))
+        if verdict == "duplicate":
+            raise Duplicate(f"{kind} {reference!r} was posted already")
+        return Posted(int(balance))
+
+    def topup(self, account_id: UUID, micros: int, reference: str, at_iso: str, kind: str = "topup",
+              seed_micros: int | None = None) -> int:
+        """``post`` of a top-up; the live balance after it."""
+        return self.post(account_id, micros, kind, reference, at_iso, seed_micros).balance_micros
 
     def balance(self, account_id: UUID) -> int | None:
         value = self.client.get(self._keys(account_id)[0])
@@ -271,9 +345,11 @@ class Wallet:
 
 
 def ledger_entry(data: dict[str, str]) -> dict[str, Any]:
-    """A ledger stream entry, checked, as the row billing.balance_updates takes."""
+    """A ledger stream entry, checked, as the row billing.balance_updates takes (``id`` is None
+    unless the entry names the row's id)."""
     try:
         return {"account_id": UUID(data["account_id"]), "amount_micros": int(data["amount_micros"]),
-                "kind": data["kind"], "reference": data["reference"], "at": data["at"]}
+                "kind": data["kind"], "reference": data["reference"], "at": data["at"],
+                "id": UUID(data["id"]) if data.get("id") else None}
     except (KeyError, ValueError) as exc:
         raise ValueError(f"ledger entry unreadable: {json.dumps(data)[:200]}") from exc

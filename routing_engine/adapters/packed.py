@@ -35,7 +35,7 @@ MAGIC = b"WARPSNP2"
 # magic, the format id (this code's layout), the schema it was built from (the last migration),
 # offset of the table of contents
 _HEADER = struct.Struct("<8s16s64sQ")
-PACK_FORMAT = 2  # raise on any change to the tables below or to what the contents hold
+PACK_FORMAT = 3  # raise on any change to the tables below or to what the contents hold
 _SPAN = 10**15
 _MAX_DIGITS = 15
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -43,10 +43,11 @@ _NO_END = 2**63 - 1
 _NO_EXP = 127  # exponent marking a missing (NULL) amount
 
 # effective_at, ends_at (µs since the epoch), then rate, interstate, intrastate, indeterminate
-# as (coefficient, exponent) so every Decimal comes back exactly as it went in.
+# as (coefficient, exponent) so every Decimal comes back exactly as it went in, then the row's
+# billing terms: initial_s, subsequent_s, min_duration_s, connection fee (vendor and customer rows
+# alike).
 _TIMES = struct.Struct("<qq")
-_RATE = struct.Struct("<qq" + "qb" * 4)
-_CUSTOMER = struct.Struct("<iiiqb")  # initial_s, subsequent_s, min_duration_s, connection fee
+_RATE = struct.Struct("<qq" + "qb" * 4 + "iiiqb")
 _GROUP = struct.Struct("<HH")        # vendor number, rows that follow
 _COUNT = struct.Struct("<H")
 _CACHE_LIMIT = 65_536  # decoded rows kept per table in a process; cleared when full
@@ -141,25 +142,20 @@ def _pack_rate(rate: VendorRate) -> bytes:
     ends = _NO_END if rate.ends_at is None else _micros(rate.ends_at)
     amounts = [part for value in (rate.rate, rate.interstate_rate, rate.intrastate_rate, rate.indeterminate_rate)
                for part in _amount(value)]
-    packed = _RATE.pack(_micros(rate.effective_at), ends, *amounts)
-    if isinstance(rate, CustomerRate):
-        packed += _CUSTOMER.pack(rate.initial_s, rate.subsequent_s, rate.min_duration_s,
-                                 *_amount(rate.connection_fee))
-    return packed
+    return _RATE.pack(_micros(rate.effective_at), ends, *amounts, rate.initial_s, rate.subsequent_s,
+                      rate.min_duration_s, *_amount(rate.connection_fee))
 
 
 def _unpack_rate(buf: memoryview, at: int, prefix: str, customer: bool) -> VendorRate:
-    eff, ends, r, re, inter, ie, intra, ia, indet, ix = _RATE.unpack_from(buf, at)
+    eff, ends, r, re, inter, ie, intra, ia, indet, ix, initial, subsequent, minimum, fee, fe = \
+        _RATE.unpack_from(buf, at)
     fields: dict[str, Any] = {
         "prefix": prefix, "rate": _decimal(r, re), "effective_at": _EPOCH + timedelta(microseconds=eff),
         "ends_at": None if ends == _NO_END else _EPOCH + timedelta(microseconds=ends),
         "interstate_rate": _decimal(inter, ie), "intrastate_rate": _decimal(intra, ia),
-        "indeterminate_rate": _decimal(indet, ix)}
-    if not customer:
-        return VendorRate(**fields)
-    initial, subsequent, minimum, fee, fe = _CUSTOMER.unpack_from(buf, at + _RATE.size)
-    return CustomerRate(**fields, initial_s=initial, subsequent_s=subsequent, min_duration_s=minimum,
-                        connection_fee=_decimal(fee, fe) or Decimal(0))
+        "indeterminate_rate": _decimal(indet, ix), "initial_s": initial, "subsequent_s": subsequent,
+        "min_duration_s": minimum, "connection_fee": _decimal(fee, fe) or Decimal(0)}
+    return CustomerRate(**fields) if customer else VendorRate(**fields)
 
 
 # ------------------------------------------------------------------ tables
@@ -262,7 +258,7 @@ class PackedRates(Mapping[str, tuple[VendorRate, ...]]):
             return default
         pos, _ = span
         (count,) = _COUNT.unpack_from(self._table.values, pos)
-        size = _RATE.size + _CUSTOMER.size
+        size = _RATE.size
         start = pos + _COUNT.size
         rows = tuple(_unpack_rate(self._table.values, start + i * size, prefix, customer=True)
                      for i in range(count))

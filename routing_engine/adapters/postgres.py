@@ -46,10 +46,13 @@ def connect(url: str, timeout_s: int = 5, autocommit: bool = True) -> psycopg.Co
 
 
 def load_snapshot(conn: psycopg.Connection, now: datetime, realm: str = "warp.local") -> RoutingSnapshot:
-    """Read every routing table in one repeatable-read transaction and build a snapshot."""
+    """Read every routing table in one repeatable-read transaction (or the caller's) and build a snapshot."""
     digest = hashlib.sha256()
+    # inside a caller's transaction (a draft's preview or publication) the caller's isolation holds
+    nested = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
     with conn.transaction():
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        if not nested:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
 
         def rows(sql: str, params: tuple[object, ...] = ()) -> list[tuple]:  # type: ignore[type-arg]
             result = conn.execute(sql, params).fetchall()
@@ -104,9 +107,10 @@ def load_snapshot(conn: psycopg.Connection, now: datetime, realm: str = "warp.lo
             gateways.setdefault(r[0], []).append(Gateway(*r[1:]))
         rates: dict[UUID, list[VendorRate]] = {}
         for r in rows("SELECT provider_id, prefix, rate, effective_at, ends_at, interstate_rate,"
-                      " intrastate_rate, indeterminate_rate FROM routing.rates"
+                      " intrastate_rate, indeterminate_rate, initial_increment, subsequent_increment,"
+                      " min_duration_s, connection_fee FROM routing.rates"
                       " ORDER BY provider_id, prefix, effective_at"):
-            rates.setdefault(r[0], []).append(VendorRate(r[1], r[2], r[3], r[4], r[5], r[6], r[7]))
+            rates.setdefault(r[0], []).append(VendorRate(*r[1:]))
         vendors = {
             r[0]: build_vendor(
                 r[0], r[1], gateways.get(r[0], ()), rates.get(r[0], ()), r[2],

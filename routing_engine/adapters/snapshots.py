@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import IO
 
 from routing_engine import metrics
-from routing_engine.adapters import packed
+from routing_engine.adapters import migrate, packed
 from routing_engine.domain.snapshot import RoutingSnapshot
-from routing_engine.ops import migrate
 
 SCHEMA = migrate.latest()  # the schema this code builds snapshots from
 

@@ -1,7 +1,8 @@
 """Admission of a routed call: its place in the limits, then its funds, across every node.
 
-No SIP here: ``admit`` answers with the call's reservation, or with the refusal the handler
-sends (the code, the reason and the extra headers). Redis unavailable is a refusal too: money
+``admit`` answers with the call's reservation and the decision's trace with what admission
+found, or with the refusal (the code, the reason and the extra headers); the decision itself is
+never written into. Redis unavailable is a refusal too: money
 is never guessed. The call's place and its funds are held under the identity the handler gave
 the call (its CDR id), never under its Call-ID, which the caller chooses.
 """
@@ -12,20 +13,21 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 from routing_engine import metrics
+from routing_engine.calls.ports import Node
 from routing_engine.domain import rating
 from routing_engine.domain.decision import Reject, Relay
 
-log = logging.getLogger("warp.kemi")
+log = logging.getLogger("warp.calls")
 
 
 @dataclass(frozen=True, slots=True)
 class Admitted:
     reserved_micros: int
     max_s: int  # the call's longest length: its funds, or the configured cap
+    trace: dict[str, object]  # the decision's trace with the funds reserved
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,10 +36,12 @@ class Refused:
     headers: tuple[str, ...] = ()
 
 
-def admit(app: Any, call: UUID, call_id: str, decision: Relay, now: datetime) -> Admitted | Refused:
+def admit(app: Node, call: UUID, call_id: str, decision: Relay, now: datetime) -> Admitted | Refused:
     """Admit ``call`` (our identity for it; ``call_id`` is its SIP Call-ID, for the logs)."""
     snapshot = app.snapshot()
     ctx = decision.context
+    if ctx.trunk_id is None or ctx.account_id is None:
+        raise ValueError("a routed call without its trunk and account")
     trunk = snapshot.trunks[ctx.trunk_id]
     account = snapshot.accounts[ctx.account_id]
     cap = app.settings.sip.max_call_duration_s
@@ -53,8 +57,8 @@ def admit(app: Any, call: UUID, call_id: str, decision: Relay, now: datetime) ->
     if not admission.ok:
         metrics.LIMIT_REFUSALS.labels(admission.limit, admission.scope).inc()
         reason = "CPS limit exceeded" if admission.limit == "cps" else "Call limit reached"
-        decision.trace["limits"] = f"{admission.scope} {admission.limit} limit reached"
-        return Refused(Reject(503, reason, ctx, decision.trace),
+        trace = {**decision.trace, "limits": f"{admission.scope} {admission.limit} limit reached"}
+        return Refused(Reject(503, reason, ctx, trace),
                        (f"Retry-After: {1 if admission.limit == 'cps' else 5}",))
     price = decision.price
     credit = rating.to_micros(account.credit_limit) if account.billing_type == "postpaid" else 0
@@ -68,10 +72,10 @@ def admit(app: Any, call: UUID, call_id: str, decision: Relay, now: datetime) ->
         return unavailable
     max_s = rating.max_duration(rating.from_micros(reservation.micros), price, cap) if reservation.micros else 0
     if max_s <= 0:
-        decision.trace["funds"] = {"available": str(rating.from_micros(reservation.available))}
+        trace = {**decision.trace, "funds": {"available": str(rating.from_micros(reservation.available))}}
         release(app, call, call_id, trunk.id, account.id)
-        return Refused(Reject(402, "Insufficient funds", ctx, decision.trace))
-    decision.trace["funds"] = {"reserved": str(rating.from_micros(reservation.micros)), "max_s": max_s}
+        return Refused(Reject(402, "Insufficient funds", ctx, trace))
+    trace = {**decision.trace, "funds": {"reserved": str(rating.from_micros(reservation.micros)), "max_s": max_s}}
     # now the call's real limit is known, its place in the limits heals sooner if a node dies
     with contextlib.suppress(Exception):
         until = now.timestamp() + max_s + hold - cap
@@ -79,10 +83,10 @@ def admit(app: Any, call: UUID, call_id: str, decision: Relay, now: datetime) ->
         app.limits.extend(call, trunk.id, account.id, until, pipe=pipe)
         app.wallet.extend(call, account.id, until, pipe=pipe)
         pipe.execute()
-    return Admitted(reservation.micros, max_s)
+    return Admitted(reservation.micros, max_s, trace)
 
 
-def release(app: Any, call: UUID, call_id: str, trunk_id: Any, account_id: Any) -> None:
+def release(app: Node, call: UUID, call_id: str, trunk_id: UUID, account_id: UUID) -> None:
     """Give back a call's place in the limits now (best effort: it expires by itself)."""
     try:
         app.limits.release(call, trunk_id, account_id)

@@ -27,7 +27,8 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from routing_engine import metrics
-from routing_engine.adapters import postgres
+from routing_engine.adapters import ledger, postgres
+from routing_engine.adapters.money import Unseeded
 from routing_engine.domain.cdr import CdrRecord
 
 log = logging.getLogger("warp.emitter")
@@ -220,6 +221,14 @@ class PostgresSink(Sink):
             log.info("CDR partitions older than %d days dropped: %s", self.retention_days, ", ".join(dropped))
         return dropped
 
+    def _connection(self) -> Any:
+        if self._conn is None or self._conn.closed:
+            self._conn = postgres.connect(self.url, self.timeout_s)
+            # the next days' partitions exist before their first CDR, so the write path rarely locks
+            now = datetime.now(UTC)
+            postgres.ensure_cdr_partitions(self._conn, [now + timedelta(days=d) for d in range(3)])
+        return self._conn
+
     def write(self, records: list[CdrRecord]) -> int:
         from routing_engine.domain.rating import to_micros
 
@@ -227,15 +236,16 @@ class PostgresSink(Sink):
             for r in records:
                 if r.settle and r.account_id is not None:
                     at = (r.end_at or r.invite_at).isoformat()
-                    self.wallet.settle(r.cdr_id, r.account_id, to_micros(r.customer_price or Decimal(0)), at)
+                    cost = to_micros(r.customer_price or Decimal(0))
+                    try:
+                        self.wallet.settle(r.cdr_id, r.account_id, cost, at)
+                    except Unseeded:  # no live balance yet: it starts from the durable one, not zero
+                        seed = ledger.durable_balance(self._connection(), self.wallet.client, r.account_id)
+                        self.wallet.settle(r.cdr_id, r.account_id, cost, at, seed_micros=seed)
         if self.limits is not None:
             self.limits.release_many([(r.cdr_id, r.trunk_id, r.account_id) for r in records
                                       if r.trunk_id is not None and r.account_id is not None])
-        if self._conn is None or self._conn.closed:
-            self._conn = postgres.connect(self.url, self.timeout_s)
-            # the next days' partitions exist before their first CDR, so the write path rarely locks
-            now = datetime.now(UTC)
-            postgres.ensure_cdr_partitions(self._conn, [now + timedelta(days=d) for d in range(3)])
+        self._connection()
         try:
             added = postgres.insert_cdrs(self._conn, records)
         except Exception as exc:
@@ -251,7 +261,9 @@ class PostgresSink(Sink):
 
 
 class LedgerSink(Sink):
-    """Writes balance changes into billing.balance_updates; (kind, reference) makes it idempotent."""
+    """Writes balance changes into billing.balance_updates; (kind, reference) makes it idempotent.
+    A stream entry is deleted once written (CdrStream.ack), so the stream holds only what is in
+    flight: `warp ledger check` counts it with the Postgres ledger."""
 
     name = "ledger"
 
@@ -269,10 +281,12 @@ class LedgerSink(Sink):
             added = 0
             with self._conn.transaction(), self._conn.cursor() as cur:
                 for r in records:
-                    # a reference is text from the stream (a CDR id, a top-up reference): made storable
-                    cur.execute("INSERT INTO billing.balance_updates (account_id, amount, kind, reference, created_at)"
-                                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (kind, reference) DO NOTHING",
-                                (r["account_id"], from_micros(r["amount_micros"]), r["kind"],
+                    # a reference is text from the stream (a CDR id, a top-up reference): made storable;
+                    # an entry whose row its poster wrote already (the API, with its id) adds nothing
+                    cur.execute("INSERT INTO billing.balance_updates (id, account_id, amount, kind, reference,"
+                                " created_at) VALUES (COALESCE(%s, gen_random_uuid()), %s, %s, %s, %s, %s)"
+                                " ON CONFLICT (kind, reference) DO NOTHING",
+                                (r.get("id"), r["account_id"], from_micros(r["amount_micros"]), r["kind"],
                                  postgres.storable_text(r["reference"], postgres.INDEXED_TEXT_MAX), r["at"]))
                     added += cur.rowcount
             return added
@@ -293,12 +307,19 @@ def _first_line(exc: BaseException) -> str:
 
 
 def seed_balances(database_url: str, wallet: Any) -> int:
-    """Give every account without a live balance in Redis its balance from the Postgres ledger."""
+    """Give every account without a live balance in Redis its durable balance: the Postgres
+    ledger plus what is still in the ledger stream (adapters/ledger.durable_balance, for all)."""
     from routing_engine.domain.rating import to_micros
 
+    entries = ledger.in_flight(wallet.client)  # the stream first: see ledger.durable_balance
     with postgres.connect(database_url) as conn:
         rows = conn.execute("SELECT account_id, balance FROM billing.account_balances").fetchall()
-    return int(wallet.seed({r[0]: to_micros(r[1]) for r in rows}))
+        waiting = ledger.pending(conn, entries)
+    balances = {r[0]: to_micros(r[1]) for r in rows}
+    for e in waiting:
+        if e["account_id"] in balances:
+            balances[e["account_id"]] += e["amount_micros"]
+    return int(wallet.seed(balances))
 
 
 def replay_spool(settings: Any, stream: Any) -> int:

@@ -23,6 +23,12 @@ vendors priced but none usable now     503   No Route Available (Q.850 cause 34)
 pays, unless the plan allows it)
 =====================================  ====  ==========================================
 
+Margin protection judges each vendor on a call of ``margin_duration_s`` answered seconds (the
+setting ``routing.margin_expected_duration_s``, default 60): the customer's charge for it and the
+vendor's cost for it, each by its own increments, minimum duration and connection fee
+(lcr.MarginFloor). A call's real length is not known when it is routed; that expected length is
+the stated assumption.
+
 404 is final for the customer (the destination is not one we sell); 503 tells the customer's
 switch that trying another carrier makes sense.
 """
@@ -115,6 +121,7 @@ def decide_invite(
     method: str = "given",
     gateway_up: Callable[[UUID], bool] = lambda gateway_id: True,
     demotion: Callable[[UUID, str], str | None] = lambda vendor_id, destination: None,
+    margin_duration_s: int = 60,
 ) -> Decision:
     """``trunk_id`` skips source identification: the trunk was identified by digest
     (``method="digest"``) or named for an explanation."""
@@ -189,10 +196,11 @@ def decide_invite(
                   customer_rate.subsequent_s, customer_rate.min_duration_s, customer_rate.connection_fee,
                   customer_rate.prefix)
     trace["rating"] = {"plan": rate_plan.name if rate_plan else None, **price.explain()}
-    # Margin protection: a vendor may cost at most the price minus the plan's minimum margin.
-    ceiling = None if plan.allow_negative_margin else price.per_minute - plan.min_margin
+    # Margin protection: for a call of the expected length, a vendor may cost at most the charge
+    # minus the plan's minimum margin.
+    floor = None if plan.allow_negative_margin else lcr.MarginFloor(price, margin_duration_s, plan.min_margin)
     judged = demotion if plan.strategy == "quality" else _not_judged
-    verdicts = lcr.examine(plan, snapshot, dialed.digits, destination, classification.kind, now, ceiling,
+    verdicts = lcr.examine(plan, snapshot, dialed.digits, destination, classification.kind, now, floor,
                            gateway_up, judged)
     kept = order([c for c in verdicts if c.kept], random.Random(_seed(request.call_id)))
     trace["candidates"] = [c.explain() for c in kept + [c for c in verdicts if not c.kept]]
@@ -200,7 +208,7 @@ def decide_invite(
     routes = tuple(itertools.islice((
         lcr.Route(c.vendor_id, c.vendor_name, gw, c.rate, c.prefix,
                   ruri_user=translation.dialed_for_vendor(dialed, dip, vendor.translation),
-                  from_user=translation.caller_for_vendor(caller, vendor.translation))
+                  from_user=translation.caller_for_vendor(caller, vendor.translation), terms=c.terms)
         for c in kept
         if c.rate is not None and c.prefix is not None
         for vendor in (snapshot.vendors[c.vendor_id],)

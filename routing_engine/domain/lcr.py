@@ -2,8 +2,10 @@
 
 Every vendor of the caller's routing plan gets a verdict that explains it: kept with the rate
 that matched, or dropped with the reason. The plan's strategy (strategies/) then orders the
-kept ones. A price ceiling (the customer's price, from the rating step) is the seam for margin
-protection: a vendor costing more is dropped with that reason.
+kept ones. Margin protection (``MarginFloor``, from the rating step): a vendor whose cost for a
+call of the expected duration — its increments, minimum and connection fee applied — would
+leave less than the plan's minimum margin of the customer's charge for that call is dropped
+with the figures that condemned it.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
+from functools import lru_cache
 from uuid import UUID
 
+from routing_engine.domain.rating import MICRO, PER_SECOND, SIXTY, Price, Terms, billed_seconds, charge
 from routing_engine.domain.snapshot import (
     Gateway,
     Jurisdiction,
@@ -48,6 +52,7 @@ class Candidate:
     dropped: Drop | None = None
     detail: str | None = None
     note: str | None = None  # kept, but with a remark the strategy may use (e.g. a quality demotion)
+    terms: Terms = PER_SECOND  # how the vendor bills the matched rate
 
     @property
     def kept(self) -> bool:
@@ -62,6 +67,8 @@ class Candidate:
         if self.rate is not None:
             out["rate"] = str(self.rate)
             out["prefix"] = self.prefix
+            if self.terms is not PER_SECOND and self.terms != PER_SECOND:
+                out["billing"] = self.terms.to_text()
         if self.dropped is not None:
             out["reason"] = self.dropped.value + (f" ({self.detail})" if self.detail else "")
         if self.note is not None:
@@ -80,11 +87,59 @@ class Route:
     prefix: str
     ruri_user: str
     from_user: str | None = None
+    terms: Terms = PER_SECOND  # how the vendor bills ``rate``: the call's cost in its CDR
+
 
     @property
     def ruri(self) -> str:
         suffix = "" if self.gateway.transport == "udp" else f";transport={self.gateway.transport}"
         return f"sip:{self.ruri_user}@{self.gateway.hostport}{suffix}"
+
+
+class MarginFloor:
+    """Margin protection for one call: a vendor is kept only when, for a call lasting
+    ``expected_s`` answered seconds, the customer's charge minus the vendor's cost — each with its
+    own increments, minimum duration and connection fee — is at least the plan's ``min_margin``
+    (per minute) over that duration, rounded half-up to the millionth. The vendor's cost is
+    exactly ``rating.vendor_cost`` (unit-tested against it), computed without building values:
+    this runs for every vendor of every call."""
+
+    __slots__ = ("expected_s", "revenue", "required", "_budget")
+
+    def __init__(self, price: Price, expected_s: int, min_margin: Decimal = Decimal(0)) -> None:
+        self.expected_s = expected_s
+        self.revenue = charge(expected_s, price)
+        self.required = (min_margin * Decimal(expected_s) / SIXTY).quantize(MICRO, rounding=ROUND_HALF_UP) \
+            if min_margin else Decimal(0)
+        self._budget = self.revenue - self.required  # the most a vendor may cost
+
+    def cost(self, per_minute: Decimal, row: VendorRate) -> Decimal:
+        """``rating.vendor_cost(expected_s, per_minute, row.terms)``."""
+        seconds = _billed(self.expected_s, row.initial_s, row.subsequent_s, row.min_duration_s)
+        exact = per_minute * seconds / SIXTY
+        if row.connection_fee:
+            exact = row.connection_fee + exact
+        return exact.quantize(MICRO, rounding=ROUND_HALF_UP)
+
+    def shortfall(self, per_minute: Decimal, row: VendorRate) -> str | None:
+        """Why this vendor rate loses money (None: it does not)."""
+        cost = self.cost(per_minute, row)
+        if cost <= self._budget:
+            return None
+        floor = f", minimum margin {self.required}" if self.required else ""
+        return f"cost {cost} against a charge of {self.revenue} for {self.expected_s} s{floor}"
+
+
+@lru_cache(maxsize=4096)
+def _billed(duration_s: int, initial_s: int, subsequent_s: int, min_duration_s: int) -> Decimal:
+    return Decimal(billed_seconds(duration_s, initial_s, subsequent_s, min_duration_s))
+
+
+def _terms(row: VendorRate) -> Terms:
+    """The row's billing terms; the shared per-second value for most rows (no value built)."""
+    if row.initial_s == 1 and row.subsequent_s == 1 and not row.min_duration_s and not row.connection_fee:
+        return PER_SECOND
+    return row.terms
 
 
 def examine(
@@ -94,7 +149,7 @@ def examine(
     rating_digits: str,
     jurisdiction: Jurisdiction,
     now: datetime,
-    price_ceiling: Decimal | None = None,
+    margin: MarginFloor | None = None,
     gateway_up: Callable[[UUID], bool] = lambda gateway_id: True,
     demotion: Callable[[UUID, str], str | None] = lambda vendor_id, destination: None,
 ) -> list[Candidate]:
@@ -107,7 +162,7 @@ def examine(
     return [
         _verdict(member.vendor_id, member.priority, member.weight,
                  snapshot.vendors.get(member.vendor_id), dialed_digits, rates.get(member.vendor_id),
-                 jurisdiction, price_ceiling, gateway_up, demotion)
+                 jurisdiction, margin, gateway_up, demotion)
         for member in plan.vendors
     ]
 
@@ -120,7 +175,7 @@ def _verdict(
     dialed_digits: str,
     rate: VendorRate | None,
     jurisdiction: Jurisdiction,
-    price_ceiling: Decimal | None,
+    margin: MarginFloor | None,
     gateway_up: Callable[[UUID], bool],
     demotion: Callable[[UUID, str], str | None],
 ) -> Candidate:
@@ -143,7 +198,8 @@ def _verdict(
         dropped = Drop.NO_GATEWAY
     elif not any(gw.enabled and gateway_up(gw.id) for gw in vendor.gateways):
         dropped, detail = Drop.NO_GATEWAY, "down: not answering OPTIONS"
-    elif price_ceiling is not None and price > price_ceiling:
-        dropped, detail = Drop.ABOVE_PRICE, f"price {price_ceiling}"
+    elif margin is not None:
+        detail = margin.shortfall(price, rate)
+        dropped = Drop.ABOVE_PRICE if detail is not None else None
     note = demotion(vendor_id, dialed_digits) if dropped is None else None
-    return Candidate(vendor_id, name, priority, weight, price, prefix, dropped, detail, note)
+    return Candidate(vendor_id, name, priority, weight, price, prefix, dropped, detail, note, _terms(rate))

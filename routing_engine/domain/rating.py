@@ -13,6 +13,11 @@ Rules:
   costs nothing (no connection fee either).
 - The longest call a sum of money pays for is the largest billable duration whose charge does
   not exceed it; a call is allowed only if that covers at least the first increment.
+- A vendor bills us by the same rules, with the terms of its own rate row (``Terms``:
+  increments, minimum duration, connection fee): its cost is the same exact sum, rounded the same
+  way. A vendor row without terms is billed per second (1/1, no minimum, no fee). The connection
+  fee is due on answered calls only: a call with no answered second (0 s) costs nothing, fee
+  included, as the customer's charge does.
 """
 
 from __future__ import annotations
@@ -41,14 +46,48 @@ class Price:
                 "min_duration_s": self.min_duration_s, "connection_fee": str(self.connection_fee)}
 
 
+@dataclass(frozen=True, slots=True)
+class Terms:
+    """How a vendor rate row is billed: first/next increments (s), minimum duration, connection fee."""
+
+    initial_s: int = 1
+    subsequent_s: int = 1
+    min_duration_s: int = 0
+    connection_fee: Decimal = Decimal(0)
+
+    def to_text(self) -> str:
+        """Compact form kept with a call's route, e.g. "60/60/30/0.01"."""
+        return f"{self.initial_s}/{self.subsequent_s}/{self.min_duration_s}/{self.connection_fee}"
+
+    def explain(self) -> dict[str, object]:
+        return {"increments": f"{self.initial_s}/{self.subsequent_s}", "min_duration_s": self.min_duration_s,
+                "connection_fee": str(self.connection_fee)}
+
+
+PER_SECOND = Terms()
+
+
+def terms_from_text(text: str | None) -> Terms:
+    """The terms ``Terms.to_text`` wrote; none (a call routed before terms were kept): per second."""
+    if not text:
+        return PER_SECOND
+    initial, subsequent, minimum, fee = text.split("/")
+    return Terms(int(initial), int(subsequent), int(minimum), Decimal(fee))
+
+
 def billable_seconds(duration_s: int, price: Price) -> int:
+    return billed_seconds(duration_s, price.initial_s, price.subsequent_s, price.min_duration_s)
+
+
+def billed_seconds(duration_s: int, initial_s: int, subsequent_s: int, min_duration_s: int) -> int:
+    """The billable seconds of the module rules, from the terms as numbers."""
     if duration_s <= 0:
         return 0
-    d = max(duration_s, price.min_duration_s)
-    if d <= price.initial_s:
-        return price.initial_s
-    blocks = -(-(d - price.initial_s) // price.subsequent_s)  # ceiling division
-    return price.initial_s + blocks * price.subsequent_s
+    d = max(duration_s, min_duration_s)
+    if d <= initial_s:
+        return initial_s
+    blocks = -(-(d - initial_s) // subsequent_s)  # ceiling division
+    return initial_s + blocks * subsequent_s
 
 
 def charge_for_billable(billable_s: int, price: Price) -> Decimal:
@@ -81,11 +120,14 @@ def max_duration(funds: Decimal, price: Price, cap_s: int) -> int:
     return min(seconds, cap_s)
 
 
-def vendor_cost(duration_s: int, per_minute: Decimal) -> Decimal:
-    """What a vendor charges us, per second (vendor increments are not modelled yet)."""
-    if duration_s <= 0:
-        return Decimal(0)
-    return (per_minute * Decimal(duration_s) / SIXTY).quantize(MICRO, rounding=ROUND_HALF_UP)
+def vendor_price(per_minute: Decimal, terms: Terms) -> Price:
+    """A vendor rate with its terms, as the price the rating rules take."""
+    return Price(per_minute, terms.initial_s, terms.subsequent_s, terms.min_duration_s, terms.connection_fee)
+
+
+def vendor_cost(duration_s: int, per_minute: Decimal, terms: Terms = PER_SECOND) -> Decimal:
+    """What a vendor charges us for a call of ``duration_s`` answered seconds, by its terms."""
+    return charge(duration_s, vendor_price(per_minute, terms))
 
 
 def to_micros(amount: Decimal) -> int:
@@ -105,13 +147,15 @@ class Bill:
     margin: Decimal
 
 
-def bill(duration_s: int, max_s: int, price: Price, vendor_per_minute: Decimal | None) -> Bill:
+def bill(duration_s: int, max_s: int, price: Price, vendor_per_minute: Decimal | None,
+         vendor_terms: Terms = PER_SECOND) -> Bill:
     """The money of one finished call. The duration is capped at the length the reservation paid
-    for (the dialog timeout may fire a second late): the charge never exceeds what was reserved."""
+    for (the dialog timeout may fire a second late): the charge never exceeds what was reserved.
+    The vendor's cost is for the same seconds, by its own terms."""
     seconds = min(max(duration_s, 0), max_s) if max_s > 0 else max(duration_s, 0)
     billable = billable_seconds(seconds, price)
     customer = charge_for_billable(billable, price)
-    cost = vendor_cost(seconds, vendor_per_minute) if vendor_per_minute is not None else Decimal(0)
+    cost = vendor_cost(seconds, vendor_per_minute, vendor_terms) if vendor_per_minute is not None else Decimal(0)
     return Bill(billable, customer, cost, customer - cost)
 
 

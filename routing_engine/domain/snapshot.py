@@ -19,6 +19,7 @@ from typing import Protocol
 from uuid import UUID
 
 from routing_engine.domain.media_plan import MediaPolicy
+from routing_engine.domain.rating import Terms
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -135,6 +136,14 @@ class Gateway:
 
 @dataclass(frozen=True, slots=True)
 class VendorRate:
+    """A row of a vendor's deck: per-minute prices from ``effective_at``, and how the vendor bills
+    them (first/next increments, minimum duration, connection fee; per second unless the deck
+    says otherwise).
+
+    Rows of one prefix follow each other by effective date: a later row supersedes the earlier
+    one from its ``effective_at`` on, with no end date needed. ``ends_at`` is optional; a row past
+    it is out of force, and the latest row still in force applies (or none)."""
+
     prefix: str
     rate: Decimal
     effective_at: datetime
@@ -142,9 +151,17 @@ class VendorRate:
     interstate_rate: Decimal | None = None
     intrastate_rate: Decimal | None = None
     indeterminate_rate: Decimal | None = None
+    initial_s: int = 1
+    subsequent_s: int = 1
+    min_duration_s: int = 0
+    connection_fee: Decimal = Decimal(0)
 
     def active_at(self, now: datetime) -> bool:
         return self.effective_at <= now and (self.ends_at is None or now < self.ends_at)
+
+    @property
+    def terms(self) -> Terms:
+        return Terms(self.initial_s, self.subsequent_s, self.min_duration_s, self.connection_fee)
 
     def price_for(self, jurisdiction: Jurisdiction) -> Decimal:
         """The per-minute price for a call of this jurisdiction. Local calls are priced as
@@ -160,12 +177,10 @@ class VendorRate:
 
 @dataclass(frozen=True, slots=True)
 class CustomerRate(VendorRate):
-    """A row of a customer's rate plan: a vendor-style rate plus its billing rules."""
+    """A row of a customer's rate plan: billed per minute (60/60) unless it says otherwise."""
 
     initial_s: int = 60
     subsequent_s: int = 60
-    min_duration_s: int = 0
-    connection_fee: Decimal = Decimal(0)
 
 
 def longest_rate(rates: Mapping[str, tuple[VendorRate, ...]], max_len: int, digits: str,

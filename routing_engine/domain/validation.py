@@ -1,8 +1,11 @@
 """Validation: a snapshot that would route wrongly is refused before it goes into service.
 
 Each problem names the rows involved, so the log tells ops what to fix:
-- a rate that is negative, or two rates of one vendor (or customer plan) and prefix whose
-  effective periods overlap (which one applies would be a guess);
+- a rate that is negative or billing terms that cannot be billed (an increment under 1 s, a
+  negative minimum or connection fee), or two rates of one vendor (or customer plan) and prefix
+  with the same effective moment (which one applies would be a guess). Rows that follow each
+  other by effective date are the normal way a deck changes: the later one supersedes the
+  earlier from its ``effective_at`` on (snapshot.VendorRate), so that is not a problem;
 - a routing plan with no vendors, or one that names a vendor that does not exist (deleted);
 - a trunk or account pointing at a routing plan or rate plan that does not exist;
 - a routing plan whose strategy is unknown;
@@ -142,11 +145,15 @@ def _rate_problems(owner: str, rates: Mapping[str, tuple[VendorRate, ...]]) -> I
             prices = (r.rate, r.interstate_rate, r.intrastate_rate, r.indeterminate_rate)
             if any(p is not None and p < 0 for p in prices):
                 yield f"{owner}: negative rate for prefix {prefix} (effective {r.effective_at.isoformat()})"
+            if r.initial_s < 1 or r.subsequent_s < 1 or r.min_duration_s < 0 or r.connection_fee < 0:
+                yield (f"{owner}: billing terms {r.terms.to_text()} for prefix {prefix} (effective"
+                       f" {r.effective_at.isoformat()}) cannot be billed: increments of 1 s or more, no"
+                       f" negative minimum or fee")
+        # entries are sorted by effective date: two rows of one moment are neighbours
         for earlier, later in zip(entries, entries[1:], strict=False):
-            if earlier.ends_at is None or earlier.ends_at > later.effective_at:
-                end = earlier.ends_at.isoformat() if earlier.ends_at else "open-ended"
-                yield (f"{owner}: rates for prefix {prefix} overlap: {earlier.effective_at.isoformat()} to {end}"
-                       f" and from {later.effective_at.isoformat()}")
+            if earlier.effective_at == later.effective_at:
+                yield (f"{owner}: two rates for prefix {prefix} take effect at the same moment"
+                       f" {later.effective_at.isoformat()} ({earlier.rate} and {later.rate})")
 
 
 def problems(snapshot: RoutingSnapshot, guard: Guard | None = None) -> list[str]:

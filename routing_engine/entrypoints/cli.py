@@ -15,10 +15,14 @@
     warp credentials set ...    a trunk's digest username/password, stored as HA1
     warp blocks list | clear IP source addresses blocked for digest brute force
     warp funds show|topup BAN [AMOUNT]  live and ledger balance; top-ups
+    warp ledger check           every live balance against its ledger; non-zero exit if one differs
+    warp rerate --from T --to T [--account BAN] [--dry-run]  reprice a period's calls, post the differences
     warp snapshot status|rollback       the routing configuration in service
     warp api                    the admin API (HTTP/JSON) on api.listen
     warp api-keys create|list|revoke  admin API keys (a new key is printed once)
     warp rates import --vendor NAME FILE.csv   a vendor rate deck (or --rate-plan NAME) from CSV
+    warp draft create|edit|show|publish|drop  routing and price edits, validated before they go live
+    warp replay --from T --to T [--draft NAME | --version V]  a period's calls decided again
 """
 
 from __future__ import annotations
@@ -39,10 +43,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, cast
 
-from routing_engine.ops import demo, migrate, stack
+from routing_engine.adapters import migrate
+from routing_engine.ops import demo, stack
 from routing_engine.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("warp")
+LEDGER_CHECK_EVERY_S = 60.0  # the companion's ledger check, for warp_ledger_* metrics
 
 
 def _say(text: str) -> None:
@@ -102,7 +108,7 @@ def start_processes(settings: Settings, log_dir: Path | None,
     """Start rtpengine (when this node manages its own), the CDR emitter and Kamailio; wait until
     rtpengine answers an ng ping and Kamailio answers OPTIONS. ``on_start`` hears of each process
     as soon as it runs (the node's record: a start cut short leaves nothing unnamed)."""
-    from routing_engine.ops import sipcheck
+    from routing_engine.adapters import sipcheck
 
     def started(name: str, proc: subprocess.Popen[bytes]) -> None:
         procs[name] = proc
@@ -433,7 +439,7 @@ def cmd_cdr_emitter(settings: Settings, args: argparse.Namespace) -> int:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(stack.metrics_dir(settings, "companion"))
 
     from routing_engine import metrics
-    from routing_engine.adapters import redis_store
+    from routing_engine.adapters import metric_sources, redis_store
     from routing_engine.adapters.health import Prober
     from routing_engine.adapters.money import LEDGER_STREAM, Limits, Wallet, ledger_entry
     from routing_engine.bootstrap import quality_aggregator, snapshot_store, spool_dir
@@ -516,18 +522,36 @@ def cmd_cdr_emitter(settings: Settings, args: argparse.Namespace) -> int:
                 log.warning("gateway probes skipped: %s", exc)
 
     threads.append(threading.Thread(target=probe_loop, name="probes"))
+    checked: list[Any] = [None]
+
+    def ledger_loop() -> None:  # `warp ledger check`, for the metrics (warp_ledger_accounts_differing)
+        from routing_engine.adapters import ledger
+
+        client = redis_store.connect(settings.redis_url, 5000)
+        while not stop.wait(LEDGER_CHECK_EVERY_S if checked[0] is not None else 5):
+            try:
+                checked[0] = report = ledger.check(settings.database_url, client)
+            except Exception as exc:
+                log.warning("ledger check skipped: %s", exc)
+                continue
+            for d in report.differences:
+                log.error("ledger: %s", ledger.describe(d))
+
+    threads.append(threading.Thread(target=ledger_loop, name="ledger check"))
     server = None
     if settings.metrics.listen:
         m = settings.metrics
         ctl = m.kamailio_ctl or str(_run_dir(settings) / "kamailio_ctl")
-        metrics.register_source("kamailio", metrics.kamailio_source(m.kamcmd, ctl if ":" in ctl else f"unix:{ctl}"))
-        metrics.register_source("redis", metrics.redis_source(
+        metrics.register_source("kamailio",
+                                metric_sources.kamailio_source(m.kamcmd, ctl if ":" in ctl else f"unix:{ctl}"))
+        metrics.register_source("redis", metric_sources.redis_source(
             redis_store.connect(settings.redis_url, 2000), settings.cdr.stream,
             lambda: {vid: v.name for vid, v in latest[0].vendors.items()} if latest[0] else {}))
-        metrics.register_source("snapshot", metrics.snapshot_source(snapshot_store(settings)))
-        metrics.register_source("spool", metrics.spool_source(spool_dir(settings)))
+        metrics.register_source("snapshot", metric_sources.snapshot_source(snapshot_store(settings)))
+        metrics.register_source("spool", metric_sources.spool_source(spool_dir(settings)))
+        metrics.register_source("ledger", metric_sources.ledger_source(lambda: checked[0]))
         if settings.media.enabled:
-            metrics.register_source("rtpengine", metrics.rtpengine_source(
+            metrics.register_source("rtpengine", metric_sources.rtpengine_source(
                 redis_store.connect(settings.redis_url, 2000), settings.media.ng_address))
         server = metrics.serve(m.listen, metrics.registry(stack.metrics_dir(settings)))
     log.info("emitter following %s and %s as %s", settings.cdr.stream, LEDGER_STREAM, consumer)
@@ -612,7 +636,7 @@ def cmd_funds(settings: Settings, args: argparse.Namespace) -> int:
     import uuid as uuidlib
     from decimal import Decimal, InvalidOperation
 
-    from routing_engine.adapters import postgres, redis_store
+    from routing_engine.adapters import ledger, postgres, redis_store
     from routing_engine.adapters.money import Wallet
     from routing_engine.domain.rating import from_micros, to_micros
 
@@ -632,11 +656,11 @@ def cmd_funds(settings: Settings, args: argparse.Namespace) -> int:
         if amount <= 0 or amount != amount.quantize(Decimal("0.000001")):
             print("warp: give a positive amount with at most 6 decimal places", file=sys.stderr)
             return 2
-        if wallet.balance(account_id) is None:
-            wallet.seed({account_id: to_micros(ledger_balance)})
         now = datetime.now(UTC)
-        live = wallet.topup(account_id, to_micros(amount), f"topup-{uuidlib.uuid4()}", now.isoformat())
-        _say(f"{args.ban}: +{amount}; live balance {from_micros(live)} (written to the ledger by the emitter)")
+        with postgres.connect(settings.database_url) as conn:
+            posted = ledger.post(conn, wallet, account_id, to_micros(amount), "topup", f"topup-{uuidlib.uuid4()}", now)
+        _say(f"{args.ban}: +{amount}; live balance {from_micros(posted.balance_micros)}"
+             " (written to the ledger by the companion)")
         return 0
     live_micros = wallet.balance(account_id)
     print(f"account        {args.ban} ({billing_type}, credit limit {credit_limit})")
@@ -644,6 +668,63 @@ def cmd_funds(settings: Settings, args: argparse.Namespace) -> int:
     print(f"reserved       {from_micros(wallet.reserved(account_id))} by calls in progress")
     print(f"ledger balance {ledger_balance} (Postgres; charges arrive within a batch interval)")
     return 0
+
+
+def cmd_ledger(settings: Settings, args: argparse.Namespace) -> int:
+    """Every live balance (Redis) against its Postgres ledger plus what is in flight in the
+    stream; names each account that differs. Exit 0: none differs; 1: one or more do."""
+    from routing_engine.adapters import ledger, redis_store
+
+    report = ledger.check(settings.database_url, redis_store.connect(settings.redis_url, 5000))
+    for d in report.differences:
+        print(f"DIFFERS  {ledger.describe(d)}")
+    if report.dead_letters:  # moved the live balance, never reached the ledger: a difference above
+        print(f"warp: {report.dead_letters} ledger entries dead-lettered (see warp:ledger:dead and their _error)")
+    _say(f"{report.accounts} live balances checked ({report.not_loaded} accounts not loaded yet, "
+         f"{report.in_flight} ledger entries in flight): "
+         + ("all match their ledger" if report.ok else f"{len(report.differences)} differ"))
+    return 0 if report.ok else 1
+
+
+def cmd_rerate(settings: Settings, args: argparse.Namespace) -> int:
+    """Reprice the charged calls of a period with the prices in force now; post each call's
+    difference as a ledger adjustment through the one money path (idempotent: a rerun posts
+    nothing new)."""
+    from uuid import UUID
+
+    from routing_engine.adapters import ledger, postgres, redis_store
+
+    try:
+        start, end = (_moment(t) for t in (args.start, args.end))
+    except ValueError as exc:
+        print(f"warp: {exc}", file=sys.stderr)
+        return 2
+    account = None
+    if args.account:
+        with postgres.connect(settings.database_url) as conn:
+            row = conn.execute("SELECT id FROM accounts.accounts WHERE ban = %s OR id::text = %s",
+                               (args.account, args.account)).fetchone()
+        if row is None:
+            print(f"warp: no account {args.account!r} (give its BAN or id)", file=sys.stderr)
+            return 1
+        account = UUID(str(row[0]))
+    report = ledger.rerate(settings.database_url, redis_store.connect(settings.redis_url, 5000), start, end,
+                           account, realm=settings.auth.realm, dry_run=args.dry_run)
+    for line in report.skipped:
+        print(f"SKIPPED  {line}")
+    verb = "would post" if args.dry_run else "posted"
+    _say(f"{report.calls} charged calls from {start.isoformat()} to {end.isoformat()}: {verb} {report.adjusted}"
+         f" adjustments totalling {report.total} (credit to accounts), {report.unchanged} already right,"
+         f" {len(report.skipped)} skipped")
+    return 0
+
+
+def _moment(text: str) -> datetime:
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"not an ISO date or time: {text!r}") from None
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def cmd_blocks(settings: Settings, args: argparse.Namespace) -> int:
@@ -713,11 +794,11 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     return serve(settings)
 
 
-def _delegate(module: str, config: str | None, rest: list[str]) -> int:
-    """Commands with a parser of their own (warp api-keys, warp rates)."""
+def _delegate(module: str, config: str | None, rest: list[str], entry: str = "main") -> int:
+    """Commands with a parser of their own (warp api-keys, warp rates, warp draft, warp replay)."""
     import importlib
 
-    main_of = importlib.import_module(module).main
+    main_of = getattr(importlib.import_module(module), entry)
     return int(main_of((["--config", config] if config else []) + rest))
 
 
@@ -765,7 +846,8 @@ def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
             print(f"{key:13} {_flat(trace[key])}")
     for c in cast(list[dict[str, Any]], trace.get("candidates", [])):
         verdict = "kept   " if c["kept"] else "dropped"
-        detail = f"rate {c['rate']} (prefix {c['prefix']})" if "rate" in c else ""
+        billed = f", billed {c['billing']}" if "billing" in c else ""  # first/next/minimum/fee
+        detail = f"rate {c['rate']} (prefix {c['prefix']}{billed})" if "rate" in c else ""
         reason = f" — {c['reason']}" if "reason" in c else ""
         print(f"  {verdict} {c['vendor']:20} {detail}{reason}")
     if result["decision"] == "relay":
@@ -816,6 +898,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("action", choices=["show", "topup"])
     p.add_argument("ban")
     p.add_argument("amount", nargs="?")
+    p = sub.add_parser("ledger", help="check every live balance against its ledger")
+    p.add_argument("action", choices=["check"])
+    p = sub.add_parser("rerate", help="reprice a period's calls and post the differences as adjustments")
+    p.add_argument("--from", dest="start", required=True, help="ISO date/time (UTC unless given), inclusive")
+    p.add_argument("--to", dest="end", required=True, help="ISO date/time, exclusive")
+    p.add_argument("--account", help="only this account (BAN or id)")
+    p.add_argument("--dry-run", action="store_true", help="report what would be posted, post nothing")
     p = sub.add_parser("blocks", help="source IPs blocked for digest brute force")
     p.add_argument("action", choices=["list", "clear"])
     p.add_argument("ip", nargs="?")
@@ -836,11 +925,21 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--json", action="store_true")
     sub.add_parser("api", help="serve the admin API on api.listen")
     for name, text in (("api-keys", "admin API keys: create | list | revoke"),
-                       ("rates", "rate decks from CSV: import --vendor NAME FILE.csv")):
+                       ("rates", "rate decks from CSV: import --vendor NAME FILE.csv"),
+                       ("draft", "routing and price edits, validated, not yet published: create | edit | show |"
+                                 " publish | drop"),
+                       ("replay", "re-decide a period's calls on a draft or version: --from --to [--draft NAME]")):
         p = sub.add_parser(name, help=text, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
     args, extra = parser.parse_known_args(argv)
-    if extra and args.cmd not in ("api-keys", "rates"):
+    given = list(sys.argv[1:] if argv is None else argv)
+
+    def _after(command: str) -> list[str]:
+        # every word after the command, in order: `warp replay --from ...` starts with options,
+        # which argparse would set aside from the rest
+        return given[given.index(command) + 1:]
+
+    if extra and args.cmd not in ("api-keys", "rates", "draft", "replay"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         settings = load_settings(args.config)
@@ -852,9 +951,13 @@ def main(argv: list[str] | None = None) -> int:
         "exec": cmd_exec, "kamailio": cmd_kamailio, "cdr-emitter": cmd_cdr_emitter, "companion": cmd_cdr_emitter,
         "stack": cmd_stack, "route": cmd_explain, "load": cmd_load,
         "credentials": cmd_credentials, "blocks": cmd_blocks, "funds": cmd_funds, "snapshot": cmd_snapshot,
+        "ledger": cmd_ledger, "rerate": cmd_rerate,
         "api": cmd_api, "rtpengine": cmd_rtpengine,
         "api-keys": lambda s, a: _delegate("routing_engine.entrypoints.api.keys_cli", a.config, a.rest + extra),
         "rates": lambda s, a: _delegate("routing_engine.entrypoints.api.rates_cli", a.config, a.rest + extra),
+        "draft": lambda s, a: _delegate("routing_engine.entrypoints.whatif_cli", a.config, _after("draft")),
+        "replay": lambda s, a: _delegate("routing_engine.entrypoints.whatif_cli", a.config, _after("replay"),
+                                         "replay_main"),
         "setup": lambda s, a: (setup(s), 0)[1],
         "db": lambda s, a: cmd_migrate(s, a) if a.action == "migrate" else cmd_demo(s, a),
     }

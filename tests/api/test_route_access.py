@@ -28,6 +28,8 @@ ACCESS: dict[tuple[str, str], tuple[Role, bool]] = {
     ("PATCH", "/accounts/{account_id}"): (A, False),
     ("GET", "/accounts/{account_id}/balance"): (R, OWN),
     ("POST", "/accounts/{account_id}/topups"): (A, False),
+    ("POST", "/accounts/{account_id}/adjustments"): (A, False),
+    ("POST", "/accounts/{account_id}/rerating"): (A, False),
     ("GET", "/trunks"): (R, OWN),
     ("POST", "/trunks"): (OP, OWN),
     ("GET", "/trunks/{trunk_id}"): (R, OWN),
@@ -82,6 +84,14 @@ ACCESS: dict[tuple[str, str], tuple[Role, bool]] = {
     ("GET", "/ip-blocks"): (R, False),
     ("DELETE", "/ip-blocks/{ip}"): (OP, False),
     ("GET", "/route/explain"): (R, False),
+    ("GET", "/drafts"): (R, False),
+    ("POST", "/drafts"): (OP, False),
+    ("GET", "/drafts/{name}"): (R, False),
+    ("DELETE", "/drafts/{name}"): (OP, False),
+    ("POST", "/drafts/{name}/edits"): (OP, False),
+    ("DELETE", "/drafts/{name}/edits/{seq}"): (OP, False),
+    ("POST", "/drafts/{name}/publish"): (OP, False),
+    ("POST", "/replays"): (R, False),
     ("GET", "/cdrs"): (R, OWN),
 }
 PUBLIC = {("GET", "/health")}

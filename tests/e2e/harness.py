@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from routing_engine.ops import sipcheck, stack
+from routing_engine.adapters import sipcheck
+from routing_engine.ops import stack
 from routing_engine.settings import PROJECT_ROOT, load_settings
 
 SCENARIOS = PROJECT_ROOT / "sipp-scenarios"

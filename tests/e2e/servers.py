@@ -16,7 +16,8 @@ from pathlib import Path
 
 import psycopg
 
-from routing_engine.ops import migrate, stack
+from routing_engine.adapters import migrate
+from routing_engine.ops import stack
 from tests.e2e.harness import wait_for
 
 

@@ -63,7 +63,7 @@ def node(world: dict[str, uuid.UUID], clean_redis: redis.Redis, e2e_env: dict[st
 
 
 def test_options_to_the_proxy_is_answered(node: Node) -> None:
-    from routing_engine.ops.sipcheck import options_ping
+    from routing_engine.adapters.sipcheck import options_ping
 
     assert options_ping(node.address, node.port) == 200
 

@@ -160,7 +160,8 @@ def test_second_call_with_the_same_call_id_gets_402_when_the_funds_pay_for_one(
         world: dict[str, tuple[uuid.UUID, uuid.UUID]]) -> None:
     account, trunk = world["prepaid"]
     wallet, limits = Wallet(clean_redis), Limits(clean_redis)
-    wallet.topup(account, to_micros(Decimal("0.06")), "identity-topup", "2026-12-01T00:00:00+00:00")  # 6 s
+    # 6 s
+    wallet.topup(account, to_micros(Decimal("0.06")), "identity-topup", "2026-12-01T00:00:00+00:00", seed_micros=0)
     shared = same_call_id("funds")
     with vendor("vendor_answer.xml", VENDOR_A, tmp_path) as gateway:
         held = answered(node, PREPAID, tmp_path, shared, hold_ms=3000)

@@ -37,7 +37,7 @@ import psycopg
 import pytest
 import redis
 
-from routing_engine.ops.sipcheck import options_ping
+from routing_engine.adapters.sipcheck import options_ping
 from tests.e2e import provision
 from tests.e2e.harness import Node, call_id_of, cdr, kamailio_node, sipp, vendor, wait_for
 from tests.e2e.test_resilience import group_pids

@@ -12,8 +12,8 @@ import psycopg
 import pytest
 import redis
 
+from routing_engine.adapters.sipcheck import options_ping
 from routing_engine.domain.credentials import ha1_md5
-from routing_engine.ops.sipcheck import options_ping
 from routing_engine.settings import POSTGRES_SECRET, REDIS_SECRET, Settings
 from tests.e2e import provision
 from tests.e2e.harness import (

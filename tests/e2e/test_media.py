@@ -16,10 +16,9 @@ import psycopg
 import pytest
 import redis
 
-from routing_engine import metrics
-from routing_engine.adapters import media_failures
+from routing_engine.adapters import media_failures, metric_sources
 from routing_engine.adapters.rtpengine_ng import NgClient
-from routing_engine.ops.sipcheck import wait_until_answering
+from routing_engine.adapters.sipcheck import wait_until_answering
 from routing_engine.settings import PROJECT_ROOT
 from tests.e2e import provision
 from tests.e2e.harness import (
@@ -269,7 +268,7 @@ def test_rtpengine_down_gives_each_trunk_its_documented_behaviour(
 
 def test_metrics_read_rtpengine_statistics_and_the_media_failures(relay: Rtpengine, clean_redis: redis.Redis,
                                                                   node: Node) -> None:
-    read = metrics.rtpengine_source(clean_redis, relay.settings.media.ng_address)
+    read = metric_sources.rtpengine_source(clean_redis, relay.settings.media.ng_address)
     families = {f.name: f for f in read()}
     stats = {(s.labels["group"], s.labels["stat"]): s.value for s in families["rtpengine_statistic"].samples}
     assert stats[("total", "managedsessions")] >= 1  # the calls of this module went through it

@@ -107,7 +107,8 @@ def test_vendor_that_would_lose_money_is_skipped(node: Node, tmp_path: Path, e2e
     assert (row["customer_rate"], row["vendor_rate"]) == (Decimal("0.010000"), Decimal("0.005000"))
     said = explain(e2e_env, "--source", MARGIN, "--to", DIALED)
     assert {"vendor": "dear", "kept": False, "rate": "0.020000", "prefix": "1",
-            "reason": "cost above the customer's price (price 0.010000)"} in said["trace"]["candidates"]
+            "reason": "cost above the customer's price (cost 0.020000 against a charge of 0.010000 for 60 s)"
+            } in said["trace"]["candidates"]
 
 
 def test_prepaid_call_is_cut_when_the_funds_run_out(node: Node, tmp_path: Path, module_db: psycopg.Connection,
@@ -115,7 +116,8 @@ def test_prepaid_call_is_cut_when_the_funds_run_out(node: Node, tmp_path: Path, 
                                                     clean_redis: redis.Redis) -> None:
     account = world["prepaid"][0]
     wallet = Wallet(clean_redis)
-    wallet.topup(account, to_micros(Decimal("0.06")), "e2e-topup", "2026-11-22T00:00:00+00:00")  # 6 s at 0.60/min
+    # 6 s at 0.60/min
+    wallet.topup(account, to_micros(Decimal("0.06")), "e2e-topup", "2026-11-22T00:00:00+00:00", seed_micros=0)
     with vendor("vendor_answer.xml", VENDOR, tmp_path) as steady:
         uac = sipp("customer_call_cut.xml", PREPAID, tmp_path, remote=node.target, service=DIALED,
                    keys={"caller": CALLER})

@@ -104,13 +104,17 @@ def test_an_invalid_edit_is_refused_and_the_last_good_snapshot_keeps_routing(
         node: Node, store: SnapshotStore, world: dict[str, object], module_db: psycopg.Connection,
         tmp_path: Path) -> None:
     good = store.current().version  # type: ignore[union-attr]
-    module_db.execute("INSERT INTO routing.rates (provider_id, prefix, rate, effective_at) VALUES"
-                      " (%s, '1', 0.0001, now() - interval '1 day')", (world["a"],))
+    # alpha made cheapest (it would take the calls), in the same transaction as a plan with no vendors
+    with module_db.transaction():
+        module_db.execute("UPDATE routing.rates SET rate = 0.0001 WHERE provider_id = %s", (world["a"],))
+        module_db.execute("INSERT INTO routing.routing_plans (name) VALUES ('empty')")
     wait_for(lambda: "refused" in companion_log(node), 10, "the companion to refuse the edit")
-    assert "vendor alpha: rates for prefix 1 overlap" in companion_log(node)
+    assert "routing plan empty: has no vendors" in companion_log(node)
     assert store.current().version == good  # type: ignore[union-attr]
     one_call(node, tmp_path, VENDOR_B)  # still bravo, as before the bad edit
-    module_db.execute("DELETE FROM routing.rates WHERE provider_id = %s AND rate = 0.0001", (world["a"],))
+    with module_db.transaction():
+        module_db.execute("DELETE FROM routing.routing_plans WHERE name = 'empty'")
+        module_db.execute("UPDATE routing.rates SET rate = 0.0050 WHERE provider_id = %s", (world["a"],))
 
 
 def test_rollback_puts_the_previous_version_back_in_service(

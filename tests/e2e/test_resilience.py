@@ -287,7 +287,8 @@ def test_kamailio_killed_mid_call_leaks_nothing_beyond_the_calls_own_expiry(
     limits, wallet = Limits(store), Wallet(store)
     pre_account, pre_trunk = world["prepaid"]
     b_account, b_trunk = world["b"]
-    wallet.topup(pre_account, to_micros(Decimal("0.30")), "resil-topup", "2026-11-22T00:00:00+00:00")  # 30 s
+    # 30 s
+    wallet.topup(pre_account, to_micros(Decimal("0.30")), "resil-topup", "2026-11-22T00:00:00+00:00", seed_micros=0)
     env = node_env(servers, "resil-c")
     with kamailio_node(e2e_env, NODE_C, tmp_path_factory.mktemp("resil-c1"), extra_env=env) as c, \
             vendor("vendor_answer.xml", GATEWAY, tmp_path, calls=10):

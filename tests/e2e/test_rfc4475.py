@@ -36,7 +36,7 @@ import psycopg
 import pytest
 import redis
 
-from routing_engine.ops.sipcheck import options_ping
+from routing_engine.adapters.sipcheck import options_ping
 from tests.e2e import provision
 from tests.e2e.harness import Node, kamailio_node
 from tests.e2e.rfc4475_messages import BY_NAME, MESSAGES, TortureMessage

@@ -24,8 +24,8 @@ import psycopg
 import pytest
 import redis
 
+from routing_engine.adapters.sipcheck import options_ping, wait_until_answering
 from routing_engine.ops import demo, stack
-from routing_engine.ops.sipcheck import options_ping, wait_until_answering
 from routing_engine.settings import PROJECT_ROOT, Settings, load_settings
 from tests.e2e import provision
 from tests.e2e.harness import _stop_group, kamailio_node, wait_for

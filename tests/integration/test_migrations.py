@@ -4,7 +4,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from routing_engine.ops import migrate
+from routing_engine.adapters import migrate
 from routing_engine.settings import Settings
 from tests.conftest import admin_url
 

@@ -74,7 +74,7 @@ def test_a_refused_call_takes_nothing(redis_client: redis.Redis) -> None:
 
 def test_reservations_share_the_funds_and_the_balance_never_goes_below_zero(redis_client: redis.Redis) -> None:
     wallet = Wallet(redis_client)
-    wallet.topup(ACCOUNT, to_micros(Decimal("1.00")), "t1", "2026-11-22T00:00:00+00:00")
+    wallet.topup(ACCOUNT, to_micros(Decimal("1.00")), "t1", "2026-11-22T00:00:00+00:00", seed_micros=0)
     first = wallet.reserve(call("c1"), ACCOUNT, T, 3600, to_micros(Decimal("0.10")), to_micros(Decimal("0.70")), 0)
     second = wallet.reserve(call("c2"), ACCOUNT, T, 3600, to_micros(Decimal("0.10")), to_micros(Decimal("0.70")), 0)
     third = wallet.reserve(call("c3"), ACCOUNT, T, 3600, to_micros(Decimal("0.10")), to_micros(Decimal("0.70")), 0)
@@ -87,7 +87,7 @@ def test_a_reservation_left_by_a_dead_node_lapses_with_the_calls_real_length(red
     """A call reserved for the longest call allowed (4 h) that turns out to be able to last 60 s:
     if its node dies, the funds come back after those 60 s (plus margins), not after 4 h."""
     wallet = Wallet(redis_client)
-    wallet.topup(ACCOUNT, to_micros(Decimal("1.00")), "t1", "2026-11-22T00:00:00+00:00")
+    wallet.topup(ACCOUNT, to_micros(Decimal("1.00")), "t1", "2026-11-22T00:00:00+00:00", seed_micros=0)
     first, want = to_micros(Decimal("0.10")), to_micros(Decimal("1.00"))
     assert wallet.reserve(call("lost"), ACCOUNT, T, 14_400, first, want, 0).micros == 1_000_000
     wallet.extend(call("lost"), ACCOUNT, T + 240)
@@ -100,7 +100,7 @@ def test_a_reservation_left_by_a_dead_node_lapses_with_the_calls_real_length(red
 
 def test_a_call_is_charged_once_however_often_it_is_settled(redis_client: redis.Redis) -> None:
     wallet = Wallet(redis_client)
-    wallet.topup(ACCOUNT, 1_000_000, "t1", "x")
+    wallet.topup(ACCOUNT, 1_000_000, "t1", "x", seed_micros=0)
     wallet.reserve(call("c1"), ACCOUNT, T, 60, 1, 500_000, 0)
     assert [wallet.settle(call("c1"), ACCOUNT, 400_000, "x") for _ in range(3)] == [True, False, False]
     assert wallet.balance(ACCOUNT) == 600_000
@@ -115,7 +115,7 @@ def test_postpaid_accounts_spend_their_credit_limit(redis_client: redis.Redis) -
 
 def test_concurrent_reservations_never_overspend(redis_client: redis.Redis) -> None:
     wallet = Wallet(redis_client)
-    wallet.topup(ACCOUNT, 1_000_000, "t1", "x")
+    wallet.topup(ACCOUNT, 1_000_000, "t1", "x", seed_micros=0)
     got: list[int] = []
 
     def grab(i: int) -> None:
@@ -136,7 +136,7 @@ def test_ledger_entries_and_settlement_reach_postgres_once(
     (account,) = db.execute("INSERT INTO accounts.accounts (ban, name, billing_type) VALUES ('L1', 'L', 'prepaid')"
                             " RETURNING id").fetchone()
     wallet = Wallet(redis_client)
-    wallet.topup(account, 2_000_000, "topup-1", "2026-11-22T10:00:00+00:00")
+    wallet.topup(account, 2_000_000, "topup-1", "2026-11-22T10:00:00+00:00", seed_micros=0)
     wallet.reserve(call("call-1"), account, T, 60, 1, 1_000_000, 0)
     record = CdrRecord(cdr_id=call("call-1"), call_id="call-1", node="n", sip_code=200, account_id=account,
                        invite_at=datetime(2026, 11, 22, 10, tzinfo=UTC), customer_price=Decimal("0.250000"),
@@ -220,7 +220,7 @@ def test_two_calls_sharing_a_call_id_hold_two_places_and_two_reservations(redis_
     assert admit(limits, first, trunk_max=1).ok
     refused = admit(limits, second, trunk_max=1)
     assert (refused.ok, refused.limit) == (False, "concurrent")
-    wallet.topup(ACCOUNT, 100_000, "t1", "x")
+    wallet.topup(ACCOUNT, 100_000, "t1", "x", seed_micros=0)
     assert wallet.reserve(first, ACCOUNT, T, 60, 10_000, 1_000_000, 0).micros == 100_000
     assert wallet.reserve(second, ACCOUNT, T, 60, 10_000, 1_000_000, 0).micros == 0  # nothing left for it
     limits.release(second, TRUNK, ACCOUNT)  # the refused call gives back only what is its own

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from types import MappingProxyType
 
+from routing_engine.domain.rating import terms_from_text
 from routing_engine.domain.snapshot import (
     Account,
     AccountStatus,
@@ -31,9 +32,12 @@ NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
 def rate(prefix: str, price: str, effective: datetime = EPOCH, ends: datetime | None = None,
-         inter: str | None = None, intra: str | None = None) -> VendorRate:
+         inter: str | None = None, intra: str | None = None, billing: str | None = None) -> VendorRate:
+    """A vendor rate row; ``billing`` is its terms as "initial/subsequent/minimum/fee" (else per second)."""
+    terms = terms_from_text(billing)
     return VendorRate(prefix, Decimal(price), effective, ends,
-                      Decimal(inter) if inter else None, Decimal(intra) if intra else None)
+                      Decimal(inter) if inter else None, Decimal(intra) if intra else None, None,
+                      terms.initial_s, terms.subsequent_s, terms.min_duration_s, terms.connection_fee)
 
 
 def customer_rate(prefix: str, price: str, initial: int = 60, subsequent: int = 60, fee: str = "0",

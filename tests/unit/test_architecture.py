@@ -118,4 +118,4 @@ def test_the_cycle_check_sees_an_import_hidden_in_a_function() -> None:
     real = import_graph()
     api = "routing_engine.entrypoints.api"
     assert f"{api}.server" in real[f"{api}.__main__"]  # an import at module level
-    assert "routing_engine.adapters.quality" in real["routing_engine.metrics"]  # one inside a function
+    assert "routing_engine.domain.media_plan" in real["routing_engine.adapters.packed"]  # one inside a function

@@ -1,10 +1,12 @@
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
 from routing_engine.domain.decision import CallRequest, Reject, Relay, decide_invite
 from routing_engine.domain.snapshot import AccountStatus
+from routing_engine.domain.validation import problems
 
-from .factories import NOW, World, gateway, rate
+from .factories import NOW, World, customer_rate, gateway, rate
 
 
 def call(source: str = "10.0.0.1", dialed: str = "12125551234", caller: str = "13055550100") -> CallRequest:
@@ -126,6 +128,22 @@ def test_future_dated_rate_takes_over_at_its_moment() -> None:
     after = decide_invite(call(), s, change)
     assert isinstance(before, Relay) and before.routes[0].rate == Decimal("0.0100")
     assert isinstance(after, Relay) and after.routes[0].rate == Decimal("0.0050")
+
+
+def test_a_later_row_takes_over_at_its_moment_without_an_end_date_on_the_earlier_one() -> None:
+    w = World()
+    change = NOW + timedelta(hours=1)
+    v = w.vendor("v", [rate("1", "0.0100"), rate("1", "0.0050", effective=change)])  # as decks are written
+    w.customer("10.0.0.1/32", w.plan("p", [v]), rate_plan=w.rate_plan("r", [
+        customer_rate("1", "0.0200"), replace(customer_rate("1", "0.0300"), effective_at=change)]))
+    s = w.snapshot()
+    assert problems(s) == []
+    before = decide_invite(call(), s, change - timedelta(seconds=1))
+    after = decide_invite(call(), s, change)
+    assert isinstance(before, Relay) and (before.routes[0].rate, before.price.per_minute) == (
+        Decimal("0.0100"), Decimal("0.0200"))
+    assert isinstance(after, Relay) and (after.routes[0].rate, after.price.per_minute) == (
+        Decimal("0.0050"), Decimal("0.0300"))
 
 
 def test_expired_specific_rate_falls_back_to_shorter_prefix() -> None:

@@ -6,7 +6,7 @@ from decimal import Decimal
 from routing_engine.domain.decision import CallRequest, Reject, Relay, decide_invite
 from routing_engine.domain.lrn import LrnResult
 from routing_engine.domain.numbers import E164
-from routing_engine.domain.rating import Price
+from routing_engine.domain.rating import Price, Terms
 from routing_engine.domain.snapshot import Location, NumberFormat, Translation
 
 from .factories import NOW, World, customer_rate, rate
@@ -103,7 +103,8 @@ def test_vendor_costing_more_than_the_customer_pays_is_dropped() -> None:
     d = decide_invite(call(), margin_world().snapshot(), NOW)
     assert isinstance(d, Relay) and [r.vendor_name for r in d.routes] == ["ok"]
     assert {"vendor": "dear", "kept": False, "rate": "0.020", "prefix": "1",
-            "reason": "cost above the customer's price (price 0.010)"} in d.trace["candidates"]  # type: ignore[operator]
+            "reason": "cost above the customer's price (cost 0.020000 against a charge of 0.010000 for 60 s)"
+            } in d.trace["candidates"]  # type: ignore[operator]
 
 
 def test_minimum_margin_can_leave_no_vendor_and_the_call_is_refused() -> None:
@@ -171,3 +172,58 @@ def test_dip_failure_is_marked_and_routing_continues_on_the_dialed_number() -> N
                       lrn_lookup=lambda n: LrnResult(None, "failed", "http: timed out"))
     assert isinstance(d, Relay) and d.routes[0].prefix == "1212555"
     assert d.trace["lrn"] == {"source": "failed", "ported": False, "error": "http: timed out"}
+
+
+# ------------------------------------------------------------------ margin with the vendors' terms
+
+def billing_world() -> World:
+    """A customer paying 0.012/min billed 6/6; a vendor at 0.010/min billed 60/60 with a 30 s
+    minimum (cheaper per minute) and a per-second one at 0.011/min."""
+    w = World()
+    minute = w.vendor("minute", [rate("1", "0.010", billing="60/60/30/0")])
+    second = w.vendor("second", [rate("1", "0.011")])
+    w.customer("10.0.0.1/32", w.plan("p", [minute, second]),
+               rate_plan=w.rate_plan("six", [customer_rate("1", "0.012", initial=6, subsequent=6)]))
+    return w
+
+
+def test_a_vendor_billing_whole_minutes_is_kept_when_the_expected_call_lasts_a_minute() -> None:
+    d = decide_invite(call(), billing_world().snapshot(), NOW, margin_duration_s=60)
+    assert isinstance(d, Relay) and [r.vendor_name for r in d.routes] == ["minute", "second"]
+    assert d.routes[0].terms == Terms(60, 60, 30, Decimal(0))  # the route carries the terms to the CDR
+    assert {"vendor": "minute", "kept": True, "rate": "0.010", "prefix": "1", "billing": "60/60/30/0"
+            } in d.trace["candidates"]  # type: ignore[operator]
+
+
+def test_a_vendor_billing_whole_minutes_loses_money_on_a_short_expected_call_and_is_dropped() -> None:
+    # 20 s: the customer pays 0.0048 (24 s in 6 s blocks at 0.012), the 60/60 vendor 0.010 (a whole minute)
+    d = decide_invite(call(), billing_world().snapshot(), NOW, margin_duration_s=20)
+    assert isinstance(d, Relay) and [r.vendor_name for r in d.routes] == ["second"]
+    assert {"vendor": "minute", "kept": False, "rate": "0.010", "prefix": "1", "billing": "60/60/30/0",
+            "reason": "cost above the customer's price (cost 0.010000 against a charge of 0.004800 for 20 s)"
+            } in d.trace["candidates"]  # type: ignore[operator]
+
+
+def test_a_vendor_connection_fee_counts_against_the_margin() -> None:
+    w = World()
+    fee = w.vendor("fee", [rate("1", "0.005", billing="1/1/0/0.006")])  # cheap per minute, 0.006 per call
+    w.customer("10.0.0.1/32", w.plan("p", [fee, w.vendor("flat", [rate("1", "0.009")])]),
+               rate_plan=w.rate_plan("r", [customer_rate("1", "0.010")]))
+    d = decide_invite(call(), w.snapshot(), NOW)
+    assert isinstance(d, Relay) and [r.vendor_name for r in d.routes] == ["flat"]
+    assert {"vendor": "fee", "kept": False, "rate": "0.005", "prefix": "1", "billing": "1/1/0/0.006",
+            "reason": "cost above the customer's price (cost 0.011000 against a charge of 0.010000 for 60 s)"
+            } in d.trace["candidates"]  # type: ignore[operator]
+
+
+def test_the_minimum_margin_is_per_minute_of_the_expected_call_and_met_exactly_is_enough() -> None:
+    # 120 s: the charge is 0.024; a minimum margin of 0.002/min asks 0.004 of it. The 60/60 vendor
+    # costs 0.020 (margin 0.004: kept), the per-second one 0.022 (margin 0.002: dropped).
+    w = billing_world()
+    plan = next(iter(w.plans))
+    w.plans[plan] = replace(w.plans[plan], min_margin=Decimal("0.002"))
+    d = decide_invite(call(), w.snapshot(), NOW, margin_duration_s=120)
+    assert isinstance(d, Relay) and [r.vendor_name for r in d.routes] == ["minute"]
+    assert {"vendor": "second", "kept": False, "rate": "0.011", "prefix": "1",
+            "reason": "cost above the customer's price (cost 0.022000 against a charge of 0.024000 for 120 s,"
+                      " minimum margin 0.004000)"} in d.trace["candidates"]  # type: ignore[operator]

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 from routing_engine import metrics
+from routing_engine.adapters import metric_sources
 from routing_engine.adapters.snapshots import Published
 
 KAMCMD_OUTPUT = """core:bad_URIs_rcvd = 0
@@ -59,9 +60,9 @@ def test_a_call_that_reached_no_vendor_was_refused() -> None:
 
 
 def test_kamailio_statistics_are_parsed_and_give_the_calls_in_progress() -> None:
-    stats = metrics.parse_kamailio_stats(KAMCMD_OUTPUT)
+    stats = metric_sources.parse_kamailio_stats(KAMCMD_OUTPUT)
     assert stats[("core", "rcv_requests")] == 42 and len(stats) == 7
-    families = {f.name: f for f in metrics.kamailio_families(stats)}
+    families = {f.name: f for f in metric_sources.kamailio_families(stats)}
     active = {s.labels["state"]: s.value for s in families["warp_active_calls"].samples}
     assert active == {"answered": 3, "early": 1}
     stat = {(s.labels["group"], s.labels["stat"]): s.value for s in families["kamailio_statistic"].samples}
@@ -92,7 +93,7 @@ def test_the_snapshot_source_reports_version_and_age() -> None:
         def current(self) -> Published:
             return Published("abc123", built, None, built)
 
-    families = {f.name: f for f in metrics.snapshot_source(Store(), clock=lambda: built.timestamp() + 90)()}
+    families = {f.name: f for f in metric_sources.snapshot_source(Store(), clock=lambda: built.timestamp() + 90)()}
     assert families["warp_snapshot_info"].samples[0].labels == {"version": "abc123"}
     assert families["warp_snapshot_age_seconds"].samples[0].value == 90
 
@@ -100,7 +101,7 @@ def test_the_snapshot_source_reports_version_and_age() -> None:
 def test_the_spool_source_counts_waiting_cdrs(tmp_path: Path) -> None:
     (tmp_path / "cdr-1.jsonl").write_text('{"a": 1}\n{"a": 2}\n')
     (tmp_path / "cdr-2.replaying").write_text('{"a": 3}\n')
-    (family,) = metrics.spool_source(tmp_path)()
+    (family,) = metric_sources.spool_source(tmp_path)()
     assert family.samples[0].value == 3
 
 
@@ -117,7 +118,8 @@ def test_the_grafana_dashboard_only_uses_metrics_the_node_exports() -> None:
     dashboard = json.loads((root / "docs" / "grafana" / "warp.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
     assert len(exprs) > 20
-    defined = set(re.findall(r'"((?:warp|kamailio)_[a-z_]+)"', (root / "routing_engine" / "metrics.py").read_text()))
+    sources = [root / "routing_engine" / "metrics.py", root / "routing_engine" / "adapters" / "metric_sources.py"]
+    defined = {name for path in sources for name in re.findall(r'"((?:warp|kamailio)_[a-z_]+)"', path.read_text())}
     used = {re.sub(r"_(total|bucket|count|sum)$", "", name)
             for expr in exprs for name in re.findall(r"\b((?:warp|kamailio)_[a-z_]+)", expr)}
     assert used <= defined, used - defined

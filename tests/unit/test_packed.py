@@ -62,6 +62,21 @@ def test_price_lists_and_npanxx_homes_come_back_field_for_field() -> None:
     assert [str(r.rate) for r in forty_four.values()] == ["0.010000"]
 
 
+def test_vendor_billing_terms_and_superseding_rows_come_back_exactly() -> None:
+    w = World()
+    later = NOW + timedelta(days=1)
+    w.vendor("deck", [rate("1", "0.010", billing="60/60/30/0.0100"), rate("1", "0.012", effective=later,
+                                                                         billing="6/6/0/0")])
+    memory = w.snapshot()
+    mapped = round_trip(memory)
+    ids = frozenset(memory.vendors)
+    now_row, = mapped.rates_for(ids, "12125551234", NOW).values()
+    later_row, = mapped.rates_for(ids, "12125551234", later).values()
+    assert (now_row.rate, now_row.terms.to_text()) == (Decimal("0.010"), "60/60/30/0.0100")
+    assert (later_row.rate, later_row.terms.to_text()) == (Decimal("0.012"), "6/6/0/0")
+    assert mapped.rates_for(ids, "1", later) == memory.rates_for(ids, "1", later)
+
+
 def test_the_small_part_keeps_no_rows_of_its_own() -> None:
     mapped = round_trip(us_world().snapshot())
     assert all(not v.rates for v in mapped.vendors.values())
@@ -94,9 +109,13 @@ def decks(draw: st.DrawFn) -> list[list[VendorRate]]:
     for _ in range(draw(st.integers(1, 4))):
         rows = []
         for prefix in draw(st.sets(st.text("0123", min_size=1, max_size=4), max_size=8)):
-            start = draw(moments)
-            ends = draw(st.one_of(st.none(), moments.filter(lambda m, s=start: m > s)))
-            rows.append(VendorRate(prefix, draw(prices), start, ends, draw(st.one_of(st.none(), prices))))
+            # rows of one prefix follow each other by effective date, most with no end date
+            for start in sorted(draw(st.sets(moments, min_size=1, max_size=3))):
+                ends = draw(st.one_of(st.none(), moments.filter(lambda m, s=start: m > s)))
+                initial, subsequent = draw(st.sampled_from([(1, 1), (60, 60), (6, 6), (30, 6)]))
+                rows.append(VendorRate(prefix, draw(prices), start, ends, draw(st.one_of(st.none(), prices)),
+                                       None, None, initial, subsequent, draw(st.sampled_from([0, 30])),
+                                       draw(prices)))
         result.append(rows)
     return result
 

@@ -22,12 +22,26 @@ def test_a_sound_configuration_has_no_problems() -> None:
     assert problems(valid_world().snapshot()) == []
 
 
-def test_overlapping_effective_periods_are_named() -> None:
+def test_a_later_row_for_a_prefix_supersedes_the_earlier_one_without_an_end_date() -> None:
     w = valid_world()
-    w.vendor("dup", [rate("44", "0.01"), rate("44", "0.02", effective=NOW)])  # first one never ends
+    w.vendor("next", [rate("44", "0.01"), rate("44", "0.02", effective=NOW),
+                      rate("44", "0.03", effective=NOW + timedelta(days=30))])  # none of them ends
+    assert problems(w.snapshot()) == []
+
+
+def test_two_rates_of_one_prefix_taking_effect_at_the_same_moment_are_a_conflict() -> None:
+    w = valid_world()
+    w.vendor("dup", [rate("44", "0.01"), rate("44", "0.02", effective=NOW), rate("44", "0.03", effective=NOW)])
     assert problems(w.snapshot()) == [
-        "vendor dup: rates for prefix 44 overlap: 1970-01-01T00:00:00+00:00 to open-ended and from "
-        f"{NOW.isoformat()}"]
+        f"vendor dup: two rates for prefix 44 take effect at the same moment {NOW.isoformat()} (0.02 and 0.03)"]
+
+
+def test_billing_terms_that_cannot_be_billed_are_named() -> None:
+    w = valid_world()
+    w.vendor("zero", [rate("44", "0.01", billing="0/60/0/0")])
+    assert problems(w.snapshot()) == [
+        "vendor zero: billing terms 0/60/0/0 for prefix 44 (effective 1970-01-01T00:00:00+00:00) cannot be"
+        " billed: increments of 1 s or more, no negative minimum or fee"]
 
 
 def test_back_to_back_periods_do_not_overlap() -> None:

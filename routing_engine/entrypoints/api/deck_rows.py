@@ -11,7 +11,14 @@ answer names them all (up to MAX_ERRORS).
     interstate, intrastate, indeterminate [also with _rate]
     effective_date [effective_at, effective]      ISO date or date-time (UTC if no zone)
     end_date [ends_at], description               optional
-    price lists also: initial_increment, subsequent_increment, min_duration, connection_fee
+    initial_increment [first_increment], subsequent_increment [next_increment, additional_increment],
+    min_duration [min_duration_s, minimum_duration], connection_fee [setup_fee]
+                                         how the row is billed; empty: a vendor deck's row is billed
+                                         per second (1, 1, 0, 0), a price list's per minute (60, 60, 0, 0)
+
+Rows follow each other by effective date: a row with a later effective date for a prefix
+supersedes the earlier one from that moment on (no end date needed), so a rate change is one more
+row, in the same file or merged in later. Only two rows of one prefix and moment conflict.
 
 Money has at most 6 decimals (a seventh would be rounding someone's money) and no sign.
 """
@@ -89,12 +96,21 @@ _COMMON = (
            "indeterminate_rate"),
     Column("end_date", ("end_date", "ends_at"), "date", "timestamptz", "ends_at"),
 )
-_PLAN_EXTRA = (
-    Column("initial_increment", ("initial_increment",), "int", "integer", "initial_increment", 60),
-    Column("subsequent_increment", ("subsequent_increment",), "int", "integer", "subsequent_increment", 60),
-    Column("min_duration", ("min_duration", "min_duration_s"), "int", "integer", "min_duration_s", 0),
-    Column("connection_fee", ("connection_fee",), "money", "numeric(12,6)", "connection_fee", 0),
-)
+
+
+def _billing(increment: int) -> tuple[Column, ...]:
+    """The billing terms of a row; ``increment`` is the deck's default first and next increment."""
+    return (
+        Column("initial_increment", ("initial_increment", "first_increment"), "int", "integer",
+               "initial_increment", increment),
+        Column("subsequent_increment", ("subsequent_increment", "next_increment", "additional_increment"), "int",
+               "integer", "subsequent_increment", increment),
+        Column("min_duration", ("min_duration", "min_duration_s", "minimum_duration"), "int", "integer",
+               "min_duration_s", 0),
+        Column("connection_fee", ("connection_fee", "setup_fee"), "money", "numeric(12,6)", "connection_fee", 0),
+    )
+
+
 _KEY_ALIASES = {"prefix": ("prefix", "code", "dial_code", "destination_code"), "npanxx": ("npanxx", "npa_nxx"),
                 "effective_date": ("effective_date", "effective_at", "effective")}
 
@@ -115,9 +131,10 @@ class Deck:
         return (*_KEY_ALIASES, *(c.name for c in self.columns))
 
 
-VENDOR_DECK = Deck("routing.rates", "provider_id", "routing.providers", "vendor", "vendor_rates", _COMMON)
+VENDOR_DECK = Deck("routing.rates", "provider_id", "routing.providers", "vendor", "vendor_rates",
+                   _COMMON + _billing(1))
 PLAN_DECK = Deck("billing.rate_plan_rates", "rate_plan_id", "billing.rate_plans", "rate plan", "rate_plan_rates",
-                 _COMMON + _PLAN_EXTRA)
+                 _COMMON + _billing(60))
 
 
 def _norm(header: str) -> str:

@@ -38,8 +38,13 @@ class RateCreate(BaseModel):
     interstate_rate: Rate | None = None
     intrastate_rate: Rate | None = None
     indeterminate_rate: Rate | None = None
-    effective_at: Moment | None = Field(default=None, description="default: now")
-    ends_at: Moment | None = None
+    effective_at: Moment | None = Field(
+        default=None, description="default: now; a later row for the prefix supersedes this one from its own")
+    ends_at: Moment | None = Field(default=None, description="optional: a later row needs none")
+    initial_increment: Seconds = Field(default=1, description="first billing increment (s); vendor default 1")
+    subsequent_increment: Seconds = Field(default=1, description="next billing increments (s); vendor default 1")
+    min_duration_s: MinSeconds = 0
+    connection_fee: Rate = Field(default=Decimal(0), description="per answered call")
 
     @model_validator(mode="after")
     def _ends_after_start(self) -> Self:
@@ -57,8 +62,6 @@ class RateCreate(BaseModel):
 class PlanRateCreate(RateCreate):
     initial_increment: Seconds = 60
     subsequent_increment: Seconds = 60
-    min_duration_s: MinSeconds = 0
-    connection_fee: Rate = Decimal(0)
 
 
 class VendorRate(BaseModel):
@@ -70,6 +73,10 @@ class VendorRate(BaseModel):
     interstate_rate: Decimal | None
     intrastate_rate: Decimal | None
     indeterminate_rate: Decimal | None
+    initial_increment: int
+    subsequent_increment: int
+    min_duration_s: int
+    connection_fee: Decimal
     effective_at: datetime
     ends_at: datetime | None
     created_at: datetime

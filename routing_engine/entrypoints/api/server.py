@@ -19,6 +19,7 @@ from routing_engine.entrypoints.api import (
     accounts,
     blocking,
     cdrs,
+    drafts,
     envelope,
     explain,
     numbers,
@@ -42,7 +43,7 @@ DESCRIPTION = """The WARP admin API: the validated, audited way to change what t
 Every answer is an envelope: `{"success": true, "data": ..., "meta": {"timestamp", "request_id"}}`,
 or `{"success": false, "error": {"code", "message", "details"}, "meta": ...}`. Authenticate with
 `Authorization: Bearer <JWT>` or `X-API-Key: <key>`. Money is a decimal string."""
-ROUTERS = (accounts, trunks, numbers, vendors, plans, rate_plans, blocking, explain, cdrs)
+ROUTERS = (accounts, trunks, numbers, vendors, plans, rate_plans, blocking, explain, cdrs, drafts)
 
 
 health_router = APIRouter(tags=["health"], route_class=openapi.PolicyRoute)

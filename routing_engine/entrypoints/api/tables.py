@@ -46,7 +46,8 @@ GATEWAYS = Table("routing", "provider_gateways", (
     soft_delete=True)
 VENDOR_RATES = Table("routing", "rates", (
     "id", "provider_id", "prefix", "description", "rate", "interstate_rate", "intrastate_rate",
-    "indeterminate_rate", "effective_at", "ends_at", *_STAMPS))
+    "indeterminate_rate", "initial_increment", "subsequent_increment", "min_duration_s", "connection_fee",
+    "effective_at", "ends_at", *_STAMPS))
 PLANS = Table("routing", "routing_plans", (
     "id", "name", "strategy", "description", "failover_codes", "max_attempts", "attempt_timeout_ms",
     "min_margin", "allow_negative_margin", *_STAMPS), soft_delete=True)
