@@ -78,8 +78,8 @@ class SipSettings:
     default_trunk_cps: int = 100
     # Topology hiding (for trunks that have it on, the default): "topos" removes the other side's
     # Via, Record-Route and Contact and keeps them per dialog in Redis (a few Redis commands per
-    # message); "topoh" masks them, encrypted with topoh_key, in our own headers (no storage, no
-    # Redis; the peer sees the masked headers). topoh_key must be the same on every node;
+    # message); "topoh" masks them in our own headers with topoh_key (no storage, no Redis; an
+    # obfuscation a determined peer can undo, see RESILIENCE.md). topoh_key: the same on every node;
     # topoh_ip is the host masked URIs carry (empty: the first listen address).
     topology_hiding: str = "topos"
     topoh_key: str = ""
