@@ -27,7 +27,7 @@ from routing_engine import metrics
 from routing_engine.adapters import lrn_sources, media_failures, postgres, redis_store
 from routing_engine.adapters.health import HealthView
 from routing_engine.adapters.money import Limits, Wallet
-from routing_engine.adapters.quality import Outcome, QualityView
+from routing_engine.adapters.quality import Aggregator, Judge, Outcome, QualityView
 from routing_engine.adapters.quality import record as record_outcomes
 from routing_engine.adapters.registrations import BlockCache, Defence, RegistrationStore
 from routing_engine.adapters.rtpengine_ng import NgClient
@@ -145,10 +145,16 @@ class _TimedSource:
 
 
 def quality_view(settings: Settings, client: Any, refresh_s: float | None = None) -> QualityView:
+    """The vendor quality verdicts the companion publishes, as a worker (or explain) reads them."""
     q = settings.quality
-    return QualityView(client, q.window_s, q.min_samples, q.asr_min, q.hysteresis,
-                       q.refresh_s if refresh_s is None else refresh_s, prefix_digits=q.prefix_digits,
-                       pdd_max_ms=q.pdd_max_ms)
+    return QualityView(client, q.refresh_s if refresh_s is None else refresh_s, prefix_digits=q.prefix_digits)
+
+
+def quality_aggregator(settings: Settings, client: Any) -> Aggregator:
+    """The companion's vendor quality: the window of outcomes, judged and published."""
+    q = settings.quality
+    return Aggregator(client, Judge(q.min_samples, q.asr_min, q.hysteresis, q.pdd_max_ms), q.window_s,
+                      q.prefix_digits, q.refresh_s)
 
 
 @dataclass(frozen=True)
@@ -244,7 +250,7 @@ class App:
                  outcomes: list[Outcome] | None = None) -> None:
         """A call's end in one Redis round trip: its place in the limits freed (``release``: the
         call's identity, its CDR id, with its trunk and account), its vendor attempts
-        added to the quality window, its CDR appended to the stream. If Redis cannot take them, the
+        added to the quality stream (one XADD), its CDR appended to the stream. If Redis cannot take them, the
         CDR goes to the local spool (the companion frees the call's place when it writes that CDR;
         an entry that did reach the stream as well is stored once, by CDR id) and the quality
         sample is lost."""
@@ -254,8 +260,7 @@ class App:
             if release is not None and self.limits is not None:
                 self.limits.release(*release, pipe=pipe)
             if outcomes:
-                q = self.settings.quality
-                record_outcomes(client, outcomes, time.time(), q.window_s, q.prefix_digits, pipe=pipe)
+                record_outcomes(client, outcomes, time.time(), pipe=pipe)
         except Exception as exc:  # never in the CDR's way
             log.warning("call %s: limits release or quality sample not queued: %s", record.call_id, exc)
             pipe = client.pipeline(transaction=False)

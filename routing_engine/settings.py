@@ -76,6 +76,14 @@ class SipSettings:
     # New calls per second of a trunk whose own cps_limit is not set (0: no limit), so that no
     # address a trunk's ACL names can set up calls without bound.
     default_trunk_cps: int = 100
+    # Topology hiding (for trunks that have it on, the default): "topos" removes the other side's
+    # Via, Record-Route and Contact and keeps them per dialog in Redis (a few Redis commands per
+    # message); "topoh" masks them in our own headers with topoh_key (no storage, no Redis; an
+    # obfuscation a determined peer can undo, see RESILIENCE.md). topoh_key: the same on every node;
+    # topoh_ip is the host masked URIs carry (empty: the first listen address).
+    topology_hiding: str = "topos"
+    topoh_key: str = ""
+    topoh_ip: str = ""
 
 
 @dataclass(frozen=True)
@@ -157,7 +165,7 @@ class QualitySettings:
     min_samples: int = 20        # fewer attempts than this in the window: not judged
     asr_min: float = 0.2         # below this ASR a vendor is demoted by the quality strategy...
     hysteresis: float = 0.05     # ...and restored only above asr_min + hysteresis
-    refresh_s: float = 5.0       # how often a worker re-reads the window
+    refresh_s: float = 1.0       # how often the companion publishes verdicts and a worker reads them
     prefix_digits: int = 4       # also judged per destination prefix of this many digits (0: off)
     pdd_max_ms: int = 0          # average PDD above this demotes too (0: PDD not judged)
 
@@ -446,6 +454,12 @@ def _check(settings: Settings) -> None:
         if not 1 <= port <= 65535:
             raise SettingsError(f"{key}: not a port number: {port}")
     _check_media(settings.media)
+    if settings.sip.topology_hiding not in ("topos", "topoh"):
+        raise SettingsError(f"sip.topology_hiding: topos or topoh, got {settings.sip.topology_hiding!r}")
+    if settings.sip.topology_hiding == "topoh" and (len(settings.sip.topoh_key) < 16 or '"' in settings.sip.topoh_key):
+        # the key becomes a quoted string in kamailio.cfg (#!trydefenvs)
+        raise SettingsError("sip.topoh_key: topoh needs a key of at least 16 characters without a double quote, "
+                            "the same on every node")
     if settings.cdr.batch_seconds <= 0:
         raise SettingsError(f"cdr.batch_seconds: must be greater than zero, got {settings.cdr.batch_seconds}")
     if settings.metrics.listen:

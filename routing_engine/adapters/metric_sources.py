@@ -91,8 +91,9 @@ def rtpengine_source(client: Any, ng_address: str, timeout_s: float = 1.0) -> So
     return read
 
 
-def redis_source(client: Any, stream: str, vendors: Callable[[], dict[Any, str]], window_s: int) -> Source:
-    """CDR stream backlog per consumer group, blocked IPs, vendor ASR/ACD over the quality window."""
+def redis_source(client: Any, stream: str, vendors: Callable[[], dict[Any, str]]) -> Source:
+    """CDR stream backlog per consumer group, blocked IPs, vendor ASR/ACD over the quality window
+    (as the companion last published them)."""
 
     def read() -> list[Metric]:
         length = GaugeMetricFamily("warp_cdr_stream_length", "Entries in the CDR stream")
@@ -116,7 +117,9 @@ def redis_source(client: Any, stream: str, vendors: Callable[[], dict[Any, str]]
                                 labels=["vendor"])
         tried = GaugeMetricFamily("warp_vendor_window_attempts", "Vendor attempts in the quality window",
                                   labels=["vendor"])
-        for vendor_id, q in quality.read(client, names.keys(), time.time(), window_s).items():
+        published = quality.figures(client)
+        for vendor_id in names:
+            q = published.get(str(vendor_id), quality.Quality(0, 0, 0))
             asr.add_metric([names[vendor_id]], q.asr)
             acd.add_metric([names[vendor_id]], q.acd)
             tried.add_metric([names[vendor_id]], float(q.attempts))

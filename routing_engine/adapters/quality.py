@@ -1,23 +1,30 @@
 """Vendor quality: ASR, ACD and PDD per vendor and per vendor × destination prefix over a
-sliding window, shared in Redis.
+sliding window, judged by the companion and published as verdicts the SIP workers read.
 
-Each finished call adds its vendor attempts to one-minute buckets: per vendor
-(``warp:q:<vendor>:<minute>``: attempts, answered, answered seconds, PDD sum and count) and per
-destination prefix (``warp:qp:<prefix>:<minute>``, one field per vendor and figure, so one prefix
-is read for every vendor at once). The prefix is the dialed E.164 number's first
-``prefix_digits`` digits (4: country 1 + NPA, or a country and its first digits).
+The work is split so that the call path pays almost nothing:
 
-A worker reads the window (default 15 minutes) at most every ``refresh_s`` and decides which
-vendors are demoted — for every destination, or only for one prefix. A vendor (or vendor ×
-prefix) with at least ``min_samples`` attempts is demoted when its ASR is below ``asr_min``, or
-when its average PDD is above ``pdd_max_ms`` (if set, judged over at least ``min_samples``
-rung attempts); it is restored only once it is back past the line by the ``hysteresis`` margin
-(or has too few attempts to judge), so a vendor near the line does not flap. The ``quality``
-strategy tries demoted vendors last.
+- a call's end adds its vendor attempts to the quality stream (``warp:quality``) with ONE
+  command, an XADD in the pipeline that also carries its CDR (``record``);
+- the companion (``Aggregator``, one per node) follows the whole stream, keeps the window in
+  memory as one-minute buckets with running totals (per vendor, and per vendor × prefix, the
+  prefix being the dialed E.164 number's first ``prefix_digits`` digits), judges it every
+  ``refresh_s`` and publishes the verdicts as one small JSON value (``warp:quality:verdicts``):
+  every vendor's figures, and only the demotions per prefix. Every node's companion reads every
+  entry, so they all publish the same verdicts; a restarted one rebuilds its window from the
+  stream, which the companions trim to the last ``window_s``;
+- a worker (``QualityView``) reads that one value at most every ``refresh_s``.
+
+A vendor (or vendor × prefix) with at least ``min_samples`` attempts is demoted when its ASR is
+below ``asr_min``, or when its average PDD is above ``pdd_max_ms`` (if set, judged over at least
+``min_samples`` rung attempts); it is restored only once it is back past the line by the
+``hysteresis`` margin (or has too few attempts to judge), so a vendor near the line does not
+flap. The ``quality`` strategy tries demoted vendors last. No verdicts, or verdicts older than
+``STALE_S`` (the companions are gone): nobody is demoted.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -27,6 +34,10 @@ from uuid import UUID
 
 log = logging.getLogger("warp.quality")
 BUCKET_S = 60
+STREAM = "warp:quality"
+VERDICTS = "warp:quality:verdicts"
+STREAM_MAXLEN = 500_000  # a bound on the stream when no companion trims it to the window
+STALE_S = 60.0           # verdicts older than this are not used (no companion publishes them)
 _FIGURES = ("attempts", "answered", "seconds", "pdd_sum", "pdd_n")
 
 
@@ -60,140 +71,78 @@ class Quality:
     def pdd_ms(self) -> float | None:
         return self.pdd_sum / self.pdd_n if self.pdd_n else None
 
-    @classmethod
-    def total(cls, rows: Iterable[dict[str, Any]], field_prefix: str = "") -> Quality:
-        sums = dict.fromkeys(_FIGURES, 0)
-        for row in rows:
-            for name in _FIGURES:
-                sums[name] += int(row.get(field_prefix + name, 0))
-        return cls(**sums)
-
 
 def prefix_of(destination: str, digits: int) -> str:
     return destination.lstrip("+")[:digits] if digits > 0 else ""
 
 
-def record(client: Any, outcomes: Iterable[tuple[Any, ...]], now: float, window_s: int,
-           prefix_digits: int = 0, pipe: Any = None) -> None:
-    """Add call attempts (``Outcome`` or a tuple in its order) to the current minute. Given a
-    pipeline, the commands join it and its owner executes it."""
-    bucket = int(now // BUCKET_S) * BUCKET_S
-    own = pipe is None
-    pipe = client.pipeline(transaction=False) if own else pipe
-    for outcome in (Outcome(*o) for o in outcomes):
-        figures = {"attempts": 1}
-        if outcome.answered:
-            figures |= {"answered": 1, "seconds": max(0, outcome.seconds)}
-        if outcome.pdd_ms is not None:
-            figures |= {"pdd_sum": max(0, outcome.pdd_ms), "pdd_n": 1}
-        key = f"warp:q:{outcome.vendor_id}:{bucket}"
-        prefix = prefix_of(outcome.destination, prefix_digits)
-        by_prefix = f"warp:qp:{prefix}:{bucket}"
-        for name, value in figures.items():
-            pipe.hincrby(key, name, value)
-            if prefix:
-                pipe.hincrby(by_prefix, f"{outcome.vendor_id}|{name}", value)
-        pipe.expire(key, window_s + BUCKET_S)
-        if prefix:
-            pipe.expire(by_prefix, window_s + BUCKET_S)
-    if own:
-        pipe.execute()
+def record(client: Any, outcomes: Iterable[tuple[Any, ...]], now: float, pipe: Any = None,
+           maxlen: int = STREAM_MAXLEN) -> None:
+    """Add a call's attempts (``Outcome`` or a tuple in its order) to the quality stream: one
+    XADD. Given a pipeline, the command joins it and its owner executes it."""
+    rows = [[str(o.vendor_id), int(bool(o.answered)), int(o.seconds), o.pdd_ms, o.destination]
+            for o in (Outcome(*t) for t in outcomes)]
+    if not rows:
+        return
+    target = client if pipe is None else pipe
+    target.xadd(STREAM, {"t": repr(float(now)), "o": json.dumps(rows, separators=(",", ":"))},
+                maxlen=maxlen, approximate=True)
 
 
-def _buckets(now: float, window_s: int) -> list[int]:
-    last = int(now // BUCKET_S) * BUCKET_S
-    return [last - i * BUCKET_S for i in range(window_s // BUCKET_S)]
+# ------------------------------------------------------------------ the companion's side
 
+class Window:
+    """Attempts per vendor and per (prefix, vendor) over the last ``window_s``, in one-minute
+    buckets with running totals: adding an attempt or letting a minute go is O(its keys)."""
 
-def read(client: Any, vendor_ids: Iterable[UUID], now: float, window_s: int) -> dict[UUID, Quality]:
-    ids = list(vendor_ids)
-    buckets = _buckets(now, window_s)
-    pipe = client.pipeline(transaction=False)
-    for vendor_id in ids:
-        for b in buckets:
-            pipe.hgetall(f"warp:q:{vendor_id}:{b}")
-    replies = pipe.execute()
-    return {vendor_id: Quality.total(replies[i * len(buckets):(i + 1) * len(buckets)])
-            for i, vendor_id in enumerate(ids)}
-
-
-def read_prefix(client: Any, prefix: str, now: float, window_s: int) -> dict[str, Quality]:
-    """Every vendor's figures for one destination prefix, by vendor id (text)."""
-    pipe = client.pipeline(transaction=False)
-    for b in _buckets(now, window_s):
-        pipe.hgetall(f"warp:qp:{prefix}:{b}")
-    rows = pipe.execute()
-    vendors = {str(k).split("|", 1)[0] for row in rows for k in row}
-    return {v: Quality.total(rows, f"{v}|") for v in vendors}
-
-
-class QualityView:
-    _PREFIX_CACHE_LIMIT = 10_000  # prefixes remembered per worker; forgotten all at once past it
-
-    def __init__(self, client: Any, window_s: int = 900, min_samples: int = 20, asr_min: float = 0.2,
-                 hysteresis: float = 0.05, refresh_s: float = 5.0, clock: Callable[[], float] = time.time,
-                 prefix_digits: int = 0, pdd_max_ms: int = 0) -> None:
-        self.client = client
+    def __init__(self, window_s: int, prefix_digits: int) -> None:
         self.window_s = window_s
-        self.min_samples = min_samples
-        self.asr_min = asr_min
-        self.hysteresis = hysteresis
-        self.refresh_s = refresh_s
-        self.clock = clock
         self.prefix_digits = prefix_digits
-        self.pdd_max_ms = pdd_max_ms
-        self._stats: dict[UUID, Quality] = {}
-        self._demoted: dict[UUID, str] = {}
-        self._next = 0.0
-        self._prefixes: dict[str, tuple[float, dict[str, Quality]]] = {}
-        self._prefix_demoted: dict[tuple[str, str], str] = {}
+        self._buckets: dict[int, dict[tuple[str, ...], list[int]]] = {}
+        self.totals: dict[tuple[str, ...], list[int]] = {}
 
-    def demotion(self, vendor_id: UUID, known: Iterable[UUID] = (), destination: str = "") -> str | None:
-        """Why this vendor is demoted now — for every destination, or for this one's prefix — or None."""
-        now = self.clock()
-        if now >= self._next:
-            self._next = now + self.refresh_s
-            try:
-                self._stats = read(self.client, set(known) | {vendor_id}, now, self.window_s)
-            except Exception as exc:  # no data: nobody is demoted
-                log.warning("vendor quality unknown (%s)", exc)
-                self._stats = {}
-            for vid, q in self._stats.items():
-                self._set(self._demoted, vid, self._verdict(q, vid in self._demoted), "demoted: ")
-        elif vendor_id not in self._stats:
-            self._next = 0.0  # a vendor not read yet: read at the next call
-        overall = self._demoted.get(vendor_id)
-        prefix = prefix_of(destination, self.prefix_digits)
-        if overall is not None or not prefix:
-            return overall
-        return self._prefix_demotion(str(vendor_id), prefix, now)
+    def _oldest(self, now: float) -> int:
+        return int(now // BUCKET_S) * BUCKET_S - (self.window_s // BUCKET_S - 1) * BUCKET_S
 
-    def _prefix_demotion(self, vendor_id: str, prefix: str, now: float) -> str | None:
-        cached = self._prefixes.get(prefix)
-        if cached is None or now >= cached[0]:
-            try:
-                figures = read_prefix(self.client, prefix, now, self.window_s)
-            except Exception as exc:
-                log.warning("vendor quality for %s unknown (%s)", prefix, exc)
-                figures = {}
-            if len(self._prefixes) >= self._PREFIX_CACHE_LIMIT:
-                self._prefixes.clear()
-                self._prefix_demoted.clear()
-            self._prefixes[prefix] = (now + self.refresh_s, figures)
-            for vid, q in figures.items():
-                key = (vid, prefix)
-                self._set(self._prefix_demoted, key, self._verdict(q, key in self._prefix_demoted),
-                          f"demoted for {prefix}*: ")
-        return self._prefix_demoted.get((vendor_id, prefix))
+    def add(self, at: float, outcome: Outcome, now: float) -> None:
+        minute = int(at // BUCKET_S) * BUCKET_S
+        if minute < self._oldest(now):
+            return  # already out of the window
+        figures = [1, 0, 0, 0, 0]
+        if outcome.answered:
+            figures[1], figures[2] = 1, max(0, int(outcome.seconds))
+        if outcome.pdd_ms is not None:
+            figures[3], figures[4] = max(0, int(outcome.pdd_ms)), 1
+        keys: list[tuple[str, ...]] = [("v", outcome.vendor_id)]
+        if prefix := prefix_of(outcome.destination, self.prefix_digits):
+            keys.append(("p", prefix, outcome.vendor_id))
+        bucket = self._buckets.setdefault(minute, {})
+        for key in keys:
+            for sums in (bucket.setdefault(key, [0] * 5), self.totals.setdefault(key, [0] * 5)):
+                for i, value in enumerate(figures):
+                    sums[i] += value
 
-    @staticmethod
-    def _set(demoted: dict[Any, str], key: Any, verdict: str | None, lead: str) -> None:
-        if verdict is None:
-            demoted.pop(key, None)
-        else:
-            demoted[key] = lead + verdict
+    def expire(self, now: float) -> None:
+        oldest = self._oldest(now)
+        for minute in [m for m in self._buckets if m < oldest]:
+            for key, figures in self._buckets.pop(minute).items():
+                sums = self.totals[key]
+                for i, value in enumerate(figures):
+                    sums[i] -= value
+                if sums[0] <= 0:
+                    del self.totals[key]
 
-    def _verdict(self, q: Quality, was: bool) -> str | None:
+
+@dataclass(frozen=True)
+class Judge:
+    """The demotion rule (see the module's docstring)."""
+
+    min_samples: int = 20
+    asr_min: float = 0.2
+    hysteresis: float = 0.05
+    pdd_max_ms: int = 0
+
+    def verdict(self, q: Quality, was: bool) -> str | None:
         """The reason to demote, or None; once demoted, the line moves by the hysteresis."""
         if q.attempts < self.min_samples:
             return None
@@ -206,3 +155,157 @@ class QualityView:
             if q.pdd_ms > pdd_line:
                 return f"PDD {q.pdd_ms:.0f} ms over {q.pdd_n} attempts (above {pdd_line:.0f} ms), ASR {q.asr:.0%}"
         return None
+
+
+class Aggregator:
+    """The companion's half: follow the quality stream, keep the window, publish the verdicts
+    every ``publish_s``. One bad entry is logged and skipped; the others count."""
+
+    def __init__(self, client: Any, judge: Judge, window_s: int = 900, prefix_digits: int = 0,
+                 publish_s: float = 1.0, clock: Callable[[], float] = time.time) -> None:
+        self.client = client
+        self.judge = judge
+        self.window = Window(window_s, prefix_digits)
+        self.publish_s = publish_s
+        self.clock = clock
+        self._last_id: str | None = None
+        self._published_at = 0.0
+        self._demoted: set[tuple[str, ...]] = set()  # demoted when last judged (for the hysteresis)
+        self.skipped = 0
+
+    def start(self) -> None:
+        """Take over the published demotions (for the hysteresis) and read the stream over the window."""
+        doc = _load(self.client.get(VERDICTS)) or {}
+        self._demoted = {("v", v) for v, f in doc.get("vendors", {}).items() if f.get("demoted")}
+        self._demoted |= {("p", prefix, v) for prefix, by_vendor in doc.get("prefixes", {}).items()
+                          for v in by_vendor}
+        since = max(0, int((time.time() - self.window.window_s - BUCKET_S) * 1000))
+        start = f"{since}-0"
+        while entries := self.client.xrange(STREAM, min=start, count=1000):
+            self._fold(entries)
+            start = f"({entries[-1][0]}"
+        self._last_id = self._last_id or f"{since}-0"  # followed from here on (set once replayed)
+
+    def step(self, block_ms: int | None = None) -> None:
+        """Fold in what the stream has gained (waiting up to ``block_ms`` for it), and publish
+        if it is time."""
+        if self._last_id is None:
+            self.start()
+        replies = self.client.xread({STREAM: self._last_id}, count=1000, block=block_ms)
+        for _stream, entries in replies or []:
+            self._fold(entries)
+        now = self.clock()
+        if now - self._published_at >= self.publish_s:
+            self.publish(now)
+
+    def run(self, stopped: Callable[[], bool]) -> None:
+        while not stopped():
+            try:
+                self.step(block_ms=int(self.publish_s * 1000))
+            except Exception as exc:
+                log.warning("vendor quality not updated: %s", exc)
+                time.sleep(self.publish_s)
+
+    def _fold(self, entries: list[tuple[str, dict[str, str]]]) -> None:
+        now = self.clock()
+        for entry_id, fields in entries:
+            self._last_id = entry_id
+            try:
+                at = float(fields["t"])
+                outcomes = [Outcome(str(r[0]), bool(r[1]), int(r[2]), None if r[3] is None else int(r[3]), str(r[4]))
+                            for r in json.loads(fields["o"])]
+            except (KeyError, ValueError, TypeError, IndexError) as exc:
+                self.skipped += 1
+                log.warning("quality entry %s skipped: %s (%r)", entry_id, exc, fields)
+                continue
+            for outcome in outcomes:
+                self.window.add(at, outcome, now)
+
+    def publish(self, now: float) -> dict[str, Any]:
+        self.window.expire(now)
+        vendors: dict[str, dict[str, Any]] = {}
+        prefixes: dict[str, dict[str, str]] = {}
+        demoted: set[tuple[str, ...]] = set()
+        for key, sums in self.window.totals.items():
+            verdict = self.judge.verdict(Quality(*sums), key in self._demoted)
+            if key[0] == "v":
+                why = None if verdict is None else f"demoted: {verdict}"
+                vendors[key[1]] = {"figures": list(sums), "demoted": why}
+            else:
+                why = None if verdict is None else f"demoted for {key[1]}*: {verdict}"
+                if why is not None:
+                    prefixes.setdefault(key[1], {})[key[2]] = why
+            if why is not None:
+                demoted.add(key)
+        self._demoted = demoted
+        doc = {"at": now, "vendors": vendors, "prefixes": prefixes}
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(VERDICTS, json.dumps(doc, separators=(",", ":")))
+        # the stream keeps what a restarted companion needs: the window (entry ids are Redis's clock)
+        pipe.xtrim(STREAM, minid=f"{int((time.time() - self.window.window_s - BUCKET_S) * 1000)}-0",
+                   approximate=False)
+        pipe.execute()
+        self._published_at = now
+        return doc
+
+
+def _load(raw: str | bytes | None) -> dict[str, Any] | None:
+    if not raw:
+        return None
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def figures(client: Any) -> dict[str, Quality]:
+    """Every vendor's figures over the window as last published, by vendor id (text)."""
+    doc = _load(client.get(VERDICTS)) or {}
+    return {v: Quality(*f["figures"]) for v, f in doc.get("vendors", {}).items()}
+
+
+# ------------------------------------------------------------------ the SIP worker's side
+
+class QualityView:
+    """The published verdicts, read at most every ``refresh_s`` (one GET of one small value)."""
+
+    def __init__(self, client: Any, refresh_s: float = 1.0, clock: Callable[[], float] = time.time,
+                 prefix_digits: int = 0, stale_s: float = STALE_S) -> None:
+        self.client = client
+        self.refresh_s = refresh_s
+        self.clock = clock
+        self.prefix_digits = prefix_digits
+        self.stale_s = stale_s
+        self._next = 0.0
+        self._vendors: dict[str, str] = {}
+        self._prefixes: dict[str, dict[str, str]] = {}
+
+    def demotion(self, vendor_id: UUID, known: Iterable[UUID] = (), destination: str = "") -> str | None:
+        """Why this vendor is demoted now — for every destination, or for this one's prefix — or None.
+        (``known``: the other vendors of the snapshot; the verdicts carry them all already.)"""
+        now = self.clock()
+        if now >= self._next:
+            self._next = now + self.refresh_s
+            self._read(now)
+        vendor = str(vendor_id)
+        overall = self._vendors.get(vendor)
+        prefix = prefix_of(destination, self.prefix_digits)
+        if overall is not None or not prefix:
+            return overall
+        return self._prefixes.get(prefix, {}).get(vendor)
+
+    def _read(self, now: float) -> None:
+        vendors: dict[str, str] = {}
+        prefixes: dict[str, dict[str, str]] = {}
+        try:
+            doc = _load(self.client.get(VERDICTS)) or {}
+            age = now - float(doc.get("at", now))
+            if age > self.stale_s:
+                log.warning("vendor quality verdicts of %.0f s ago not used: is a companion running?", age)
+            else:
+                vendors = {v: f["demoted"] for v, f in doc.get("vendors", {}).items() if f.get("demoted")}
+                prefixes = doc.get("prefixes", {})
+        except Exception as exc:  # no data, or data not understood: nobody is demoted
+            log.warning("vendor quality unknown (%s)", exc)
+        self._vendors, self._prefixes = vendors, prefixes

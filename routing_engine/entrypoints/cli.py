@@ -442,7 +442,7 @@ def cmd_cdr_emitter(settings: Settings, args: argparse.Namespace) -> int:
     from routing_engine.adapters import metric_sources, redis_store
     from routing_engine.adapters.health import Prober
     from routing_engine.adapters.money import LEDGER_STREAM, Limits, Wallet, ledger_entry
-    from routing_engine.bootstrap import snapshot_store, spool_dir
+    from routing_engine.bootstrap import quality_aggregator, snapshot_store, spool_dir
     from routing_engine.companion import publisher
     from routing_engine.companion.emitter import Emitter, LedgerSink, PostgresSink, replay_spool, seed_balances
 
@@ -500,6 +500,9 @@ def cmd_cdr_emitter(settings: Settings, args: argparse.Namespace) -> int:
                                batch_size=settings.cdr.batch_size, batch_seconds=settings.cdr.batch_seconds,
                                what="CDRs for BigQuery"))
     threads = [threading.Thread(target=w.run, args=(stop.is_set,), name=w.what) for w in workers]
+    # vendor quality: the window of call outcomes judged here, the verdicts published for the workers
+    quality = quality_aggregator(settings, redis_store.connect(settings.redis_url, 5000))
+    threads.append(threading.Thread(target=quality.run, args=(stop.is_set,), name="quality"))
     latest: list[Any] = [None]
     threads.append(threading.Thread(target=publisher.follow, name="snapshots",
                                     args=(settings, snapshot_store(settings), stop,
@@ -543,8 +546,7 @@ def cmd_cdr_emitter(settings: Settings, args: argparse.Namespace) -> int:
                                 metric_sources.kamailio_source(m.kamcmd, ctl if ":" in ctl else f"unix:{ctl}"))
         metrics.register_source("redis", metric_sources.redis_source(
             redis_store.connect(settings.redis_url, 2000), settings.cdr.stream,
-            lambda: {vid: v.name for vid, v in latest[0].vendors.items()} if latest[0] else {},
-            settings.quality.window_s))
+            lambda: {vid: v.name for vid, v in latest[0].vendors.items()} if latest[0] else {}))
         metrics.register_source("snapshot", metric_sources.snapshot_source(snapshot_store(settings)))
         metrics.register_source("spool", metric_sources.spool_source(spool_dir(settings)))
         metrics.register_source("ledger", metric_sources.ledger_source(lambda: checked[0]))

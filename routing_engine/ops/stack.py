@@ -465,12 +465,23 @@ def kamailio_command(settings: Settings, run_dir: Path) -> list[str]:
         cmd += ["-l", sock]
     if not s.server_header:
         defines["WARP_NO_SIGNATURE"] = "1"
+    if s.topology_hiding == "topoh":  # kamailio.cfg: #!ifdef WARP_TOPOH (the key travels in the environment)
+        defines["WARP_TOPOH"] = "1"
+        defines["WARP_TOPOH_IP"] = f'"{s.topoh_ip or listen_host(s.listen)}"'
     topos_expire = s.max_call_duration_s + s.fr_inv_timeout_ms // 1000 + 180  # outlives any call
     defines["WARP_TOPOS_EXPIRE"] = str(topos_expire)
     defines["WARP_TOPOS_SKIP_TABLE"] = f'"tpskip=>size=8;autoexpire={topos_expire}"'
     for name, value in defines.items():
         cmd += ["-A", f"{name}={value}"]
     return cmd
+
+
+def listen_host(listen: tuple[str, ...]) -> str:
+    """The address of the first listen socket ("udp:192.0.2.7:5060" -> 192.0.2.7)."""
+    first = listen[0] if listen else "127.0.0.1"
+    parts = first.split(":")
+    host = parts[1] if len(parts) >= 2 and parts[0] in ("udp", "tcp", "tls", "sctp") else parts[0]
+    return host.strip("[]")
 
 
 def _local_block_s(settings: Settings) -> int:
@@ -520,6 +531,9 @@ def kamailio_env(settings: Settings, base: dict[str, str] | None = None) -> dict
     if settings.auth.nonce_secret:
         env["WARP_NONCE_SECRET"] = settings.auth.nonce_secret
     env["WARP_TOPOS_REDIS"] = topos_redis_server(settings.redis_url)
+    env.pop("WARP_TOPOH_KEY", None)
+    if settings.sip.topology_hiding == "topoh":
+        env["WARP_TOPOH_KEY"] = settings.sip.topoh_key
     return env
 
 

@@ -9,6 +9,7 @@ import redis
 
 from routing_engine.adapters.health import KEY as HEALTH_KEY
 from routing_engine.entrypoints import cli
+from routing_engine.settings import Settings
 from tests.api.conftest import Api, Carrier, use_test_environment
 
 
@@ -76,11 +77,12 @@ def test_an_unknown_source_is_refused_like_the_sip_side_would(admin: Api, carrie
 
 def test_a_vendor_demoted_for_poor_quality_is_demoted_in_the_api_as_in_the_cli_and_on_the_sip_side(
         admin: Api, carrier: Carrier, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
     """Both explains decide through bootstrap.decider, as a SIP worker does: the API's used to
     leave vendor quality out, so a quality plan explained differently than it routed."""
     import time
 
+    from routing_engine import bootstrap
     from routing_engine.adapters.quality import Outcome
     from routing_engine.adapters.quality import record as record_outcomes
 
@@ -95,7 +97,8 @@ def test_a_vendor_demoted_for_poor_quality_is_demoted_in_the_api_as_in_the_cli_a
     params = {"trunk": "BAN-A/trunk-1", "to": "12125551234", "from": "13055550100"}
     assert [r["vendor"] for r in admin.get("/route/explain", params=params)["data"]["routes"]][0] == "vendor-echo"
     # the cheaper vendor answered none of its last 30 attempts
-    record_outcomes(redis_client, [Outcome(echo, False, 0, None, "12125551234")] * 30, time.time(), 900)
+    record_outcomes(redis_client, [Outcome(echo, False, 0, None, "12125551234")] * 30, time.time())
+    bootstrap.quality_aggregator(settings, redis_client).step()  # the companion's turn
     api = admin.get("/route/explain", params=params)["data"]
     assert [r["vendor"] for r in api["routes"]] == ["vendor-fox", "vendor-echo"]
     use_test_environment(monkeypatch)

@@ -195,6 +195,9 @@ def test_the_metrics_counters_match_the_mix(mix: dict[str, str]) -> None:
 
 
 def test_scrape_time_sources_report_kamailio_redis_and_the_snapshot(mix: dict[str, str]) -> None:
+    # vendor figures are the ones the companion publishes, every quality.refresh_s
+    wait_for(lambda: value(scrape(), "warp_vendor_window_attempts", vendor="ok-vendor") == 2, 10,
+             "the vendor figures of the mix published")
     m = scrape()
     for source in ("kamailio", "redis", "snapshot", "spool"):
         assert value(m, "warp_metrics_source_up", source=source) == 1, source

@@ -121,3 +121,34 @@ def test_media_settings_reach_kamailio_only_when_media_is_enabled(tmp_path: Path
     off = stack.kamailio_command(load_settings(environ={"WARP_MEDIA__ENABLED": "false"}), tmp_path)
     assert 'WARP_RTPENGINE_SOCK="udp:127.0.0.9:2223"' in on
     assert not any("RTPENGINE" in part for part in off)
+
+
+def test_topology_masking_reaches_kamailio_with_its_key_in_the_environment_only(tmp_path: Path) -> None:
+    from routing_engine.ops import stack
+
+    key = "mask-key-0123456789abcdef"
+    masked = load_settings(environ={"WARP_SIP__TOPOLOGY_HIDING": "topoh", "WARP_SIP__TOPOH_KEY": key,
+                                    "WARP_SIP__LISTEN": "udp:192.0.2.7:5060,tcp:192.0.2.7:5060"})
+    command = stack.kamailio_command(masked, tmp_path)
+    assert "WARP_TOPOH=1" in command and 'WARP_TOPOH_IP="192.0.2.7"' in command
+    assert not any(key in part for part in command)
+    assert stack.kamailio_env(masked, {})["WARP_TOPOH_KEY"] == key
+    default = load_settings(environ={})
+    assert not any("TOPOH" in part for part in stack.kamailio_command(default, tmp_path))
+    assert "WARP_TOPOH_KEY" not in stack.kamailio_env(default, {"WARP_TOPOH_KEY": key})
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"WARP_SIP__TOPOLOGY_HIDING": "off"}, "sip.topology_hiding: topos or topoh"),
+    ({"WARP_SIP__TOPOLOGY_HIDING": "topoh"}, "sip.topoh_key: topoh needs a key"),
+])
+def test_bad_topology_hiding_settings_are_named(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message.replace(".", r"\.")):
+        load_settings(environ=env)
+
+
+def test_the_redis_client_parses_replies_with_hiredis() -> None:
+    from redis._parsers import _HiredisParser
+    from redis.connection import DefaultParser
+
+    assert DefaultParser is _HiredisParser
