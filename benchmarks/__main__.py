@@ -1,6 +1,6 @@
 """make bench: run the benchmarks, print a table, write bench-results/results.json.
 
-    python -m benchmarks [--full] [--only decision,cdr_pipeline,capacity,reload,replay] [--configs A,B,C] [--profile S]
+    python -m benchmarks [--full] [--only decision,cdr_pipeline,funds,capacity,reload,replay] [--configs A,B,C] [--profile S]
 
 The default run is bounded (under 10 minutes on 2 cores); --full takes longer, steadier steps.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from benchmarks import capacity, cdr_pipeline, decision, reload, replay
+from benchmarks import capacity, cdr_pipeline, decision, funds, reload, replay
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -29,7 +29,8 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--full", action="store_true", help="longer load steps, finer bisection")
-    parser.add_argument("--only", default="", help="comma-separated: decision, cdr_pipeline, capacity, reload, replay")
+    parser.add_argument("--only", default="",
+                        help="comma-separated: decision, cdr_pipeline, funds, capacity, reload, replay")
     parser.add_argument("--configs", default="A,A0,B,C", help="capacity configurations to run")
     parser.add_argument("--profile", type=int, default=0, metavar="SECONDS",
                         help="capacity: profile A's workers with py-spy under load first")
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     benchmarks: list[tuple[str, str, Callable[[], dict[str, Any]]]] = [
         ("decision", "routing decision (in process, generated data)", decision.run),
         ("cdr_pipeline", "CDR pipeline (embedded Redis and Postgres)", cdr_pipeline.run),
+        ("funds", "funds: admission and slice renewal in Redis as an account's calls grow", funds.run),
         ("capacity", "capacity: WARP (A) vs native lcr (B) vs null proxy (C), SIPp on loopback",
          lambda: capacity.run(options)),
         ("reload", "reload under load: SQL edits while SIPp calls run, node memory with a large deck",
