@@ -109,7 +109,8 @@ end
 
 # KEYS: cps trunk, cps account, active trunk, active account, [balance, resv, resvamt, held]
 # ARGV: now, call, expiry, trunk cps, account cps, trunk max, account max, funds (0/1),
-#       [credit, slice_s, cap_s, pm, ini, sub, min, fee]
+#       [credit, slice_s, cap_s, pm, ini, sub, min, fee]; with funds, ``expiry`` is for a whole
+#       first slice, and a call granted less lapses as much sooner
 _ADMIT = _LUA_LIB + """
 local now = tonumber(ARGV[1])
 local call = ARGV[2]
@@ -144,6 +145,7 @@ if tonumber(ARGV[8]) == 1 then
   local target = math.min(tonumber(ARGV[10]), tonumber(ARGV[11]))
   paid, amount = fund(0, target, mine, available, p)
   if paid <= 0 then return {'funds', 'account', 0, 0, available + mine} end
+  expiry = expiry - target + paid  -- the call's places and funds last as long as it may
   redis.call('HSET', KEYS[7], call, amount)
   redis.call('INCRBY', KEYS[8], amount - mine)
   redis.call('ZADD', KEYS[6], expiry, call)
@@ -204,13 +206,15 @@ for i = 0, n - 1 do
     local p = price(ARGV, a + 5)
     local avail = tonumber(redis.call('GET', KEYS[k + 1]) or '0') + tonumber(ARGV[a + 1])
                   - tonumber(redis.call('GET', KEYS[k + 4]) or '0')
-    local got, amount = fund(paid, tonumber(ARGV[a + 3]), mine, avail, p)
+    local target = tonumber(ARGV[a + 3])
+    local got, amount = fund(paid, target, mine, avail, p)
     if got > paid then
       redis.call('HSET', KEYS[k + 3], call, amount)
       redis.call('INCRBY', KEYS[k + 4], amount - mine)
     else
       got, amount = paid, mine
     end
+    expiry = expiry - target + got
     redis.call('ZADD', KEYS[k + 2], 'XX', 'GT', expiry, call)
     for j = 2, 4 do keep(KEYS[k + j], expiry + 60, now) end
     for j = 5, 6 do
@@ -328,7 +332,8 @@ class Funds:
 @dataclass(frozen=True, slots=True)
 class Renewal:
     """One due call of a node's tick: it is paid up to ``paid_s`` and asks up to ``target_s``;
-    its places and reservation then last until ``expiry`` unless renewed again."""
+    paid to the target, its places and reservation would last until ``expiry`` (each second it
+    gets less brings that one second nearer)."""
 
     call: UUID
     account_id: UUID
