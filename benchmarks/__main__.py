@@ -1,6 +1,7 @@
 """make bench: run the benchmarks, print a table, write bench-results/results.json.
 
-    python -m benchmarks [--full] [--only decision,cdr_pipeline,funds,capacity,reload,replay] [--configs A,B,C] [--profile S]
+    python -m benchmarks [--full] [--only decision,cdr_pipeline,funds,capacity,reload,replay]
+                         [--configs A,B,C] [--profile S]
 
 The default run is bounded (under 10 minutes on 2 cores); --full takes longer, steadier steps.
 """
