@@ -64,7 +64,8 @@ def node(world: dict[str, tuple[uuid.UUID, uuid.UUID]], clean_redis: redis.Redis
 
 
 def topup(wallet: Wallet, account: uuid.UUID, amount: str) -> None:
-    wallet.topup(account, to_micros(Decimal(amount)), f"e2e-{uuid.uuid4()}", "2026-12-01T00:00:00+00:00")
+    wallet.topup(account, to_micros(Decimal(amount)), f"e2e-{uuid.uuid4()}", "2026-12-01T00:00:00+00:00",
+                 seed_micros=0)
 
 
 def cdrs(db: psycopg.Connection, account: uuid.UUID) -> list[tuple]:

@@ -39,7 +39,7 @@ def test_the_first_slice_is_priced_in_redis_exactly_as_rating_prices_it(redis_cl
     for price in prices:
         for slice_s in (1, 7, 20, 60, 61, 3600):
             account = uuid.uuid4()
-            wallet.topup(account, 10**9, "t", "2026-12-01T00:00:00+00:00")
+            wallet.topup(account, 10**9, f"t-{account}", "2026-12-01T00:00:00+00:00", seed_micros=0)
             got = admit(limits, account, funds(price, slice_s))
             assert got.ok
             assert got.paid_s == rating.billable_seconds(slice_s, price), (price, slice_s)
@@ -51,7 +51,7 @@ def test_an_account_short_of_a_whole_slice_gets_what_it_pays_for_to_the_incremen
         redis_client: redis.Redis) -> None:
     limits, wallet = Limits(redis_client), Wallet(redis_client)
     account = uuid.uuid4()
-    wallet.topup(account, to_micros(Decimal("0.075")), "t", "2026-12-01T00:00:00+00:00")
+    wallet.topup(account, to_micros(Decimal("0.075")), f"t-{account}", "2026-12-01T00:00:00+00:00", seed_micros=0)
     got = admit(limits, account, funds(PER_SECOND, 20))
     assert (got.paid_s, got.reserved_micros) == (7, 70_000)  # 7 whole seconds; half a cent is left
     refused = admit(limits, account, funds(PER_SECOND, 20))
@@ -61,8 +61,8 @@ def test_an_account_short_of_a_whole_slice_gets_what_it_pays_for_to_the_incremen
 
 def test_renewal_grants_whole_slices_then_the_last_increments_then_nothing(redis_client: redis.Redis) -> None:
     limits, wallet = Limits(redis_client), Wallet(redis_client)
-    account = uuid.uuid4()
-    wallet.topup(account, to_micros(Decimal("0.90")), "t", "2026-12-01T00:00:00+00:00")  # 90 s
+    account = uuid.uuid4()  # funded for 90 s
+    wallet.topup(account, to_micros(Decimal("0.90")), f"t-{account}", "2026-12-01T00:00:00+00:00", seed_micros=0)
     calls = [uuid.uuid4() for _ in range(3)]
     for c in calls:
         assert admit(limits, account, funds(PER_SECOND, 20), c).paid_s == 20
@@ -79,7 +79,7 @@ def test_renewal_grants_whole_slices_then_the_last_increments_then_nothing(redis
 def test_a_settled_or_lapsed_call_is_not_renewed(redis_client: redis.Redis) -> None:
     limits, wallet = Limits(redis_client), Wallet(redis_client)
     account = uuid.uuid4()
-    wallet.topup(account, 10**7, "t", "2026-12-01T00:00:00+00:00")
+    wallet.topup(account, 10**7, f"t-{account}", "2026-12-01T00:00:00+00:00", seed_micros=0)
     done, lapsed = uuid.uuid4(), uuid.uuid4()
     admit(limits, account, funds(PER_SECOND), done)
     admit(limits, account, funds(PER_SECOND), lapsed)
@@ -93,7 +93,7 @@ def test_a_settled_or_lapsed_call_is_not_renewed(redis_client: redis.Redis) -> N
 def test_a_lapsed_reservation_leaves_the_running_total_at_the_next_admission(redis_client: redis.Redis) -> None:
     limits, wallet = Limits(redis_client), Wallet(redis_client)
     account = uuid.uuid4()
-    wallet.topup(account, to_micros(Decimal("0.20")), "t", "2026-12-01T00:00:00+00:00")
+    wallet.topup(account, to_micros(Decimal("0.20")), f"t-{account}", "2026-12-01T00:00:00+00:00", seed_micros=0)
     assert admit(limits, account, funds(PER_SECOND, 20)).paid_s == 20  # holds all 0.20; its node dies
     assert not admit(limits, account, funds(PER_SECOND, 20), now=T + 100).ok
     later = admit(limits, account, funds(PER_SECOND, 20), now=T + 181)  # past its expiry (hold 180 s)
@@ -114,7 +114,7 @@ def test_postpaid_credit_bounds_slices_below_zero(redis_client: redis.Redis) -> 
 def test_two_nodes_renewing_at_once_never_take_more_than_the_account_has(redis_client: redis.Redis) -> None:
     account = uuid.uuid4()
     balance = to_micros(Decimal("3.00"))
-    Wallet(redis_client).topup(account, balance, "t", "2026-12-01T00:00:00+00:00")
+    Wallet(redis_client).topup(account, balance, f"t-{account}", "2026-12-01T00:00:00+00:00", seed_micros=0)
     nodes = [redis.Redis(**redis_client.connection_pool.connection_kwargs) for _ in range(2)]
     calls: list[list[uuid.UUID]] = [[], []]
     for n, client in enumerate(nodes):
