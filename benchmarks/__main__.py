@@ -1,7 +1,7 @@
 """make bench: run the benchmarks, print a table, write bench-results/results.json.
 
-    python -m benchmarks [--full] [--only decision,cdr_pipeline,capacity,reload,replay] [--configs A,A0,B,Bmin,C]
-                         [--reps N] [--profile S] [--state-check]
+    python -m benchmarks [--full] [--only decision,cdr_pipeline,funds,capacity,reload,replay]
+                         [--configs A,A0,B,Bmin,C] [--reps N] [--profile S] [--state-check]
 
 Capacity runs every configuration --reps times (default 3) and prints medians with their
 spread (min-max); --reps 1 is a quick run. --full takes longer, steadier steps. --state-check
@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from benchmarks import capacity, cdr_pipeline, decision, reload, replay
+from benchmarks import capacity, cdr_pipeline, decision, funds, reload, replay
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -33,7 +33,8 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--full", action="store_true", help="longer load steps, finer bisection")
-    parser.add_argument("--only", default="", help="comma-separated: decision, cdr_pipeline, capacity, reload, replay")
+    parser.add_argument("--only", default="",
+                        help="comma-separated: decision, cdr_pipeline, funds, capacity, reload, replay")
     parser.add_argument("--configs", default="A,A0,B,Bmin,C", help="capacity configurations to run")
     parser.add_argument("--reps", type=int, default=3, metavar="N",
                         help="capacity: runs of every configuration (medians and spread reported)")
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     benchmarks: list[tuple[str, str, Callable[[], dict[str, Any]]]] = [
         ("decision", "routing decision (in process, generated data)", decision.run),
         ("cdr_pipeline", "CDR pipeline (embedded Redis and Postgres)", cdr_pipeline.run),
+        ("funds", "funds: admission and slice renewal in Redis as an account's calls grow", funds.run),
         ("capacity", "capacity: WARP (A, A0) vs native (B, B-min) vs null proxy (C), SIPp on loopback",
          lambda: capacity.run(options)),
         ("reload", "reload under load: SQL edits while SIPp calls run, node memory with a large deck",

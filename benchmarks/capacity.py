@@ -51,7 +51,8 @@ from typing import Any
 import psycopg
 
 from benchmarks import capacity_data
-from routing_engine.adapters import sipcheck, stack
+from routing_engine.adapters import sipcheck
+from routing_engine.ops import stack
 from routing_engine.settings import PROJECT_ROOT, Settings, load_settings
 
 WARP_CLI = [sys.executable, "-m", "routing_engine.entrypoints.cli"]

@@ -27,6 +27,7 @@ from typing import Any  # noqa: E402
 
 import KSR  # noqa: E402  (provided by app_python3)
 
+from kemi import slices  # noqa: E402
 from routing_engine import bootstrap, metrics  # noqa: E402
 from routing_engine.calls import service as calls  # noqa: E402
 from routing_engine.calls.sip import (  # noqa: E402
@@ -250,6 +251,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             KSR.dialog.dlg_manage()
             if setup.timeout_s is not None:
                 KSR.dialog.dlg_set_timeout(setup.timeout_s)  # then the dialog module sends BYE both ways
+                slices.register(f.state, self.svc.node)  # the node's renewal task extends it while paid
             _arm(setup.media)
             KSR.rr.record_route()
         KSR.pv.sets(STATE, f.state.to_wire())
@@ -320,9 +322,20 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         now = datetime.now(UTC)
         if evname == "dialog:start":  # it runs on the answer: its source is the called side's address
             KSR.pv.sets(STATE, self.svc.answered(state, pv("$si"), now).to_wire())
+            slices.answered(now.timestamp())
         elif not state.done:
             KSR.pv.sets(STATE, state.evolve(done=True).to_wire())
+            state = slices.finished(state)  # charged up to what its slices paid for
             self.svc.ended(state, evname == "dialog:timeout", pv("$ft"), pv("$dlg(from_tag)"), pv("$hdr(Reason)"), now)
+        return 1
+
+    def ksr_slices_tick(self, msg: Any, evname: str) -> int:
+        """rtimer (one process per node): renew the funds slices of this node's calls. Not
+        _guarded: there is no request to answer; an error waits for the next tick."""
+        try:
+            slices.tick(self.svc.node)
+        except Exception:
+            log.error("slices tick failed: %s", traceback.format_exc())
         return 1
 
 

@@ -60,6 +60,9 @@ class SipSettings:
     fr_inv_timeout_ms: int = 120000
     # Dialog lifetime when nothing shorter applies (s); the rating issue shortens it per call.
     max_call_duration_s: int = 14400
+    # An answered call whose 200 is still not ACKed this long after it is ended (s)
+    # (routing_engine/calls/slices.py): its place and funds are not held for the dialog's life.
+    noack_timeout_s: int = 8
     # Networks ('10.0.0.0/8', '192.0.2.7/32:6379') SIP is never sent to, beside the node's own
     # services, which are always refused (routing_engine/domain/destinations.py).
     forbidden_destinations: tuple[str, ...] = ()
@@ -84,6 +87,15 @@ class SipSettings:
     topology_hiding: str = "topos"
     topoh_key: str = ""
     topoh_ip: str = ""
+
+
+@dataclass(frozen=True)
+class MoneySettings:
+    # A call reserves this many seconds of its price (plus the connection fee) at a time ...
+    slice_s: int = 60
+    # ... and each node's renewal task looks at its calls this often (s): a call whose paid time
+    # ends within two ticks gets its next slice, or is cut when its paid time is up.
+    tick_s: int = 5
 
 
 @dataclass(frozen=True)
@@ -225,6 +237,7 @@ class MediaSettings:
 class Settings:
     node: NodeSettings = field(default_factory=NodeSettings)
     sip: SipSettings = field(default_factory=SipSettings)
+    money: MoneySettings = field(default_factory=MoneySettings)
     stack: StackSettings = field(default_factory=StackSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
@@ -421,6 +434,9 @@ def _check(settings: Settings) -> None:
         "sip.fr_timeout_ms": settings.sip.fr_timeout_ms,
         "sip.fr_inv_timeout_ms": settings.sip.fr_inv_timeout_ms,
         "sip.max_call_duration_s": settings.sip.max_call_duration_s,
+        "sip.noack_timeout_s": settings.sip.noack_timeout_s,
+        "money.slice_s": settings.money.slice_s,
+        "money.tick_s": settings.money.tick_s,
         "kamailio.shm_mb": settings.kamailio.shm_mb,
         "kamailio.pkg_mb": settings.kamailio.pkg_mb,
         "cdr.batch_size": settings.cdr.batch_size,

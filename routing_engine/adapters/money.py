@@ -16,12 +16,21 @@ Call limits
 Funds (amounts in whole millionths, so Redis does exact integer arithmetic)
   ``warp:bal:<account>``    live balance; seeded from the Postgres ledger when missing
   ``warp:resv:<account>``   reservations of calls in progress (call -> expiry / amount)
-  available = balance + credit limit (postpaid only) - reservations in force.
-  A call reserves what it may spend (up to the price of the longest call allowed), and is cut
-  when that runs out (the dialog timeout). At its end it is charged exactly once (a marker per
-  call), the reservation is released, and the charge is appended to the ``warp:ledger``
-  stream with the call as its reference, which the companion writes to
-  ``billing.balance_updates`` (where (kind, reference) is unique).
+  ``warp:held:<account>``   the running total of those amounts, kept by every script that
+                            writes one, so no step sums over the account's calls
+  available = balance + credit limit (postpaid only) - held.
+  A call reserves a slice of its price (``money.slice_s`` seconds of talk plus the connection
+  fee), priced here in Lua with the same rules as ``domain/rating.py`` (billable seconds per
+  increment, the charge rounded half-up to the millionth). While it lasts, the node's renewal
+  task (``calls/slices.py``) raises its reservation one slice at a time, all the node's due calls
+  in one script; a call whose account cannot pay a whole slice gets what the account still has,
+  to the increment, and no more: it is cut when that runs out. Both nodes' scripts run in the one
+  Redis, one at a time, so together they never take more than the account has. At its end a
+  call is charged exactly once (a marker per call), its reservation is released, and the charge
+  is appended to the ``warp:ledger`` stream with the call as its reference, which the companion
+  writes to ``billing.balance_updates`` (where (kind, reference) is unique).
+
+Admission (limits and the first slice) is one script, one round trip.
 
 One money path: every balance change (a call's charge: ``settle``; a top-up, an adjustment, a
 refund: ``post``) is one script that moves the live balance and appends the ledger entry
@@ -40,10 +49,69 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from routing_engine.domain import rating
+
 LEDGER_STREAM = "warp:ledger"
 CHARGED_TTL_S = 7 * 86400
 
-_ADMIT = """
+# Shared by the scripts below: pricing as in domain/rating.py, in whole millionths (a per-minute
+# price of p millionths for b billable seconds costs fee + p*b/60 rounded half-up), and the
+# account's running reserved total.
+_LUA_LIB = """
+local function billable(d, ini, sub, mn)
+  if d <= 0 then return 0 end
+  if d < mn then d = mn end
+  if d <= ini then return ini end
+  return ini + math.ceil((d - ini) / sub) * sub
+end
+local function cost(b, p)
+  if b <= 0 then return 0 end
+  return p[5] + math.floor((2 * p[1] * b + 60) / 120)
+end
+-- the longest paid length up to `target` (seconds of talk) that `mine + avail` pays for, from
+-- `paid` on, one increment at a time when a whole slice is too dear; p = {pm, ini, sub, min, fee}
+local function fund(paid, target, mine, avail, p)
+  local want = billable(target, p[2], p[3], p[4])
+  local c = cost(want, p)
+  if c - mine <= avail then return want, c end
+  local best, bestc = paid, mine
+  local t = billable(paid + 1, p[2], p[3], p[4])
+  while t < want do
+    local tc = cost(t, p)
+    if tc - mine > avail then break end
+    best, bestc = t, tc
+    t = billable(t + 1, p[2], p[3], p[4])
+  end
+  return best, bestc
+end
+-- reservations past their expiry leave the account's total (a node that died held them)
+local function sweep(resv, amt, held, now)
+  local stale = redis.call('ZRANGEBYSCORE', resv, '-inf', now, 'LIMIT', 0, 500)
+  if #stale == 0 then return end
+  local sum = 0
+  for _, v in ipairs(redis.call('HMGET', amt, unpack(stale))) do
+    if v then sum = sum + tonumber(v) end
+  end
+  redis.call('HDEL', amt, unpack(stale))
+  redis.call('ZREM', resv, unpack(stale))
+  if sum ~= 0 then redis.call('DECRBY', held, sum) end
+end
+-- the key lives at least until `at` (the three funds keys of an account always together)
+local function keep(key, at, now)
+  local ttl = redis.call('TTL', key)
+  if ttl < 0 or now + ttl < at then redis.call('EXPIREAT', key, math.ceil(at)) end
+end
+local function price(argv, i)
+  return {tonumber(argv[i]), tonumber(argv[i + 1]), tonumber(argv[i + 2]), tonumber(argv[i + 3]),
+          tonumber(argv[i + 4])}
+end
+"""
+
+# KEYS: cps trunk, cps account, active trunk, active account, [balance, resv, resvamt, held]
+# ARGV: now, call, expiry, trunk cps, account cps, trunk max, account max, funds (0/1),
+#       [credit, slice_s, cap_s, pm, ini, sub, min, fee]; with funds, ``expiry`` is for a whole
+#       first slice, and a call granted less lapses as much sooner
+_ADMIT = _LUA_LIB + """
 local now = tonumber(ARGV[1])
 local call = ARGV[2]
 local expiry = tonumber(ARGV[3])
@@ -55,7 +123,7 @@ for i = 0, 1 do
     local tokens = tonumber(b[1]) or rate
     local ts = tonumber(b[2]) or now
     tokens = math.min(rate, tokens + math.max(0, now - ts) * rate)
-    if tokens < 1 then return {'cps', i == 0 and 'trunk' or 'account'} end
+    if tokens < 1 then return {'cps', i == 0 and 'trunk' or 'account', 0, 0, 0} end
     checks[#checks + 1] = {KEYS[1 + i], tokens - 1}
   end
 end
@@ -64,8 +132,25 @@ for i = 0, 1 do
   redis.call('ZREMRANGEBYSCORE', KEYS[3 + i], '-inf', now)
   if max > 0 and redis.call('ZSCORE', KEYS[3 + i], call) == false
      and redis.call('ZCARD', KEYS[3 + i]) >= max then
-    return {'concurrent', i == 0 and 'trunk' or 'account'}
+    return {'concurrent', i == 0 and 'trunk' or 'account', 0, 0, 0}
   end
+end
+local paid, amount, available = 0, 0, 0
+if tonumber(ARGV[8]) == 1 then
+  sweep(KEYS[6], KEYS[7], KEYS[8], now)
+  local p = price(ARGV, 12)
+  local mine = tonumber(redis.call('HGET', KEYS[7], call) or '0')
+  available = tonumber(redis.call('GET', KEYS[5]) or '0') + tonumber(ARGV[9])
+              - tonumber(redis.call('GET', KEYS[8]) or '0')
+  local target = math.min(tonumber(ARGV[10]), tonumber(ARGV[11]))
+  paid, amount = fund(0, target, mine, available, p)
+  if paid <= 0 then return {'funds', 'account', 0, 0, available + mine} end
+  expiry = expiry - target + paid  -- the call's places and funds last as long as it may
+  redis.call('HSET', KEYS[7], call, amount)
+  redis.call('INCRBY', KEYS[8], amount - mine)
+  redis.call('ZADD', KEYS[6], expiry, call)
+  for k = 6, 8 do keep(KEYS[k], expiry + 60, now) end
+  available = available + mine
 end
 for _, c in ipairs(checks) do
   redis.call('HSET', c[1], 't', tostring(c[2]), 'ts', tostring(now))
@@ -73,35 +158,73 @@ for _, c in ipairs(checks) do
 end
 for i = 0, 1 do
   redis.call('ZADD', KEYS[3 + i], expiry, call)
-  redis.call('EXPIREAT', KEYS[3 + i], math.ceil(expiry) + 60)
+  keep(KEYS[3 + i], expiry + 60, now)
 end
-return {'ok', ''}
+return {'ok', '', paid, amount, available}
 """
 
-_RESERVE = """
+# Reservation of a fixed amount (no slices: kept for callers that know their sum).
+_RESERVE = _LUA_LIB + """
 local now = tonumber(ARGV[1])
 local call = ARGV[2]
 local expiry = tonumber(ARGV[3])
 local first = tonumber(ARGV[4])
 local want = tonumber(ARGV[5])
 local credit = tonumber(ARGV[6])
-local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
-if #stale > 0 then
-  redis.call('HDEL', KEYS[3], unpack(stale))
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-end
-local balance = tonumber(redis.call('GET', KEYS[1]) or '0')
-local held = 0
-for _, v in ipairs(redis.call('HVALS', KEYS[3])) do held = held + tonumber(v) end
+sweep(KEYS[2], KEYS[3], KEYS[4], now)
 local mine = tonumber(redis.call('HGET', KEYS[3], call) or '0')
-local available = balance + credit - held + mine
+local available = tonumber(redis.call('GET', KEYS[1]) or '0') + credit
+                  - tonumber(redis.call('GET', KEYS[4]) or '0') + mine
 if available < first then return {0, available} end
 local amount = math.min(available, want)
 redis.call('HSET', KEYS[3], call, amount)
+redis.call('INCRBY', KEYS[4], amount - mine)
 redis.call('ZADD', KEYS[2], expiry, call)
-redis.call('EXPIREAT', KEYS[2], math.ceil(expiry) + 60)
-redis.call('EXPIREAT', KEYS[3], math.ceil(expiry) + 60)
+for k = 2, 4 do keep(KEYS[k], expiry + 60, now) end
 return {amount, available}
+"""
+
+# One tick of a node's renewal task: every due call in one script. Per call 6 KEYS (balance,
+# resv, resvamt, held, active trunk, active account) and 10 ARGV (call, credit, paid_s,
+# target_s, expiry, then the price: pm, ini, sub, min, fee). Answers, per call, its paid length after the
+# tick and its reservation (-1, -1: it has none any more: settled, or lapsed).
+_RENEW = _LUA_LIB + """
+local now = tonumber(ARGV[1])
+local out = {}
+local n = (#ARGV - 1) / 10
+for i = 0, n - 1 do
+  local k, a = i * 6, 2 + i * 10
+  local call = ARGV[a]
+  sweep(KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], now)
+  local mine = redis.call('HGET', KEYS[k + 3], call)
+  if not mine then
+    out[#out + 1] = {-1, -1}
+  else
+    mine = tonumber(mine)
+    local paid = tonumber(ARGV[a + 2])
+    local expiry = tonumber(ARGV[a + 4])
+    local p = price(ARGV, a + 5)
+    local avail = tonumber(redis.call('GET', KEYS[k + 1]) or '0') + tonumber(ARGV[a + 1])
+                  - tonumber(redis.call('GET', KEYS[k + 4]) or '0')
+    local target = tonumber(ARGV[a + 3])
+    local got, amount = fund(paid, target, mine, avail, p)
+    if got > paid then
+      redis.call('HSET', KEYS[k + 3], call, amount)
+      redis.call('INCRBY', KEYS[k + 4], amount - mine)
+    else
+      got, amount = paid, mine
+    end
+    expiry = expiry - target + got
+    redis.call('ZADD', KEYS[k + 2], 'XX', 'GT', expiry, call)
+    for j = 2, 4 do keep(KEYS[k + j], expiry + 60, now) end
+    for j = 5, 6 do
+      redis.call('ZADD', KEYS[k + j], 'XX', 'GT', expiry, call)
+      keep(KEYS[k + j], expiry + 60, now)
+    end
+    out[#out + 1] = {got, amount}
+  end
+end
+return out
 """
 
 _SETTLE = """
@@ -119,7 +242,11 @@ if cost > 0 and redis.call('SET', KEYS[4], '1', 'NX', 'EX', tonumber(ARGV[5])) t
   charged = 1
 end
 redis.call('ZREM', KEYS[2], call)
-redis.call('HDEL', KEYS[3], call)
+local held = redis.call('HGET', KEYS[3], call)
+if held then
+  redis.call('HDEL', KEYS[3], call)
+  redis.call('DECRBY', KEYS[6], tonumber(held))
+end
 return charged
 """
 
@@ -166,8 +293,56 @@ class Posted:
 @dataclass(frozen=True, slots=True)
 class Admission:
     ok: bool
-    limit: str = ""   # cps | concurrent
+    limit: str = ""   # cps | concurrent | funds
     scope: str = ""   # trunk | account
+    paid_s: int = 0          # with funds asked: the seconds of talk the first slice pays for
+    reserved_micros: int = 0
+    available_micros: int = 0  # what the account had available before
+
+
+@dataclass(frozen=True, slots=True)
+class SlicePrice:
+    """A call's price as the Lua scripts take it: whole millionths, whole seconds."""
+
+    per_minute_micros: int
+    initial_s: int
+    subsequent_s: int
+    min_duration_s: int
+    fee_micros: int
+
+    @classmethod
+    def of(cls, price: rating.Price) -> SlicePrice:
+        return cls(rating.to_micros(price.per_minute), price.initial_s, max(price.subsequent_s, 1),
+                   price.min_duration_s, rating.to_micros(price.connection_fee))
+
+    def args(self) -> list[int]:
+        return [self.per_minute_micros, self.initial_s, self.subsequent_s, self.min_duration_s, self.fee_micros]
+
+
+@dataclass(frozen=True, slots=True)
+class Funds:
+    """What a call asks of its account at admission: its first slice, at most ``cap_s``."""
+
+    credit_micros: int
+    slice_s: int
+    cap_s: int
+    price: SlicePrice
+
+
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    """One due call of a node's tick: it is paid up to ``paid_s`` and asks up to ``target_s``;
+    paid to the target, its places and reservation would last until ``expiry`` (each second it
+    gets less brings that one second nearer)."""
+
+    call: UUID
+    account_id: UUID
+    trunk_id: UUID
+    credit_micros: int
+    paid_s: int
+    target_s: int
+    expiry: float
+    price: SlicePrice
 
 
 def _member(call: UUID) -> str:
@@ -201,12 +376,19 @@ class Limits:
 
     def admit(self, call: UUID, trunk_id: UUID, account_id: UUID, now: float, hold_s: int,
               trunk_cps: int | None, account_cps: int | None,
-              trunk_max: int | None, account_max: int | None) -> Admission:
-        result = self._admit(keys=self._keys(trunk_id, account_id), args=[
-            repr(now), _member(call), repr(now + hold_s), trunk_cps or 0, account_cps or 0,
-            trunk_max or 0, account_max or 0])
-        verdict, scope = (str(x) for x in result)
-        return Admission(True) if verdict == "ok" else Admission(False, verdict, scope)
+              trunk_max: int | None, account_max: int | None, funds: Funds | None = None) -> Admission:
+        """The call's place in every limit and, with ``funds``, its first slice: one script, so
+        one round trip, and nothing is taken unless everything is granted."""
+        keys = self._keys(trunk_id, account_id)
+        args: list[Any] = [repr(now), _member(call), repr(now + hold_s), trunk_cps or 0, account_cps or 0,
+                           trunk_max or 0, account_max or 0, 0 if funds is None else 1]
+        if funds is not None:
+            keys += Wallet._keys(account_id)
+            args += [funds.credit_micros, funds.slice_s, funds.cap_s, *funds.price.args()]
+        verdict, scope, paid, amount, available = self._admit(keys=keys, args=args)
+        if str(verdict) != "ok":
+            return Admission(False, str(verdict), str(scope), available_micros=int(available))
+        return Admission(True, paid_s=int(paid), reserved_micros=int(amount), available_micros=int(available))
 
     def extend(self, call: UUID, trunk_id: UUID, account_id: UUID, until: float, pipe: Any = None) -> None:
         """Move the self-healing expiry of an admitted call (once its real length is known).
@@ -259,10 +441,12 @@ class Wallet:
         self._reserve = client.register_script(_RESERVE)
         self._settle = client.register_script(_SETTLE)
         self._post = client.register_script(_POST)
+        self._renew = client.register_script(_RENEW)
 
     @staticmethod
     def _keys(account_id: UUID) -> list[str]:
-        return [f"warp:bal:{account_id}", f"warp:resv:{account_id}", f"warp:resvamt:{account_id}"]
+        return [f"warp:bal:{account_id}", f"warp:resv:{account_id}", f"warp:resvamt:{account_id}",
+                f"warp:held:{account_id}"]
 
     def reserve(self, call: UUID, account_id: UUID, now: float, hold_s: int, first_micros: int,
                 want_micros: int, credit_micros: int) -> Reservation:
@@ -294,7 +478,8 @@ class Wallet:
         no live balance is charged only given ``seed_micros`` (its durable balance): else
         ``Unseeded`` is raised and nothing changes."""
         member = _member(call)
-        keys = [*self._keys(account_id), f"warp:charged:{member}", LEDGER_STREAM]
+        bal, resv, resvamt, held = self._keys(account_id)
+        keys = [bal, resv, resvamt, f"warp:charged:{member}", LEDGER_STREAM, held]
         seed = "" if seed_micros is None else str(int(seed_micros))
         result = int(self._settle(keys=keys, args=[member, cost_micros, str(account_id), at_iso, CHARGED_TTL_S,
                                                    seed]))
@@ -334,7 +519,24 @@ class Wallet:
         return None if value is None else int(value)
 
     def reserved(self, account_id: UUID) -> int:
+        """The sum of the account's reservations, counted one by one (a check on ``held``)."""
         return sum(int(v) for v in self.client.hvals(self._keys(account_id)[2]))
+
+    def held(self, account_id: UUID) -> int:
+        """The account's running reserved total, as admission and renewal read it."""
+        return int(self.client.get(self._keys(account_id)[3]) or 0)
+
+    def renew(self, due: list[Renewal], now: float) -> list[tuple[int, int]]:
+        """One tick of a node's renewal task, every due call in one script: per call, its paid
+        length and its reservation after the tick ((-1, -1): it holds none any more)."""
+        if not due:
+            return []
+        keys: list[str] = []
+        args: list[Any] = [repr(now)]
+        for r in due:
+            keys += [*self._keys(r.account_id), *Limits._keys(r.trunk_id, r.account_id)[2:]]
+            args += [_member(r.call), r.credit_micros, r.paid_s, r.target_s, repr(r.expiry), *r.price.args()]
+        return [(int(a), int(b)) for a, b in self._renew(keys=keys, args=args)]
 
     def seed(self, balances: dict[UUID, int]) -> int:
         """Set live balances that are missing from the durable ledger; never overwrites."""

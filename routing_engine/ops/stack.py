@@ -470,6 +470,8 @@ def kamailio_command(settings: Settings, run_dir: Path) -> list[str]:
         defines["WARP_TOPOH_IP"] = f'"{s.topoh_ip or listen_host(s.listen)}"'
     topos_expire = s.max_call_duration_s + s.fr_inv_timeout_ms // 1000 + 180  # outlives any call
     defines["WARP_TOPOS_EXPIRE"] = str(topos_expire)
+    defines["WARP_SLICE_TABLE"] = f'"warpslice=>size=12;autoexpire={topos_expire}"'
+    defines["WARP_SLICE_TIMER"] = f'"name=slices;interval={settings.money.tick_s};mode=1;"'
     defines["WARP_TOPOS_SKIP_TABLE"] = f'"tpskip=>size=8;autoexpire={topos_expire}"'
     for name, value in defines.items():
         cmd += ["-A", f"{name}={value}"]

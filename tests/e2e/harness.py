@@ -172,7 +172,7 @@ def sipp(scenario: str | Path, local_ip: str, workdir: Path, *, local_port: int 
 
 @contextlib.contextmanager
 def vendor(scenario: str, ip: str, workdir: Path, calls: int = 1, port: int = 5060,
-           keys: dict[str, str] | None = None) -> Iterator[Sipp]:
+           keys: dict[str, str] | None = None, extra: list[str] | None = None) -> Iterator[Sipp]:
     """A SIPp vendor gateway, bound and ready when the block starts, stopped when it ends."""
     path: str | Path = scenario
     if scenario == "vendor_reject.xml":
@@ -183,7 +183,7 @@ def vendor(scenario: str, ip: str, workdir: Path, calls: int = 1, port: int = 50
         path.write_text((SCENARIOS / scenario).read_text().replace("REJECT_CODE", code)
                         .replace("REJECT_REASON", reason))
         keys = None
-    uas = sipp(path, ip, workdir, local_port=port, calls=calls, keys=keys)
+    uas = sipp(path, ip, workdir, local_port=port, calls=calls, keys=keys, extra=extra)
     try:
         wait_for(lambda: udp_bound(ip, port) or uas.proc.poll() is not None, 10, f"SIPp on {ip}:{port}")
         if uas.proc.poll() is not None:

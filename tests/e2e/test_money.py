@@ -231,7 +231,7 @@ def check_account(db: psycopg.Connection, limits: Limits, wallet: Wallet, key: s
 
     wait_for(lambda: scalar("SELECT count(*) FROM cdr.cdrs WHERE account_id = %s") == 500, 30, f"500 CDRs of {key}")
     assert limits.active(trunk, account, time.time()) == (0, 0)
-    wait_for(lambda: wallet.reserved(account) == 0, 15, f"{key}'s reservations to be settled")
+    wait_for(lambda: wallet.reserved(account) == wallet.held(account) == 0, 15, f"{key}'s reservations to be settled")
     cdr_total = scalar("SELECT coalesce(sum(customer_price), 0) FROM cdr.cdrs WHERE account_id = %s")
     answered = scalar("SELECT count(*) FROM cdr.cdrs WHERE account_id = %s AND sip_code = 200")
     assert 250 < answered < 450 and cdr_total > 0  # type: ignore[operator]  # the vendor answers about 70%

@@ -36,7 +36,8 @@ class FakeLimits:
 
     def admit(self, call: uuid.UUID, *args: Any) -> Any:
         self.admitted.append(call)
-        return SimpleNamespace(ok=True, limit="", scope="")
+        return SimpleNamespace(ok=True, limit="", scope="", paid_s=3600, reserved_micros=10_000,
+                               available_micros=10**12)
 
     def release(self, *args: Any) -> None:
         pass

@@ -8,6 +8,7 @@ from . import corex as corex
 from . import dialog as dialog
 from . import hdr as hdr
 from . import htable as htable
+from . import jsonrpcs as jsonrpcs
 from . import maxfwd as maxfwd
 from . import pv as pv
 from . import rr as rr
