@@ -18,6 +18,7 @@ if str(_PROJECT) not in sys.path:
     sys.path.insert(0, str(_PROJECT))
 
 import functools  # noqa: E402
+import json  # noqa: E402
 import logging  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
@@ -27,7 +28,6 @@ from typing import Any  # noqa: E402
 
 import KSR  # noqa: E402  (provided by app_python3)
 
-from kemi import slices  # noqa: E402
 from routing_engine import bootstrap, metrics  # noqa: E402
 from routing_engine.calls import service as calls  # noqa: E402
 from routing_engine.calls.sip import (  # noqa: E402
@@ -49,9 +49,9 @@ from routing_engine.settings import load_settings  # noqa: E402
 log = logging.getLogger("warp.kemi")
 PROC_INIT = -127  # Kamailio's rank for the init call made in the main process before forking
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, UPDATE, INFO, PRACK, NOTIFY, REFER"
+SLICES = "warpslice"  # kamailio.cfg: the node's admitted calls, by call identity (calls/slices.py)
 STATE, RING = "$dlg_var(warp)", "$dlg_var(warp_ring)"  # the call's state (routing_engine/calls/state.py)
 PLAN_AVP, SDP_AVP = "$avp(warp_mplan)", "$avp(warp_msdp)"  # this transaction's media plan, its sender
-_TOPOS = metrics.KEMI_CALLBACKS.labels("ksr_topos_event")
 
 
 class NotText(ValueError):
@@ -96,6 +96,34 @@ class _Sip:
 
     def consume_credentials(self) -> None:
         KSR.auth.consume_credentials()
+
+    def put(self, key: str, text: str) -> None:  # the node's slice registry (calls/slices.py)
+        KSR.htable.sht_sets(SLICES, key, text)
+
+    def get(self, key: str) -> str | None:
+        return str(KSR.htable.sht_get(SLICES, key) or "") or None
+
+    def remove(self, key: str) -> None:
+        KSR.htable.sht_rm(SLICES, key)
+
+    def items(self) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        if KSR.htable.sht_iterator_start("warpslices", SLICES) >= 0:
+            try:
+                while KSR.htable.sht_iterator_next("warpslices") > 0:
+                    found.append((pv("$shtitkey(warpslices)"), pv("$shtitval(warpslices)")))
+            finally:
+                KSR.htable.sht_iterator_end("warpslices")  # the walk holds a slot lock until here
+        return found
+
+    def set_timeout(self, seconds: int, h_entry: int, h_id: int) -> bool:
+        return bool(KSR.dialog.dlg_set_timeout_id(seconds, h_entry, h_id) >= 0)
+
+    def dialog_states(self) -> dict[tuple[int, int], int]:  # one in-process RPC, no socket
+        if KSR.jsonrpcs.exec('{"jsonrpc": "2.0", "method": "dlg.briefing", "params": ["s"], "id": 1}') < 0:
+            raise RuntimeError("dlg.briefing failed")
+        found = json.loads(pv("$jsonrpl(body)") or "{}").get("result") or []
+        return {(int(d["h_entry"]), int(d["h_id"])): int(d["state"]) for d in found}
 
     def rtp(self, op: str, flags: str) -> bool:
         return bool((KSR.rtpengine.rtpengine_offer if op == "offer" else KSR.rtpengine.rtpengine_answer)(flags) > 0)
@@ -251,7 +279,6 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             KSR.dialog.dlg_manage()
             if setup.timeout_s is not None:
                 KSR.dialog.dlg_set_timeout(setup.timeout_s)  # then the dialog module sends BYE both ways
-                slices.register(f.state, self.svc.node)  # the node's renewal task extends it while paid
             _arm(setup.media)
             KSR.rr.record_route()
         KSR.pv.sets(STATE, f.state.to_wire())
@@ -301,19 +328,6 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
                           KSR.tm.t_branch_timeout() > 0)
         return self._apply(self.svc.failure(state, failure, datetime.now(UTC)), failure)
 
-    def ksr_topos_event(self, msg: Any, evname: str) -> int:
-        """topos:msg-sending: calls of trunks with hiding off are left as they are ('drop' here
-        means: skip topology hiding). Not _guarded, nothing may be answered; on doubt, hide."""
-        try:
-            _TOPOS.inc()
-            call_id = pv("$ci")
-            if any(KSR.htable.sht_is_null(topology.SKIP_TABLE, topology.skip_key(call_id, tag)) == -1
-                   for tag in (pv("$ft"), pv("$tt")) if tag):
-                KSR.set_drop()
-        except Exception:
-            pass
-        return 1
-
     @_guarded
     def ksr_dialog_event(self, msg: Any, evname: str) -> int:
         # other transitions arrive as "unknown"; dialog:failed was recorded by the failure route
@@ -321,11 +335,10 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             return 1
         now = datetime.now(UTC)
         if evname == "dialog:start":  # it runs on the answer: its source is the called side's address
-            KSR.pv.sets(STATE, self.svc.answered(state, pv("$si"), now).to_wire())
-            slices.answered(now.timestamp())
+            dialog = int(pv("$dlg(h_entry)") or -1), int(pv("$dlg(h_id)") or -1)
+            KSR.pv.sets(STATE, self.svc.answered(state, pv("$si"), now, dialog).to_wire())
         elif not state.done:
             KSR.pv.sets(STATE, state.evolve(done=True).to_wire())
-            state = slices.finished(state)  # charged up to what its slices paid for
             self.svc.ended(state, evname == "dialog:timeout", pv("$ft"), pv("$dlg(from_tag)"), pv("$hdr(Reason)"), now)
         return 1
 
@@ -333,7 +346,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         """rtimer (one process per node): renew the funds slices of this node's calls. Not
         _guarded: there is no request to answer; an error waits for the next tick."""
         try:
-            slices.tick(self.svc.node)
+            self.svc.slices.tick(time.time())
         except Exception:
             log.error("slices tick failed: %s", traceback.format_exc())
         return 1

@@ -26,6 +26,21 @@ class Sip(Protocol):
     def rtp(self, op: str, flags: str) -> bool: ...   # offer/answer the message's SDP
 
 
+class Registry(Protocol):
+    """The node's shared memory of its calls (a Kamailio htable) and its dialogs (kemi/)."""
+
+    def put(self, key: str, text: str) -> None: ...
+    def get(self, key: str) -> str | None: ...
+    def remove(self, key: str) -> None: ...
+    def items(self) -> list[tuple[str, str]]: ...
+    def set_timeout(self, seconds: int, h_entry: int, h_id: int) -> bool: ...   # False: no such dialog
+    def dialog_states(self) -> dict[tuple[int, int], int]: ...
+
+
+class Kamailio(Sip, Registry, Protocol):
+    """Both, as kemi/ provides them."""
+
+
 class Limits(Protocol):
     client: Any
 

@@ -35,7 +35,7 @@ from routing_engine import metrics
 from routing_engine.adapters.quality import Outcome
 from routing_engine.calls import admission, registration
 from routing_engine.calls.media import Media
-from routing_engine.calls.ports import MediaSessions, Node, Sip
+from routing_engine.calls.ports import MediaSessions, Node, Registry, Sip
 from routing_engine.calls.sip import (
     NOTHING,
     Action,
@@ -47,6 +47,7 @@ from routing_engine.calls.sip import (
     Reply,
     Setup,
 )
+from routing_engine.calls.slices import Keeper
 from routing_engine.calls.state import CallState, Route
 from routing_engine.domain import auth, failover, inbound, rating, topology
 from routing_engine.domain.cdr import CdrRecord, billable_duration, compact_trace, lrn_source_of, pdd_ms, q850_cause
@@ -75,9 +76,10 @@ class Shed:
 
 
 class CallService:
-    def __init__(self, node: Node, sip: Sip, sessions: MediaSessions) -> None:
+    def __init__(self, node: Node, sip: Sip, sessions: MediaSessions, registry: Registry) -> None:
         self.node, self.sip = node, sip
         self.media = Media(node, sip, sessions)
+        self.slices = Keeper(node, registry)  # the node's calls whose funds are renewed slice by slice
         # the admitted call the callback in progress holds and has not finished: if that callback
         # fails, ``salvage`` still ends it (CDR, charge, limits released)
         self.open_call: CallState | None = None
@@ -234,6 +236,7 @@ class CallService:
             self.finish(state, 503, refused, now)
             return Reply(503, refused, ("Retry-After: 5",))
         setup = Setup(admitted.max_s, self._skip_topology(msg, trunk), arm)
+        self.slices.register(state, now.timestamp())  # the node's renewal task extends it while paid
         return self._attempt(state, 0, now, setup)
 
     def _skip_topology(self, msg: Invite, trunk: Any) -> str | None:
@@ -351,8 +354,10 @@ class CallService:
         log.warning("in-dialog %s refused: %s", method, why)
         return NOTHING if method == "ACK" else Reply(code, reason)
 
-    def answered(self, state: CallState, source_ip: str, now: datetime) -> CallState:
-        """The dialog started (its 200): the answer time, and the called side's address."""
+    def answered(self, state: CallState, source_ip: str, now: datetime, dialog: tuple[int, int]) -> CallState:
+        """The dialog (``dialog``: its ids in Kamailio) started with its 200: the answer time, the
+        called side's address, and its paid time running from now."""
+        self.slices.answered(state, now.timestamp(), *dialog)
         return state.evolve(answer_at=now.isoformat(), peers=(*state.peers, canonical_ip(source_ip)))
 
     def ended(self, state: CallState, timeout: bool, by_tag: str, from_tag: str, reason_header: str,
@@ -360,6 +365,8 @@ class CallService:
         """dialog:end, or the timeout event, which comes first when the call's time is up (the
         dialog module then sends BYE both ways, and its dialog:end may never fire). Whichever comes
         first records the call: the caller keeps ``state.done`` in the dialog before this runs."""
+        self.open_call = state
+        state = self.slices.finished(state)  # charged up to what its slices paid for
         self.open_call = state
         route = state.routes[state.route]
         answer = datetime.fromisoformat(state.answer_at) if state.answer_at else None

@@ -2,7 +2,7 @@
 
 A call is admitted with one slice of funds (``money.slice_s`` of talk plus the connection fee,
 calls/admission.py), and its dialog times out when that is spent. One task per node (a Kamailio
-``rtimer`` process, kemi/slices.py) looks at the node's answered calls every ``money.tick_s``:
+``rtimer`` process; ``Keeper.tick``) looks at the node's answered calls every ``money.tick_s``:
 those whose paid time ends within two ticks (but not within two seconds) ask for their next
 slice, all in one Redis script (adapters/money.py ``Wallet.renew``). A call that got more has
 its dialog timeout moved to its new paid end; a call whose account could not pay keeps its
@@ -27,11 +27,17 @@ written at admission, completed at the answer, removed at the call's end.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, replace
 from uuid import UUID
 
 from routing_engine.adapters.money import Renewal, SlicePrice
+from routing_engine.calls.ports import Node, Registry
+from routing_engine.calls.state import CallState
+from routing_engine.domain import rating
+
+log = logging.getLogger("warp.slices")
 
 RENEW_AHEAD_TICKS = 2
 # A call whose paid time ends sooner than this is left alone: its dialog timer may be firing at
@@ -135,3 +141,112 @@ def apply(calls: dict[UUID, SliceCall], renewals: list[Renewal], results: list[t
         else:
             out.append(Outcome(entry, False, 0))
     return out
+
+
+CONFIRMED_NA = 3  # dialog state (dialog module): answered, not ACKed
+
+
+class Keeper:
+    """The node's registry of admitted calls and its renewal task."""
+
+    def __init__(self, node: Node, registry: Registry) -> None:
+        self.node, self.registry = node, registry
+
+    def register(self, state: CallState, now: float) -> None:
+        """An admitted call, its dialog just created: renewed from its answer on."""
+        if not state.reserved or state.price is None or state.account_id is None or state.trunk_id is None:
+            return  # no funds held: nothing to renew
+        account = self.node.snapshot().accounts.get(state.account_id)
+        postpaid = account is not None and account.billing_type == "postpaid"
+        credit = rating.to_micros(account.credit_limit) if postpaid and account is not None else 0
+        entry = SliceCall(state.cdr_id, state.account_id, state.trunk_id, credit,
+                          self.node.settings.sip.max_call_duration_s, SlicePrice.of(state.price), state.max_s, now)
+        self.registry.put(str(state.cdr_id), entry.to_text())
+
+    def answered(self, state: CallState, at: float, h_entry: int, h_id: int) -> None:
+        """dialog:start: the call's paid time runs from now; its dialog can be found by its ids."""
+        if (raw := self.registry.get(str(state.cdr_id))) is not None:
+            self.registry.put(str(state.cdr_id), SliceCall.from_text(raw).answered(at, h_entry, h_id).to_text())
+
+    def finished(self, state: CallState) -> CallState:
+        """The call's end: its entry leaves the registry, and its state comes back with ``max_s``
+        set to the length its slices paid for (what the charge is capped at)."""
+        key = str(state.cdr_id)
+        if (raw := self.registry.get(key)) is None:
+            return state
+        self.registry.remove(key)
+        try:
+            return state.evolve(max_s=SliceCall.from_text(raw).paid_s)
+        except ValueError:
+            log.error("call %s: %s; charged as admitted", state.call_id, raw)
+            return state
+
+    def _entries(self) -> dict[UUID, SliceCall]:
+        calls: dict[UUID, SliceCall] = {}
+        for key, text in self.registry.items():
+            try:
+                entry = SliceCall.from_text(text)
+                calls[entry.call] = entry
+            except ValueError as exc:  # one bad entry never holds up the others
+                self.registry.remove(key)
+                log.error("slice registry entry %s dropped: %s", key, exc)
+        return calls
+
+    def _end_unacked(self, calls: dict[UUID, SliceCall], suspects: list[SliceCall],
+                     now: float) -> dict[UUID, SliceCall]:
+        """Calls answered ``sip.noack_timeout_s`` ago: seen ACKed, they are marked so; still without
+        their ACK, their dialog times out now (BYE both ways, the call recorded, place and funds
+        released); gone, their entry goes. Answers the calls left to renew."""
+        if not suspects:
+            return calls
+        states = self.registry.dialog_states()
+        left = dict(calls)
+        for c in suspects:
+            key = str(c.call)
+            state = states.get((c.h_entry, c.h_id))
+            if state is None or state == CONFIRMED_NA:
+                del left[c.call]
+                if state is None:
+                    self.registry.remove(key)
+                    continue
+                log.warning("call %s: its 200 was not ACKed %ds after it; ended", c.call, int(now - c.answer_at))
+                self.registry.set_timeout(1, c.h_entry, c.h_id)
+            else:
+                left[c.call] = replace(c, acked=True)
+            self.registry.put(key, replace(c, acked=True).to_text())
+        return left
+
+    def tick(self, now: float) -> int:
+        """One tick: renew the due calls of this node; those left unpaid run to their timeout.
+        Answers how many calls asked for a slice."""
+        settings = self.node.settings
+        calls = self._entries()
+        setup_s = settings.sip.fr_inv_timeout_ms // 1000 + 60
+        for entry in stale(list(calls.values()), now, setup_s):  # calls that failed: their end is recorded
+            self.registry.remove(str(entry.call))
+            del calls[entry.call]
+        calls = self._end_unacked(calls, unacked(list(calls.values()), now, settings.sip.noack_timeout_s), now)
+        renewals = due(list(calls.values()), now, settings.money.slice_s, settings.money.tick_s)
+        if not renewals:
+            return 0
+        try:
+            results = self.node.wallet.renew(renewals, now)
+        except Exception as exc:
+            log.warning("slices of %d calls not renewed (%s); they end with their paid time", len(renewals), exc)
+            return 0
+        cut = 0
+        for outcome in apply(calls, renewals, results, now):
+            entry, key = outcome.entry, str(outcome.entry.call)
+            if outcome.gone:
+                self.registry.remove(key)
+            elif outcome.extended:
+                self.registry.put(key, entry.to_text())
+                if calls[entry.call].paid_until - now < TOO_LATE_S:
+                    continue  # the answer came late: its timer may be firing; it ends at its old paid end
+                if not self.registry.set_timeout(outcome.timeout_s, entry.h_entry, entry.h_id):
+                    self.registry.remove(key)  # its dialog is gone: its end was recorded or is on its way
+            else:
+                cut += 1
+        if cut:
+            log.info("%d calls not renewed (funds): cut when their paid time is up", cut)
+        return len(renewals)

@@ -1,6 +1,6 @@
-"""The renewal task's KSR side (kemi/slices.py) against the recording stand-in for Kamailio: the
-registry walk, the dialog timeouts it moves, the unACKed calls it ends, the entry read at a
-call's end."""
+"""The renewal task (calls/slices.py Keeper) through kemi's registry port, against the recording
+stand-in for Kamailio: the registry walk, the dialog timeouts it moves, the unACKed calls it
+ends, the entry read at a call's end."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from routing_engine.adapters.money import Renewal, SlicePrice
-from routing_engine.calls.slices import SliceCall
+from routing_engine.calls.slices import Keeper, SliceCall
 from routing_engine.calls.state import CallState
 from routing_engine.domain.rating import Price
 from routing_engine.settings import load_settings
@@ -23,7 +23,7 @@ from tests.unit import fake_ksr
 
 KSR = fake_ksr.install()
 
-from kemi import slices  # noqa: E402  (imports KSR: the fake must be in place first)
+from kemi import warp_kemi  # noqa: E402  (imports KSR: the fake must be in place first)
 
 PRICE = SlicePrice.of(Price(Decimal("0.60"), 1, 1))
 
@@ -77,7 +77,7 @@ def test_a_call_near_its_paid_end_gets_its_next_slice_and_its_dialog_timeout_mov
     call = answered(16)
     registry(call)
     wallet = FakeWallet([(40, 400_000)])
-    assert slices.tick(FakeNode(wallet)) == 1
+    assert Keeper(FakeNode(wallet), warp_kemi._Sip()).tick(time.time()) == 1
     assert [(r.call, r.paid_s, r.target_s) for r in wallet.asked[0]] == [(call.call, 20, 40)]
     assert written(call).paid_s == 40
     timeouts = [args for name, args in KSR.calls if name == "dialog.dlg_set_timeout_id"]
@@ -86,14 +86,14 @@ def test_a_call_near_its_paid_end_gets_its_next_slice_and_its_dialog_timeout_mov
 
 def test_a_call_its_account_cannot_pay_keeps_its_timeout_and_is_cut_by_its_dialog() -> None:
     registry(answered(16))
-    assert slices.tick(FakeNode(FakeWallet([(20, 200_000)]))) == 1
+    assert Keeper(FakeNode(FakeWallet([(20, 200_000)])), warp_kemi._Sip()).tick(time.time()) == 1
     assert not [c for c in KSR.calls if c[0] == "dialog.dlg_set_timeout_id"]
 
 
 def test_nothing_due_means_no_round_trip_to_redis() -> None:
     registry(answered(2))
     wallet = FakeWallet([])
-    assert slices.tick(FakeNode(wallet)) == 0 and wallet.asked == []
+    assert Keeper(FakeNode(wallet), warp_kemi._Sip()).tick(time.time()) == 0 and wallet.asked == []
 
 
 def test_a_call_whose_200_was_never_acked_is_ended_by_its_dialog_at_once() -> None:
@@ -102,7 +102,7 @@ def test_a_call_whose_200_was_never_acked_is_ended_by_its_dialog_at_once() -> No
     registry(unacked, acked)
     KSR.vars["$jsonrpl(body)"] = json.dumps({"jsonrpc": "2.0", "id": 1, "result": [
         {"h_entry": 7, "h_id": 42, "state": 3}, {"h_entry": 7, "h_id": 43, "state": 4}]})
-    slices.tick(FakeNode(FakeWallet([])))
+    Keeper(FakeNode(FakeWallet([])), warp_kemi._Sip()).tick(time.time())
     assert ("dialog.dlg_set_timeout_id", (1, 7, 42)) in KSR.calls
     assert ("dialog.dlg_set_timeout_id", (1, 7, 43)) not in KSR.calls
     assert written(unacked).acked and written(acked).acked  # neither is asked about again
@@ -122,7 +122,7 @@ def test_an_unreadable_entry_is_dropped_and_the_others_are_still_renewed() -> No
         return int(items(iterator))
 
     KSR.answers["htable.sht_iterator_next"] = with_a_bad_one
-    assert slices.tick(FakeNode(FakeWallet([(40, 400_000)]))) == 1
+    assert Keeper(FakeNode(FakeWallet([(40, 400_000)])), warp_kemi._Sip()).tick(time.time()) == 1
     assert ("htable.sht_rm", ("warpslice", "bad-key")) in KSR.calls
     assert written(good).paid_s == 40
 
@@ -134,6 +134,6 @@ def test_a_calls_end_reads_what_its_slices_paid_for_and_removes_its_entry(found:
                       uuid.uuid4(), max_s=20)
     entry = replace(answered(30, paid=60), call=state.cdr_id)
     KSR.answers["htable.sht_get"] = entry.to_text() if found else None
-    ended = slices.finished(state)
+    ended = Keeper(FakeNode(FakeWallet([])), warp_kemi._Sip()).finished(state)  # type: ignore[arg-type]
     assert ended.max_s == (60 if found else 20)
     assert (("htable.sht_rm", ("warpslice", str(state.cdr_id))) in KSR.calls) is found
