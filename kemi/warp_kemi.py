@@ -30,20 +30,10 @@ import KSR  # noqa: E402  (provided by app_python3)
 
 from routing_engine import bootstrap, metrics  # noqa: E402
 from routing_engine.calls import service as calls  # noqa: E402
-from routing_engine.calls.sip import (  # noqa: E402
-    Action,
-    ArmMedia,
-    Challenge,
-    Failure,
-    Forward,
-    Invite,
-    Relay,
-    Reply,
-    unsupported_scheme,
-)
+from routing_engine.calls import sip  # noqa: E402
 from routing_engine.calls.state import CallState  # noqa: E402
-from routing_engine.domain import topology  # noqa: E402
 from routing_engine.domain.decision import CallRequest  # noqa: E402
+from routing_engine.domain.topology import SKIP_TABLE  # noqa: E402
 from routing_engine.settings import load_settings  # noqa: E402
 
 log = logging.getLogger("warp.kemi")
@@ -204,19 +194,19 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
                     start = (KSR.pv.get("$mb") or "").split("\r\n", 1)[0]
                 except UnicodeError:
                     start = ""
-                if unsupported_scheme(start):
+                if sip.unsupported_scheme(start):
                     KSR.sl.sl_send_reply(416, "Unsupported URI Scheme")
                 else:
                     KSR.sanity.sanity_reply()  # the 400 (or 420 with Unsupported) sanity chose
             return 1
         if int(pv("$cl") or 0) > int(pv("$bs") or 0):  # a body shorter than its Content-Length: cut
-            return 1 if ack else self._apply(Reply(400, "Content-Length Beyond Message"))
+            return 1 if ack else self._apply(sip.Reply(400, "Content-Length Beyond Message"))
         if KSR.maxfwd.process_maxfwd(10) < 0:
-            return self._apply(Reply(483, "Too Many Hops"))
+            return self._apply(sip.Reply(483, "Too Many Hops"))
         totag = KSR.siputils.has_totag() > 0
         if KSR.is_OPTIONS() > 0 and not totag:  # any URI of ours answers; another domain's: nobody here
-            return self._apply(Reply(200, "OK", (f"Allow: {ALLOW}",)) if KSR.is_myself_ruri() > 0
-                               else Reply(404, "Not Here"))
+            return self._apply(sip.Reply(200, "OK", (f"Allow: {ALLOW}",)) if KSR.is_myself_ruri() > 0
+                               else sip.Reply(404, "Not Here"))
         if KSR.is_CANCEL() > 0:
             if KSR.tm.t_check_trans() > 0:
                 KSR.tm.t_relay()
@@ -234,7 +224,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         if KSR.is_REGISTER() > 0:
             contacts = [pv(f"$(hdr(Contact)[{i}])") for i in range(int(pv("$hdrc(Contact)") or 0))]
             return self._apply(self.svc.register(_invite(), contacts, pv("$hdr(Expires)"), pv("$ua"), now))
-        return self._apply(Reply(405, "Method Not Allowed", (f"Allow: {ALLOW}",)))
+        return self._apply(sip.Reply(405, "Method Not Allowed", (f"Allow: {ALLOW}",)))
 
     def _within_dialog(self, ack: bool) -> int:
         """A request with a To tag: relayed only inside a dialog this node carries, from one of its sides."""
@@ -248,21 +238,21 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
             return 1
         if KSR.is_BYE() > 0 and KSR.dialog.is_known_dlg() > 0:  # topos could not restore its route
             return self._apply(self.svc.by_dialog(_state(), True, pv("$si"), _dialog_contact, pv("$ci")))
-        return self._apply(Reply(481, "Call/Transaction Does Not Exist"))
+        return self._apply(sip.Reply(481, "Call/Transaction Does Not Exist"))
 
-    def _apply(self, action: Action, failure: Failure | None = None) -> int:
-        while isinstance(action, Forward):
+    def _apply(self, action: sip.Action, failure: sip.Failure | None = None) -> int:
+        while isinstance(action, sip.Forward):
             if self._forward(action):
                 self.svc.relayed()
                 return 1
             action = self.svc.forward_failed(action, datetime.now(UTC), failure)
-        if isinstance(action, Reply):
+        if isinstance(action, sip.Reply):
             for header in action.headers:
                 KSR.hdr.append_to_reply(header + "\r\n")
             (KSR.tm.t_reply if action.stateful else KSR.sl.send_reply)(action.code, action.reason)
-        elif isinstance(action, Challenge):
+        elif isinstance(action, sip.Challenge):
             KSR.auth.auth_challenge(self.svc.node.settings.auth.realm, 1 | (16 if action.stale else 0))
-        elif isinstance(action, Relay):
+        elif isinstance(action, sip.Relay):
             _arm(action.media)
             if action.ruri:
                 KSR.pv.sets("$ru", action.ruri)
@@ -270,10 +260,10 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
                 KSR.sl.sl_reply_error()
         return 1
 
-    def _forward(self, f: Forward) -> bool:
+    def _forward(self, f: sip.Forward) -> bool:
         if (setup := f.setup) is not None:
             if setup.skip_topology:
-                KSR.htable.sht_sets(topology.SKIP_TABLE, setup.skip_topology, "1")
+                KSR.htable.sht_sets(SKIP_TABLE, setup.skip_topology, "1")
             if setup.timeout_s is not None:  # the call's end is reported before the dialog module's BYEs
                 KSR.pv.sets("$dlg_ctx(timeout_route)", calls.TIMEOUT_ROUTE)
             KSR.dialog.dlg_manage()
@@ -323,7 +313,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
     def ksr_failure_route(self, msg: Any) -> int:
         if (state := _state()) is None:
             return 1
-        failure = Failure(KSR.tm.t_is_canceled() > 0, int(pv("$T_reply_code") or 500),
+        failure = sip.Failure(KSR.tm.t_is_canceled() > 0, int(pv("$T_reply_code") or 500),
                           pv("$T_reply_reason") or "Vendor failure", pv("$T_rpl($hdr(Reason))"),
                           KSR.tm.t_branch_timeout() > 0)
         return self._apply(self.svc.failure(state, failure, datetime.now(UTC)), failure)
@@ -352,7 +342,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         return 1
 
 
-def _arm(media: ArmMedia | None) -> None:
+def _arm(media: sip.ArmMedia | None) -> None:
     if media is not None:
         KSR.pv.sets(PLAN_AVP, media.plan)
         KSR.pv.sets(SDP_AVP, f"{media.sender}:{int(media.had_sdp)}")
@@ -378,5 +368,5 @@ def _request() -> CallRequest:
     return CallRequest(pv("$ci"), pv("$si"), int(pv("$sp") or 0), pv("$pr") or "udp", pv("$rU"), pv("$fU"))
 
 
-def _invite() -> Invite:
-    return Invite(_request(), pv("$ft"), pv("$au"), pv("$hdr(Via)"), pv("$hdr(Contact)"), _has_sdp())
+def _invite() -> sip.Invite:
+    return sip.Invite(_request(), pv("$ft"), pv("$au"), pv("$hdr(Via)"), pv("$hdr(Contact)"), _has_sdp())
