@@ -34,12 +34,10 @@ from routing_engine.calls import sip  # noqa: E402
 from routing_engine.calls.state import CallState  # noqa: E402
 from routing_engine.domain.decision import CallRequest  # noqa: E402
 from routing_engine.domain.topology import SKIP_TABLE  # noqa: E402
-from routing_engine.settings import load_settings  # noqa: E402
 
 log = logging.getLogger("warp.kemi")
 PROC_INIT = -127  # Kamailio's rank for the init call made in the main process before forking
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, UPDATE, INFO, PRACK, NOTIFY, REFER"
-SLICES = "warpslice"  # kamailio.cfg: the node's admitted calls, by call identity (calls/slices.py)
 STATE, RING = "$dlg_var(warp)", "$dlg_var(warp_ring)"  # the call's state (routing_engine/calls/state.py)
 PLAN_AVP, SDP_AVP = "$avp(warp_mplan)", "$avp(warp_msdp)"  # this transaction's media plan, its sender
 
@@ -75,35 +73,23 @@ class _Sip:
     def table_inc(self, table: str, key: str) -> int:
         return int(KSR.htable.sht_inc(table, key))
 
-    def table_get(self, table: str, key: str) -> bool:
-        return bool(KSR.htable.sht_get(table, key))  # sht_get honours autoexpire; sht_is_null does not
+    def table_get(self, table: str, key: str) -> str | None:
+        return None if (v := KSR.htable.sht_get(table, key)) is None else str(v)  # sht_get honours autoexpire
 
-    def table_set(self, table: str, key: str) -> None:
-        KSR.htable.sht_seti(table, key, 1)
+    def table_put(self, table: str, key: str, text: str) -> None:
+        KSR.htable.sht_sets(table, key, text)
 
-    def auth_check(self, realm: str, ha1: str) -> int:
-        return int(KSR.auth.pv_auth_check(realm, ha1, 1, 0))
+    def table_remove(self, table: str, key: str) -> None:
+        KSR.htable.sht_rm(table, key)
 
-    def consume_credentials(self) -> None:
-        KSR.auth.consume_credentials()
-
-    def put(self, key: str, text: str) -> None:  # the node's slice registry (calls/slices.py)
-        KSR.htable.sht_sets(SLICES, key, text)
-
-    def get(self, key: str) -> str | None:
-        return str(KSR.htable.sht_get(SLICES, key) or "") or None
-
-    def remove(self, key: str) -> None:
-        KSR.htable.sht_rm(SLICES, key)
-
-    def items(self) -> list[tuple[str, str]]:
-        found: list[tuple[str, str]] = []
-        if KSR.htable.sht_iterator_start("warpslices", SLICES) >= 0:
+    def table_items(self, table: str) -> list[tuple[str, str]]:
+        found, walk = [], f"{table}-walk"
+        if KSR.htable.sht_iterator_start(walk, table) >= 0:
             try:
-                while KSR.htable.sht_iterator_next("warpslices") > 0:
-                    found.append((pv("$shtitkey(warpslices)"), pv("$shtitval(warpslices)")))
+                while KSR.htable.sht_iterator_next(walk) > 0:
+                    found.append((pv(f"$shtitkey({walk})"), pv(f"$shtitval({walk})")))
             finally:
-                KSR.htable.sht_iterator_end("warpslices")  # the walk holds a slot lock until here
+                KSR.htable.sht_iterator_end(walk)  # the walk holds a slot lock until here
         return found
 
     def set_timeout(self, seconds: int, h_entry: int, h_id: int) -> bool:
@@ -114,6 +100,12 @@ class _Sip:
             raise RuntimeError("dlg.briefing failed")
         found = json.loads(pv("$jsonrpl(body)") or "{}").get("result") or []
         return {(int(d["h_entry"]), int(d["h_id"])): int(d["state"]) for d in found}
+
+    def auth_check(self, realm: str, ha1: str) -> int:
+        return int(KSR.auth.pv_auth_check(realm, ha1, 1, 0))
+
+    def consume_credentials(self) -> None:
+        KSR.auth.consume_credentials()
 
     def rtp(self, op: str, flags: str) -> bool:
         return bool((KSR.rtpengine.rtpengine_offer if op == "offer" else KSR.rtpengine.rtpengine_answer)(flags) > 0)
@@ -152,17 +144,7 @@ def _guarded(method: Callable[..., int]) -> Callable[..., int]:
 
 
 def mod_init() -> kamailio:
-    handler = _KsrLogHandler()
-    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-    logging.getLogger().handlers[:] = [handler]
-    logging.getLogger().setLevel(logging.INFO)
-    # Once, in the main process before the workers fork: publish what Postgres holds now; each
-    # worker then maps that one file. Without it there is nothing to route with: Kamailio stops.
-    try:
-        log.info("routing snapshot %s in service", bootstrap.prepare_snapshot(load_settings()))
-    except Exception as exc:
-        log.error("no routing configuration: %s", exc)
-        raise
+    bootstrap.prepare_kamailio(_KsrLogHandler())  # once, before the workers fork; raises: no start
     return kamailio()
 
 

@@ -32,7 +32,7 @@ from routing_engine.adapters.quality import record as record_outcomes
 from routing_engine.adapters.registrations import BlockCache, Defence, RegistrationStore
 from routing_engine.adapters.rtpengine_ng import NgClient
 from routing_engine.adapters.snapshots import SnapshotFollower, SnapshotStore
-from routing_engine.calls.ports import Kamailio
+from routing_engine.calls.ports import Sip
 from routing_engine.calls.service import CallService
 from routing_engine.domain import auth, destinations, lrn, validation
 from routing_engine.domain.cdr import CdrRecord
@@ -311,9 +311,26 @@ def build_app(environ: Mapping[str, str] | None = None) -> App:
                limits=Limits(client), wallet=Wallet(client))
 
 
-def build_worker(sip: Kamailio, environ: Mapping[str, str] | None = None) -> CallService:
+def build_worker(sip: Sip, environ: Mapping[str, str] | None = None) -> CallService:
     """A SIP worker's call service (in each Kamailio process, after the fork: its sockets are its
     own). ``sip`` is what only Kamailio does for the message at hand (kemi/)."""
     app = build_app(environ)
     m = app.settings.media
-    return CallService(app, sip, NgClient(m.ng_address, m.timeout_ms / 1000, m.retries), sip)
+    return CallService(app, sip, NgClient(m.ng_address, m.timeout_ms / 1000, m.retries))
+
+
+def prepare_kamailio(handler: logging.Handler) -> str:
+    """Kamailio's main process, before its workers fork: logging through ``handler`` (Kamailio's
+    own log), and what Postgres holds now published as the snapshot file each worker then maps.
+    Without any configuration there is nothing to route with: the error stops Kamailio at
+    start-up with the reason in its log."""
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    logging.getLogger().handlers[:] = [handler]
+    logging.getLogger().setLevel(logging.INFO)
+    try:
+        version = prepare_snapshot(load_settings())
+    except Exception as exc:
+        log.error("no routing configuration: %s", exc)
+        raise
+    log.info("routing snapshot %s in service", version)
+    return version

@@ -35,7 +35,7 @@ from routing_engine import metrics
 from routing_engine.adapters.quality import Outcome
 from routing_engine.calls import admission, registration
 from routing_engine.calls.media import Media
-from routing_engine.calls.ports import MediaSessions, Node, Registry, Sip
+from routing_engine.calls.ports import MediaSessions, Node, Sip
 from routing_engine.calls.sip import (
     NOTHING,
     Action,
@@ -76,10 +76,10 @@ class Shed:
 
 
 class CallService:
-    def __init__(self, node: Node, sip: Sip, sessions: MediaSessions, registry: Registry) -> None:
+    def __init__(self, node: Node, sip: Sip, sessions: MediaSessions) -> None:
         self.node, self.sip = node, sip
         self.media = Media(node, sip, sessions)
-        self.slices = Keeper(node, registry)  # the node's calls whose funds are renewed slice by slice
+        self.slices = Keeper(node, sip)  # the node's calls whose funds are renewed slice by slice
         # the admitted call the callback in progress holds and has not finished: if that callback
         # fails, ``salvage`` still ends it (CDR, charge, limits released)
         self.open_call: CallState | None = None
@@ -94,7 +94,7 @@ class CallService:
         node, sip = self.node, self.sip
         source = canonical_ip(source_ip)
         # a table entry past its autoexpire counts as gone
-        peer = node.is_peer(source) or sip.table_get(PEER_TABLE, source)
+        peer = node.is_peer(source) or sip.table_get(PEER_TABLE, source) is not None
         s = node.settings.sip
         limit = s.flood_peer_rps if peer else s.flood_rps
         count = sip.table_inc(FLOOD_TABLE, f"{source}/{int(now)}")
@@ -104,7 +104,7 @@ class CallService:
                 log.warning("source %s over its flood limit this second: requests dropped", source)
             return Shed(True)
         lifetime = s.tcp_peer_lifetime_s if transport == "tcp" and peer else None
-        blocked = sip.table_get(BLOCK_TABLE, source) or (
+        blocked = sip.table_get(BLOCK_TABLE, source) is not None or (
             node.blocks is not None and node.blocks.blocked(source, now))
         if blocked and not in_known_dialog():
             metrics.AUTH_FAILURES.labels("blocked_source").inc()
@@ -157,7 +157,7 @@ class CallService:
         source = canonical_ip(msg.request.source_ip)
         if result == 1 and credential is not None:
             sip.consume_credentials()
-            sip.table_set(PEER_TABLE, source)
+            sip.table_put(PEER_TABLE, source, "1")
             return credential.trunk_id
         if result in (AUTH_STALE_NONCE, AUTH_NO_CREDENTIALS, AUTH_NONCE_REUSED):
             # none sent, stale, bound to another request or address, or used already: a challenge
@@ -170,7 +170,7 @@ class CallService:
             try:
                 if node.defence.record_failure(source):
                     metrics.IP_BLOCKS.inc()
-                    sip.table_set(BLOCK_TABLE, source)  # every worker here, at once
+                    sip.table_put(BLOCK_TABLE, source, "1")  # every worker here, at once
                     log.warning("source %s blocked after repeated digest failures", source)
             except Exception as exc:
                 log.warning("auth failure not counted, Redis unavailable: %s", exc)

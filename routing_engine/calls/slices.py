@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from uuid import UUID
 
 from routing_engine.adapters.money import Renewal, SlicePrice
-from routing_engine.calls.ports import Node, Registry
+from routing_engine.calls.ports import Node, Sip
 from routing_engine.calls.state import CallState
 from routing_engine.domain import rating
 
@@ -144,13 +144,34 @@ def apply(calls: dict[UUID, SliceCall], renewals: list[Renewal], results: list[t
 
 
 CONFIRMED_NA = 3  # dialog state (dialog module): answered, not ACKed
+TABLE = "warpslice"  # kamailio.cfg: the node's admitted calls, by call identity (CDR id)
+
+
+class Registry:
+    """The node's calls in its shared table."""
+
+    def __init__(self, sip: Sip) -> None:
+        self.sip = sip
+        self.set_timeout, self.dialog_states = sip.set_timeout, sip.dialog_states
+
+    def put(self, key: str, text: str) -> None:
+        self.sip.table_put(TABLE, key, text)
+
+    def get(self, key: str) -> str | None:
+        return self.sip.table_get(TABLE, key)
+
+    def remove(self, key: str) -> None:
+        self.sip.table_remove(TABLE, key)
+
+    def items(self) -> list[tuple[str, str]]:
+        return self.sip.table_items(TABLE)
 
 
 class Keeper:
     """The node's registry of admitted calls and its renewal task."""
 
-    def __init__(self, node: Node, registry: Registry) -> None:
-        self.node, self.registry = node, registry
+    def __init__(self, node: Node, sip: Sip) -> None:
+        self.node, self.registry = node, Registry(sip)
 
     def register(self, state: CallState, now: float) -> None:
         """An admitted call, its dialog just created: renewed from its answer on."""

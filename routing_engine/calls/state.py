@@ -113,6 +113,18 @@ class CallState:
 
     @classmethod
     def from_wire(cls, text: str) -> CallState:
+        """The state a dialog keeps (a worker remembers the last few it read: a call's callbacks
+        often come to the same worker, and the value is immutable)."""
+        if (known := _READ.get(text)) is not None:
+            return known
+        state = cls._decode(text)
+        if len(_READ) >= 256:
+            _READ.clear()
+        _READ[text] = state
+        return state
+
+    @classmethod
+    def _decode(cls, text: str) -> CallState:
         try:
             v = json.loads(text)
             if not isinstance(v, list) or v[0] != WIRE_FORMAT or len(v) != 31:
@@ -127,6 +139,9 @@ class CallState:
             raise
         except (ValueError, TypeError, KeyError, IndexError) as exc:
             raise StateFormatError(f"call state not readable: {exc}") from exc
+
+
+_READ: dict[str, CallState] = {}
 
 
 def _str(value: UUID | None) -> str | None:

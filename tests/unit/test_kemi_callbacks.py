@@ -113,7 +113,7 @@ def node(app: FakeApp) -> warp_kemi.kamailio:
                         "tm.t_is_canceled": -1,
                         "tm.t_branch_timeout": -1})
     kam = warp_kemi.kamailio()
-    kam.svc = CallService(app, warp_kemi._Sip(), NoSessions(), warp_kemi._Sip())  # type: ignore[arg-type]
+    kam.svc = CallService(app, warp_kemi._Sip(), NoSessions())  # type: ignore[arg-type]
     return kam
 
 
@@ -182,7 +182,7 @@ def test_an_answered_call_costs_what_the_vendors_deck_says_and_its_cdr_carries_t
     w = World()
     w.customer(f"{CALLER_IP}/32", w.plan("p", [w.vendor("v", [rate("1", "0.01", billing="60/60/30/0.002")])]))
     deck = FakeApp(w.snapshot())
-    node.svc = CallService(deck, warp_kemi._Sip(), NoSessions(), warp_kemi._Sip())  # type: ignore[arg-type]
+    node.svc = CallService(deck, warp_kemi._Sip(), NoSessions())  # type: ignore[arg-type]
     call = invite(node)
     assert call.routes[0].terms == "60/60/30/0.002"  # kept in the dialog with the rate
     answered(10)
@@ -364,7 +364,7 @@ def two_vendors() -> FakeApp:
 
 def test_a_vendor_failure_moves_the_call_to_the_next_vendor(node: warp_kemi.kamailio, two_vendors: FakeApp) -> None:
     kam = node
-    kam.svc = CallService(two_vendors, warp_kemi._Sip(), NoSessions(), warp_kemi._Sip())  # type: ignore[arg-type]
+    kam.svc = CallService(two_vendors, warp_kemi._Sip(), NoSessions())  # type: ignore[arg-type]
     first = invite(kam)
     assert first.route == 0 and [r.vendor for r in first.routes] == ["cheap", "dear"]
     KSR.calls.clear()
