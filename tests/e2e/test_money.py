@@ -12,6 +12,7 @@ import psycopg
 import pytest
 import redis
 
+from routing_engine.adapters import ledger
 from routing_engine.adapters.money import Limits, Wallet
 from routing_engine.domain.rating import from_micros, to_micros
 from tests.e2e import provision
@@ -209,7 +210,7 @@ def test_cps_limit_turns_the_excess_away_with_retry_after(node: Node, tmp_path: 
 
 
 def test_after_a_thousand_mixed_calls_counters_are_zero_and_money_adds_up(
-        node: Node, tmp_path: Path, module_db: psycopg.Connection, clean_redis: redis.Redis,
+        node: Node, tmp_path: Path, module_db: psycopg.Connection, clean_redis: redis.Redis, database: str,
         world: dict[str, tuple[uuid.UUID, uuid.UUID]]) -> None:
     with vendor("vendor_random.xml", VENDOR, tmp_path, calls=1000) as gateway:
         loads = [sipp("customer_any_outcome.xml", source, tmp_path, remote=node.target, service=DIALED,
@@ -222,6 +223,8 @@ def test_after_a_thousand_mixed_calls_counters_are_zero_and_money_adds_up(
     for key in ("load1", "load2"):
         account, trunk = world[key]
         check_account(module_db, limits, wallet, key, account, trunk)
+    report = ledger.check(database, clean_redis)  # warp ledger check: every live balance = its ledger
+    assert report.accounts >= 2 and report.ok, [ledger.describe(d) for d in report.differences]
 
 
 def check_account(db: psycopg.Connection, limits: Limits, wallet: Wallet, key: str, account: uuid.UUID,
