@@ -127,15 +127,19 @@ def start_processes(settings: Settings, log_dir: Path | None,
              f"{settings.media.interface} ports {settings.media.port_min}-{settings.media.port_max} (log {rtp_log})")
     started("cdr-emitter", _spawn([sys.executable, "-m", "routing_engine.entrypoints.cli", "cdr-emitter"], env,
                                   log_dir / "cdr-emitter.log" if log_dir else None))
+    if (stale := stack.clear_stale_pid_file(_run_dir(settings) / "kamailio.pid")) is not None:
+        _say(f"kamailio's pid file named pid {stale}, which no longer runs (or is a zombie): removed")
     started("kamailio", _spawn(stack.kamailio_command(settings, _run_dir(settings)), env,
                                log_dir / "kamailio.log" if log_dir else None))
     target = _sip_probe_target(settings)
     if target:
         kam = procs["kamailio"]
         if not sipcheck.wait_until_answering(*target, timeout_s=60, is_alive=lambda: kam.poll() is None):
+            code = kam.poll()
             stop_processes(procs)
+            why = f"exited with code {code}" if code is not None else "did not answer OPTIONS within 60 s"
             where = f" (see {log_dir / 'kamailio.log'})" if log_dir else ""
-            raise stack.StackError(f"Kamailio did not come up{where}")
+            raise stack.StackError(f"Kamailio did not come up: it {why}{where}")
     return procs
 
 

@@ -678,6 +678,20 @@ def identify(pid: int) -> Process | None:
     return Process(pid, argv, int(fields[19]))
 
 
+def clear_stale_pid_file(path: Path) -> int | None:
+    """Remove a pid file whose process is gone or a zombie (a Kamailio killed with -9 stays one
+    until something reaps it); answers the pid removed. Kamailio refuses to start while its pid
+    file names any process kill(pid, 0) reaches, and that includes a zombie."""
+    try:
+        pid = int(path.read_text().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+    if identify(pid) is not None:
+        return None  # a live process: Kamailio's own check decides
+    path.unlink(missing_ok=True)
+    return pid
+
+
 def identify_started(pid: int, argv: list[str] | tuple[str, ...], timeout_s: float = 5) -> Process | None:
     """The process just started with ``argv``, once /proc shows it running that: a vfork()ed child
     lets its parent go on before the kernel has set up the new program's command line. (A script
