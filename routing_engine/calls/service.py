@@ -314,14 +314,13 @@ class CallService:
         if not known_dialog:
             return "no dialog of ours"
         source = canonical_ip(source_ip)
-        if state is None:
-            return f"from {source}, not a side of the call"
-        if source in state.peers:
-            return None
-        # a vendor may hang up from another of its gateways, a customer from another address of its ACL
-        vendors = [uuid.UUID(r.vendor_id) for r in state.routes if r.vendor_id]
-        if auth.speaks_for(self.node.snapshot(), source, state.trunk_id, vendors):
-            return None
+        if state is not None:
+            if source in state.peers:
+                return None
+            # a vendor may hang up from another of its gateways, a customer from another address of its ACL
+            vendors = [uuid.UUID(r.vendor_id) for r in state.routes if r.vendor_id]
+            if auth.speaks_for(self.node.snapshot(), source, state.trunk_id, vendors):
+                return None
         return f"from {source}, not a side of the call"
 
     def in_dialog(self, state: CallState | None, known_dialog: bool, source_ip: str, method: str,
@@ -446,9 +445,9 @@ class CallService:
              hangup_side: str | None, q850: int | None) -> CdrRecord:
         route = state.current
         duration = billable_duration(answer_at, end_at)
+        vendor_rate = Decimal(route.rate) if route is not None and route.rate else None
         money: dict[str, Any] = {}
         if state.price is not None:
-            vendor_rate = Decimal(route.rate) if route is not None and route.rate else None
             owed = rating.bill(duration, state.max_s, state.price, vendor_rate,
                                rating.terms_from_text(route.terms if route is not None else None))
             money = {"billable_s": owed.billable_s, "customer_rate": state.price.per_minute,
@@ -463,7 +462,7 @@ class CallService:
             gateway=route.gateway if route is not None else None,
             from_raw=state.caller, to_raw=state.dialed, from_e164=state.from_e164 or None,
             to_e164=state.to_e164 or None, answer_at=answer_at, end_at=end_at, duration_s=duration,
-            vendor_rate=Decimal(route.rate) if route is not None and route.rate else None,
+            vendor_rate=vendor_rate,
             trace=compact_trace(state.trace) if state.trace else None, lrn=state.lrn or None,
             jurisdiction=state.jurisdiction or None, ban=state.ban or None, lrn_source=state.lrn_source or None,
             attempts=_attempts_json(state.attempts), ringing_at=ringing,

@@ -152,7 +152,6 @@ class Registry:
 
     def __init__(self, sip: Sip) -> None:
         self.sip = sip
-        self.set_timeout, self.dialog_states = sip.set_timeout, sip.dialog_states
 
     def put(self, key: str, text: str) -> None:
         self.sip.table_put(TABLE, key, text)
@@ -171,7 +170,7 @@ class Keeper:
     """The node's registry of admitted calls and its renewal task."""
 
     def __init__(self, node: Node, sip: Sip) -> None:
-        self.node, self.registry = node, Registry(sip)
+        self.node, self.sip, self.registry = node, sip, Registry(sip)
 
     def register(self, state: CallState, now: float) -> None:
         """An admitted call, its dialog just created: renewed from its answer on."""
@@ -220,7 +219,7 @@ class Keeper:
         released); gone, their entry goes. Answers the calls left to renew."""
         if not suspects:
             return calls
-        states = self.registry.dialog_states()
+        states = self.sip.dialog_states()
         left = dict(calls)
         for c in suspects:
             key = str(c.call)
@@ -231,7 +230,7 @@ class Keeper:
                     self.registry.remove(key)
                     continue
                 log.warning("call %s: its 200 was not ACKed %ds after it; ended", c.call, int(now - c.answer_at))
-                self.registry.set_timeout(1, c.h_entry, c.h_id)
+                self.sip.set_timeout(1, c.h_entry, c.h_id)
             else:
                 left[c.call] = replace(c, acked=True)
             self.registry.put(key, replace(c, acked=True).to_text())
@@ -264,7 +263,7 @@ class Keeper:
                 self.registry.put(key, entry.to_text())
                 if calls[entry.call].paid_until - now < TOO_LATE_S:
                     continue  # the answer came late: its timer may be firing; it ends at its old paid end
-                if not self.registry.set_timeout(outcome.timeout_s, entry.h_entry, entry.h_id):
+                if not self.sip.set_timeout(outcome.timeout_s, entry.h_entry, entry.h_id):
                     self.registry.remove(key)  # its dialog is gone: its end was recorded or is on its way
             else:
                 cut += 1
