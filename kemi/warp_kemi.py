@@ -302,7 +302,7 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
 
     @_guarded
     def ksr_dialog_event(self, msg: Any, evname: str) -> int:
-        # other transitions arrive as "unknown"; dialog:failed was recorded by the failure route
+        # kamailio.cfg's native routes call it for these three only (dialog:failed: the failure route)
         if evname not in ("dialog:start", "dialog:end", "dialog:timeout") or (state := _state()) is None:
             return 1
         now = datetime.now(UTC)

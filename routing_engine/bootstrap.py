@@ -107,8 +107,9 @@ def initial_snapshot(settings: Settings) -> RoutingSnapshot:
     return store.load(published.version)
 
 
-def lrn_lookup(settings: Settings, client: Any) -> LrnLookup:
-    """The LRN resolver for these settings: Redis cache in front of the configured source."""
+def lrn_lookup(settings: Settings, client: Any, fresh: bool = False) -> LrnLookup:
+    """The LRN resolver for these settings: Redis cache in front of the configured source, and
+    (for a SIP worker, unless ``fresh``) the worker's own recent answers in front of Redis."""
     source: LrnSource | None
     if settings.lrn.source == "http":
         source = lrn_sources.HttpLnp(settings.lrn.http_url, settings.lrn.timeout_ms)
@@ -116,7 +117,9 @@ def lrn_lookup(settings: Settings, client: Any) -> LrnLookup:
         source = lrn_sources.LocalLnp(settings.database_url, settings.lrn.timeout_ms)
     else:
         source = None
-    cache = lrn_sources.RedisLrnCache(client) if client is not None else None
+    cache: lrn.LrnCache | None = lrn_sources.RedisLrnCache(client) if client is not None else None
+    if cache is not None and not fresh and settings.lrn.worker_cache_ttl_s > 0:
+        cache = lrn_sources.WorkerLrnCache(cache, settings.lrn.worker_cache_size, settings.lrn.worker_cache_ttl_s)
     ttl = settings.lrn.cache_ttl_s
     timed = _TimedSource(source) if source is not None else None
 
@@ -187,7 +190,7 @@ def decider(settings: Settings, client: Any, fresh: bool = False) -> Decider:
     """The decider of these settings, on this Redis client. A SIP worker keeps gateway health
     and vendor quality for a moment (``quality.refresh_s``); a tool that explains one call reads
     them fresh."""
-    return Decider(settings.routing.default_region, lrn_lookup(settings, client),
+    return Decider(settings.routing.default_region, lrn_lookup(settings, client, fresh),
                    HealthView(client, refresh_s=0) if fresh else HealthView(client),
                    quality_view(settings, client, 0 if fresh else None),
                    settings.routing.margin_expected_duration_s)

@@ -195,6 +195,8 @@ class LrnSettings:
     http_url: str = ""
     timeout_ms: int = 300
     cache_ttl_s: int = 3600
+    worker_cache_ttl_s: int = 300    # a SIP worker's own recent answers, before Redis (0: none)
+    worker_cache_size: int = 20000   # answers one worker holds at most (least recently used out)
 
 
 @dataclass(frozen=True)
@@ -458,6 +460,7 @@ def _check(settings: Settings) -> None:
         "auth.register_max_expires": settings.auth.register_max_expires,
         "auth.register_default_expires": settings.auth.register_default_expires,
         "lrn.cache_ttl_s": settings.lrn.cache_ttl_s,
+        "lrn.worker_cache_size": settings.lrn.worker_cache_size,
         "media.timeout_ms": settings.media.timeout_ms,
         "media.disable_s": settings.media.disable_s,
         "cdr.retention_days": settings.cdr.retention_days,
@@ -512,6 +515,9 @@ def _check(settings: Settings) -> None:
                             "register_max_expires")
     if not a.realm or any(c in a.realm for c in ' "'):
         raise SettingsError(f"auth.realm: expected a domain-like name, got {a.realm!r}")
+    if not 0 <= settings.lrn.worker_cache_ttl_s <= settings.lrn.cache_ttl_s:
+        raise SettingsError(f"lrn.worker_cache_ttl_s: must lie between 0 (off) and lrn.cache_ttl_s, got "
+                            f"{settings.lrn.worker_cache_ttl_s}")
     if settings.lrn.source not in ("local", "http", "none"):
         raise SettingsError(f"lrn.source: expected local, http or none, got {settings.lrn.source!r}")
     if settings.lrn.source == "http" and not settings.lrn.http_url.startswith(("http://", "https://")):

@@ -12,11 +12,13 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 
-from routing_engine.domain.lrn import LrnError
+from routing_engine.domain.lrn import LrnCache, LrnError
 
 KEY = "warp:lrn:{}"
 
@@ -31,6 +33,49 @@ class RedisLrnCache:
 
     def put(self, tn: str, value: str, ttl_s: int) -> None:
         self.client.set(KEY.format(tn), value, ex=ttl_s)
+
+
+class WorkerLrnCache:
+    """The answers this process saw lately, in front of the shared cache: a NANP call whose
+    number was looked up here in the last ``ttl_s`` needs no Redis round trip for its LRN.
+
+    Bounded: the least recently used answer leaves when ``size`` are held. Short-lived: an entry
+    is taken back from the shared cache (or the source) after ``ttl_s``, so a number re-ported
+    meanwhile is routed on its new LRN at most ``ttl_s`` late here. The shared entry itself lives
+    ``lrn.cache_ttl_s`` (an hour), which bounds that anyway on every node."""
+
+    def __init__(self, inner: LrnCache, size: int, ttl_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.inner = inner
+        self.size = size
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._entries: OrderedDict[str, tuple[float, str]] = OrderedDict()
+
+    def get(self, tn: str) -> str | None:
+        now = self.clock()
+        if (held := self._entries.get(tn)) is not None:
+            if held[0] > now:
+                self._entries.move_to_end(tn)
+                return held[1]
+            del self._entries[tn]
+        value = self.inner.get(tn)
+        if value is not None:
+            self._remember(tn, value, now + self.ttl_s)
+        return value
+
+    def put(self, tn: str, value: str, ttl_s: int) -> None:
+        self._remember(tn, value, self.clock() + min(self.ttl_s, ttl_s))
+        self.inner.put(tn, value, ttl_s)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _remember(self, tn: str, value: str, until: float) -> None:
+        self._entries[tn] = (until, value)
+        self._entries.move_to_end(tn)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
 
 
 class LocalLnp:

@@ -487,6 +487,21 @@ class Wallet:
             raise Unseeded(str(account_id))
         return bool(result)
 
+    def settle_many(self, charges: list[tuple[UUID, UUID, int, str]]) -> list[bool | None]:
+        """``settle`` of (call, account, cost_micros, at_iso) each, in one round trip: per charge
+        True (charged now), False (charged before) or None (its account is not seeded: nothing
+        changed for it; settle it alone with ``seed_micros``). The scripts run one by one, each
+        atomic, as ``settle`` would run them."""
+        if not charges:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for call, account_id, cost_micros, at_iso in charges:
+            member = _member(call)
+            bal, resv, resvamt, held = self._keys(account_id)
+            self._settle(keys=[bal, resv, resvamt, f"warp:charged:{member}", LEDGER_STREAM, held],
+                         args=[member, cost_micros, str(account_id), at_iso, CHARGED_TTL_S, ""], client=pipe)
+        return [None if int(r) < 0 else bool(int(r)) for r in pipe.execute()]
+
     def post(self, account_id: UUID, micros: int, kind: str, reference: str, at_iso: str,
              seed_micros: int | None = None, entry_id: UUID | None = None) -> Posted:
         """Move the live balance and append the ledger entry, in one step: the one path of a

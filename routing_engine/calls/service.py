@@ -61,7 +61,7 @@ log = logging.getLogger("warp.calls")
 
 AUTH_INVALID_PASSWORD, AUTH_STALE_NONCE, AUTH_NO_CREDENTIALS, AUTH_NONCE_REUSED = -2, -4, -5, -6  # auth results
 FLOOD_TABLE, PEER_TABLE, BLOCK_TABLE = "warpflood", "warppeer", "warpblock"  # kamailio.cfg htables
-TIMEOUT_ROUTE = "warp-timeout"  # kamailio.cfg: the dialog's timeout is reported before its BYEs
+TIMEOUT_ROUTE = "WARP_TIMEOUT"  # kamailio.cfg's route: the dialog's timeout is reported before its BYEs
 
 
 def canonical_ip(text: str) -> str:

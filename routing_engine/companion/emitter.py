@@ -28,7 +28,6 @@ from typing import Any, Protocol
 
 from routing_engine import metrics
 from routing_engine.adapters import ledger, postgres
-from routing_engine.adapters.money import Unseeded
 from routing_engine.domain.cdr import CdrRecord
 
 log = logging.getLogger("warp.emitter")
@@ -233,15 +232,13 @@ class PostgresSink(Sink):
         from routing_engine.domain.rating import to_micros
 
         if self.wallet is not None:
-            for r in records:
-                if r.settle and r.account_id is not None:
-                    at = (r.end_at or r.invite_at).isoformat()
-                    cost = to_micros(r.customer_price or Decimal(0))
-                    try:
-                        self.wallet.settle(r.cdr_id, r.account_id, cost, at)
-                    except Unseeded:  # no live balance yet: it starts from the durable one, not zero
-                        seed = ledger.durable_balance(self._connection(), self.wallet.client, r.account_id)
-                        self.wallet.settle(r.cdr_id, r.account_id, cost, at, seed_micros=seed)
+            charges = [(r.cdr_id, r.account_id, to_micros(r.customer_price or Decimal(0)),
+                        (r.end_at or r.invite_at).isoformat())
+                       for r in records if r.settle and r.account_id is not None]
+            for charge, done in zip(charges, self.wallet.settle_many(charges), strict=True):
+                if done is None:  # no live balance yet: it starts from the durable one, not zero
+                    seed = ledger.durable_balance(self._connection(), self.wallet.client, charge[1])
+                    self.wallet.settle(*charge, seed_micros=seed)
         if self.limits is not None:
             self.limits.release_many([(r.cdr_id, r.trunk_id, r.account_id) for r in records
                                       if r.trunk_id is not None and r.account_id is not None])

@@ -107,6 +107,23 @@ def test_a_call_is_charged_once_however_often_it_is_settled(redis_client: redis.
     assert redis_client.xlen(LEDGER_STREAM) == 2  # the top-up and one charge
 
 
+def test_a_batch_of_settlements_gives_each_outcome_as_settle_would(
+        redis_client: redis.Redis) -> None:
+    wallet, unseeded = Wallet(redis_client), uuid.uuid4()
+    wallet.topup(ACCOUNT, 1_000_000, "t1", "x", seed_micros=0)
+    for name in ("b1", "b2"):
+        wallet.reserve(call(name), ACCOUNT, T, 60, 1, 300_000, 0)
+    assert wallet.settle(call("b2"), ACCOUNT, 200_000, "x")
+    before = redis_client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+    outcomes = wallet.settle_many([(call("b1"), ACCOUNT, 250_000, "x"), (call("b2"), ACCOUNT, 200_000, "x"),
+                                   (call("b3"), unseeded, 100_000, "x")])
+    assert outcomes == [True, False, None]  # charged now, charged before, account not seeded
+    assert redis_client.info("commandstats")["cmdstat_evalsha"]["calls"] - before == 3
+    assert wallet.balance(ACCOUNT) == 550_000 and wallet.reserved(ACCOUNT) == 0
+    assert not redis_client.exists(f"warp:bal:{unseeded}")  # nothing moved for it
+    assert wallet.settle_many([]) == []
+
+
 def test_postpaid_accounts_spend_their_credit_limit(redis_client: redis.Redis) -> None:
     wallet = Wallet(redis_client)
     r = wallet.reserve(call("c1"), ACCOUNT, T, 60, 1000, 5_000_000, credit_micros=2_000_000)
