@@ -262,7 +262,8 @@ class kamailio:  # noqa: N801 - the class name app_python3 looks for
         KSR.pv.sets("$du", f.dst or "")
         if f.timers_ms:
             KSR.tm.t_set_fr(*f.timers_ms)
-        KSR.tm.t_on_branch("ksr_branch_route")
+        if f.branch_route:
+            KSR.tm.t_on_branch("ksr_branch_route")
         KSR.tm.t_on_failure("ksr_failure_route")
         if f.vendor_replies:
             KSR.tm.t_on_reply("ksr_vendor_reply")

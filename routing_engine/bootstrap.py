@@ -17,7 +17,7 @@ import secrets
 import socket
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -259,15 +259,19 @@ class App:
         sample is lost."""
         client = self.cdr_stream.client
         pipe = client.pipeline(transaction=False)
+        released = False
         try:
             if release is not None and self.limits is not None:
                 self.limits.release(*release, pipe=pipe)
+                released = True
             if outcomes:
                 record_outcomes(client, outcomes, time.time(), pipe=pipe)
         except Exception as exc:  # never in the CDR's way
             log.warning("call %s: limits release or quality sample not queued: %s", record.call_id, exc)
-            pipe = client.pipeline(transaction=False)
-        self.cdr_stream.append(record, pipe=pipe)
+            pipe, released = client.pipeline(transaction=False), False
+        # the entry says the places were freed before it (same pipeline, in order), so the
+        # companion does not free them again; a spooled CDR does not say so, and it does
+        self.cdr_stream.append(replace(record, released=True) if released else record, pipe=pipe)
         try:
             pipe.execute()
         except Exception as exc:

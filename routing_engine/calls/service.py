@@ -243,12 +243,16 @@ class CallService:
         return None if topology.hides(trunk) else topology.skip_key(msg.request.call_id, msg.from_tag)
 
     def _attempt(self, state: CallState, index: int, now: datetime, setup: Setup | None = None) -> Forward:
-        """Send the INVITE to route ``index``; the branch route applies its From user."""
+        """Send the INVITE to route ``index``. The branch route runs only where it has work: the
+        vendor wants the caller written its way, or the destination is refused (the branch route
+        drops the branch, and the failure route moves on, as for any branch)."""
         s = self.node.settings.sip
         route = state.routes[index]
         state = state.evolve(route=index, attempt_at=now.isoformat(), attempt_ring=None)
         timers = (s.fr_inv_timeout_ms, state.policy.attempt_timeout_ms or s.fr_timeout_ms)
-        return Forward(state, route.ruri, timers_ms=timers, vendor_replies=True, setup=setup)
+        branch_route = bool(route.from_user) or self.refused_destination(route.ruri) is not None
+        return Forward(state, route.ruri, timers_ms=timers, vendor_replies=True, setup=setup,
+                       branch_route=branch_route)
 
     def relayed(self) -> None:
         """The INVITE is on its way: its end comes with the failure route or the dialog's end."""

@@ -91,6 +91,7 @@ class Forward:
     timers_ms: tuple[int, int] | None = None    # tm's fr_inv and fr timers (None: as they are)
     vendor_replies: bool = False                # replies go through the vendor reply route
     setup: Setup | None = None
+    branch_route: bool = True                   # each branch goes through the branch route
 
 
 @dataclass(frozen=True, slots=True)

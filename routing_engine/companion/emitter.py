@@ -182,10 +182,11 @@ class PostgresSink(Sink):
 
     With a wallet, it first settles the calls that reserved funds: the exact charge, once per
     call (by CDR id, the identity the call's funds and places are held under: never the Call-ID,
-    which calls may share), and the reservation released. With limits, it releases each finished
-    call's place in the concurrency counters again: the SIP worker released it at the call's end
-    unless Redis was down then, and a CDR spooled during an outage reaches this point only once
-    Redis is back.
+    which calls may share), and the reservation released, for a whole batch in one round trip.
+    With limits, it frees the concurrency places of each finished call whose entry does not say
+    ``released``: the SIP worker frees them with the entry (the same pipeline, before it) unless
+    Redis was down then, and a CDR spooled during an outage reaches this point only once Redis is
+    back.
     Settling before the insert and acknowledging after it means a crash anywhere repeats only
     idempotent steps.
     """
@@ -241,7 +242,7 @@ class PostgresSink(Sink):
                     self.wallet.settle(*charge, seed_micros=seed)
         if self.limits is not None:
             self.limits.release_many([(r.cdr_id, r.trunk_id, r.account_id) for r in records
-                                      if r.trunk_id is not None and r.account_id is not None])
+                                      if not r.released and r.trunk_id is not None and r.account_id is not None])
         self._connection()
         try:
             added = postgres.insert_cdrs(self._conn, records)

@@ -49,6 +49,7 @@ class CdrRecord:
     vendor_cost: Decimal | None = None
     margin: Decimal | None = None
     settle: bool = False  # funds were reserved: the emitter charges customer_price and releases them
+    released: bool = False  # the node freed the call's limits places with this entry (else the emitter does)
     media: str | None = None  # compact JSON: anchored or why not, rtpengine's packet counts, MOS
     ban: str | None = None            # the account's Billing Account Number
     lrn_source: str | None = None     # cache, local, http, failed, skipped
@@ -108,7 +109,7 @@ def _parse(name: str, raw: str) -> Any:
         if raw not in HANGUP_SIDES:
             raise ValueError(f"expected one of {', '.join(HANGUP_SIDES)}")
         return raw
-    if name == "settle":
+    if name in ("settle", "released"):
         if raw not in ("True", "False"):
             raise ValueError("expected True or False")
         return raw == "True"

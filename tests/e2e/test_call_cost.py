@@ -87,3 +87,8 @@ def test_an_answered_call_enters_python_only_where_it_has_work(node: Node, tmp_p
           {name: round(n / CALLS, 1) for name, n in sorted(sent.items())})
     assert entered["ksr_request_route"] >= 3 * CALLS  # INVITE, ACK, BYE: the counter does count
     assert {name: entered[name] for name in IDLE_CALLBACKS} == dict.fromkeys(IDLE_CALLBACKS, 0)
+    # the dialog's start and end only (kamailio.cfg's native dialog routes): not its 180 or ACK
+    assert entered["ksr_dialog_event"] == 2 * CALLS
+    # no branch route: the vendor wants nothing rewritten and its address is not refused
+    assert entered["ksr_branch_route"] == 0
+    assert sum(entered.values()) <= 8 * CALLS

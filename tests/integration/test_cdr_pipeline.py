@@ -1,6 +1,7 @@
 """Redis stream -> emitter -> Postgres, with the real servers."""
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -133,3 +134,30 @@ def test_a_batch_insert_counts_only_the_rows_it_added(db: psycopg.Connection) ->
     batch = [record(n) for n in range(3)]
     assert postgres.insert_cdrs(db, batch) == 3
     assert postgres.insert_cdrs(db, [*batch, record(3)]) == 1
+
+
+def test_places_freed_with_the_cdr_are_not_freed_again_but_a_spooled_cdr_s_are(
+        db: psycopg.Connection, redis_client: redis.Redis, settings: Settings, database: str,
+        tmp_path) -> None:
+    from routing_engine.adapters.money import Limits
+
+    limits, trunk, account = Limits(redis_client), uuid.uuid4(), uuid.uuid4()
+    stream = stream_for(redis_client, settings)
+    app = bootstrap.App(settings, stream, follower=None, limits=limits,  # type: ignore[arg-type]
+                        decide=bootstrap.Decider(settings.routing.default_region))
+    app._spool = tmp_path
+    ended, spooled = (replace(record(n), trunk_id=trunk, account_id=account) for n in (1, 2))
+    now = datetime.now(UTC).timestamp()  # the places' keys expire by the clock: not T0, set at import
+    for call in (ended.cdr_id, spooled.cdr_id):
+        assert limits.admit(call, trunk, account, now, 60, None, None, None, None).ok
+    app.end_call(ended, (ended.cdr_id, trunk, account))  # the node frees the place with the CDR
+    assert limits.active(trunk, account, now) == (1, 1)
+    bootstrap.spool_write(bootstrap.spool_dir(settings), spooled)  # Redis was down at its end
+    assert replay_spool(settings, stream) == 1
+    zrem = redis_client.info("commandstats").get("cmdstat_zrem", {}).get("calls", 0)
+    Emitter(stream, PostgresSink(database, 5, limits=limits), consumer="test-emitter", batch_size=10,
+            batch_seconds=0.2).run(lambda: stream.backlog() == 0)
+    assert stored(db) == ["call-1", "call-2"]
+    assert limits.active(trunk, account, now) == (0, 0)
+    # the spooled call's two places only: the ended one's were freed with its entry
+    assert redis_client.info("commandstats")["cmdstat_zrem"]["calls"] - zrem == 2

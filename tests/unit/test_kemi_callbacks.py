@@ -453,3 +453,29 @@ def test_the_call_state_survives_its_wire_form(node: warp_kemi.kamailio) -> None
     call = invite(node)
     assert CallState.from_wire(call.to_wire()) == call
     assert len(call.to_wire()) < 1500  # compact: no key names, one array
+
+
+def test_an_invite_to_a_vendor_with_nothing_to_rewrite_skips_the_branch_route(node: warp_kemi.kamailio) -> None:
+    invite(node)
+    assert ("tm.t_relay", ()) in KSR.calls
+    assert not [c for c in KSR.calls if c[0] == "tm.t_on_branch"]  # one Python entry less per call
+
+
+def test_the_branch_route_is_armed_for_a_vendor_that_wants_the_caller_written_its_way(
+        node: warp_kemi.kamailio, app: FakeApp) -> None:
+    from routing_engine.domain.snapshot import Translation
+
+    w = World()
+    w.customer(f"{CALLER_IP}/32", w.plan("p", [w.vendor("v", [rate("1", "0.01")],
+                                                        translation=Translation(translate_caller=True))]))
+    app.snap = w.snapshot()
+    invite(node)
+    assert ("tm.t_on_branch", ("ksr_branch_route",)) in KSR.calls
+
+
+def test_the_branch_route_is_armed_to_drop_a_branch_to_a_refused_destination(
+        node: warp_kemi.kamailio, app: FakeApp, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app, "destination_refusal", lambda host, port: "no SIP peer's address")
+    invite(node)
+    assert ("tm.t_on_branch", ("ksr_branch_route",)) in KSR.calls
+    assert node.ksr_branch_route(None) == 1 and ("set_drop", ()) in KSR.calls
