@@ -359,6 +359,7 @@ class Step:
     redis_commands: int | None = None  # commands run by the node's Redis servers during the step
     py_callbacks: float | None = None  # Python callbacks made by the SIP workers during the step
     py_callbacks_by: dict[str, float] = field(default_factory=dict)
+    py_cpu_s_by: dict[str, float] = field(default_factory=dict)  # workers' CPU in each callback
     uac_cpu_s: float = 0.0
     uas_cpu_s: float = 0.0
     rss_kb: int = 0  # all Kamailio processes, right after the step
@@ -440,6 +441,7 @@ def _load(running: Node, uas: subprocess.Popen[bytes], rate: int, calls: int, op
     before = {name: cpu_by_pid(pids) for name, pids in running.families().items()}
     commands0 = _redis_commands(running.redis_urls)
     callbacks0 = kemi_callbacks(running.callbacks_dir) if running.callbacks_dir else None
+    py_cpu0 = kemi_callbacks(running.callbacks_dir, CPU_SAMPLE) if running.callbacks_dir else None
     uas0, uac0 = cpu_seconds([uas.pid]), children_cpu()
     t0 = time.monotonic()
     with open(directory / "sipp.out", "wb") as out:
@@ -468,6 +470,10 @@ def _load(running: Node, uas: subprocess.Popen[bytes], rate: int, calls: int, op
         step.py_callbacks_by = {k: v - callbacks0.get(k, 0.0) for k, v in callbacks1.items()
                                 if v - callbacks0.get(k, 0.0)}
         step.py_callbacks = sum(step.py_callbacks_by.values())
+    if py_cpu0 is not None and running.callbacks_dir:
+        py_cpu1 = kemi_callbacks(running.callbacks_dir, CPU_SAMPLE)
+        step.py_cpu_s_by = {k: round(v - py_cpu0.get(k, 0.0), 4) for k, v in py_cpu1.items()
+                            if v - py_cpu0.get(k, 0.0) > 0}
     step.uas_cpu_s = cpu_seconds([uas.pid]) - uas0
     step.uac_cpu_s = children_cpu() - uac0
     step.rss_kb, step.pss_kb = memory_kb(kam_pids)
@@ -503,18 +509,22 @@ def idle_rates(running: Node, window_s: float = 1.0) -> dict[str, float]:
     return {name: cpu_delta(before[name], cpu_by_pid(pids)) / window_s for name, pids in families.items()}
 
 
-def kemi_callbacks(directory: Path) -> dict[str, float]:
-    """warp_kemi_callbacks_total by callback, summed over the SIP workers' multiprocess files."""
+def kemi_callbacks(directory: Path, sample_name: str = "warp_kemi_callbacks_total") -> dict[str, float]:
+    """warp_kemi_callbacks_total (or another counter by callback: the CPU seconds) by callback,
+    summed over the SIP workers' multiprocess files."""
     from prometheus_client.multiprocess import MultiProcessCollector
 
     files = [str(f) for f in directory.glob("*.db")]
     out: dict[str, float] = {}
     for metric in MultiProcessCollector.merge(files, accumulate=True):  # type: ignore[no-untyped-call]
         for sample in metric.samples:
-            if sample.name == "warp_kemi_callbacks_total":
+            if sample.name == sample_name:
                 name = sample.labels.get("callback", "")
                 out[name] = out.get(name, 0.0) + sample.value
     return out
+
+
+CPU_SAMPLE = "warp_kemi_callback_cpu_seconds_total"
 
 
 def _redis_commands(urls: list[str]) -> int | None:
@@ -666,6 +676,10 @@ def figures(name: str, best: int, steps: list[Step]) -> dict[str, object]:
         else 0.0,
         "py_callbacks_per_call": round(steady.py_callbacks / calls, 2) if steady.py_callbacks is not None else None,
         "py_callbacks_per_call_by": {k: round(v / calls, 2) for k, v in sorted(steady.py_callbacks_by.items())},
+        # CPU of the SIP workers inside Python callbacks (what they call in Kamailio included)
+        "py_cpu_ms_per_call": round(sum(steady.py_cpu_s_by.values()) * 1000 / calls, 3)
+        if steady.py_cpu_s_by else None,
+        "py_cpu_ms_per_call_by": {k: round(v * 1000 / calls, 3) for k, v in sorted(steady.py_cpu_s_by.items())},
         "invite_100_p50_ms": p100[0], "invite_100_p99_ms": p100[1],
         "invite_100_mean_ms": round(statistics.fmean(steady.invite_100_ms), 2) if steady.invite_100_ms else None,
         "invite_180_p50_ms": p180[0], "invite_180_p99_ms": p180[1],
@@ -678,7 +692,7 @@ def figures(name: str, best: int, steps: list[Step]) -> dict[str, object]:
 
 # the numeric figures summarised over the repetitions (medians at the top level, min-max in spread)
 TABLE_FIGURES = ("max_cps", "node_cpu_ms_per_call", "cpu_ms_per_call", "helper_cpu_ms_per_call",
-                 "cpu_ms_per_call_at_max", "redis_cmds_per_call", "py_callbacks_per_call",
+                 "cpu_ms_per_call_at_max", "redis_cmds_per_call", "py_callbacks_per_call", "py_cpu_ms_per_call",
                  "invite_100_p50_ms", "invite_100_p99_ms", "invite_100_mean_ms",
                  "invite_180_p50_ms", "invite_180_p99_ms", "rss_mb", "pss_mb", "processes")
 

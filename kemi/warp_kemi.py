@@ -113,10 +113,12 @@ class _Sip:
 
 def _guarded(method: Callable[..., int]) -> Callable[..., int]:
     calls_made = metrics.KEMI_CALLBACKS.labels(method.__name__)
+    cpu_spent = metrics.KEMI_CALLBACK_CPU.labels(method.__name__)
 
     @functools.wraps(method)
     def wrapper(self: kamailio, *args: Any) -> int:
         calls_made.inc()
+        started = time.thread_time()
         try:
             return method(self, *args)
         except NotText as exc:
@@ -138,6 +140,7 @@ def _guarded(method: Callable[..., int]) -> Callable[..., int]:
                 log.error("call's end could not be recorded: %s", traceback.format_exc())
         finally:
             self.svc.open_call = None
+            cpu_spent.inc(time.thread_time() - started)
         return 1
 
     return wrapper

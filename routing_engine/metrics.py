@@ -66,6 +66,9 @@ VENDOR_PDD = Histogram("warp_vendor_pdd_seconds", "Post-dial delay per vendor at
 KEMI_ERRORS = Counter("warp_kemi_errors", "Python exceptions caught in a Kamailio callback", registry=None)
 KEMI_CALLBACKS = Counter("warp_kemi_callbacks", "Python callbacks Kamailio made, by callback", ["callback"],
                          registry=None)
+KEMI_CALLBACK_CPU = Counter("warp_kemi_callback_cpu_seconds",
+                            "CPU time of the SIP workers in each Python callback, Kamailio functions it calls "
+                            "included (tm relaying, topos, rtpengine, Redis client)", ["callback"], registry=None)
 SNAPSHOT_RELOADS = Counter("warp_snapshot_reloads", "Snapshot swaps by SIP workers", registry=None)
 CDR_SPOOLED = Counter("warp_cdr_spooled", "CDRs written to the local spool because Redis was unavailable",
                       registry=None)
