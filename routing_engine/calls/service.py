@@ -21,6 +21,7 @@ Time is passed in (``now``) by the caller of every method.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import traceback
@@ -64,6 +65,7 @@ FLOOD_TABLE, PEER_TABLE, BLOCK_TABLE = "warpflood", "warppeer", "warpblock"  # k
 TIMEOUT_ROUTE = "WARP_TIMEOUT"  # kamailio.cfg's route: the dialog's timeout is reported before its BYEs
 
 
+@functools.lru_cache(maxsize=4096)  # every request's source; a flood of new ones only evicts
 def canonical_ip(text: str) -> str:
     address = parse_ip(text)
     return text if address is None else str(address)
@@ -198,7 +200,7 @@ class CallService:
         first, *others = decision.targets
         state = CallState(
             uuid.uuid4(), request.call_id, "inbound", now, request.dialed, request.caller,
-            ctx.account_id, ctx.trunk_id, ctx.from_e164, ctx.to_e164, trace=dict(decision.trace),
+            ctx.account_id, ctx.trunk_id, ctx.from_e164, ctx.to_e164, trace=compact_trace(decision.trace),
             routes=(Route(str(gateway.vendor_id), vendor.name if vendor else "", gateway.gateway.name, first.ruri),),
             peers=(canonical_ip(request.source_ip),))
         trunk = snapshot.trunks.get(ctx.trunk_id) if ctx.trunk_id else None
@@ -223,7 +225,7 @@ class CallService:
         state = CallState(
             cdr_id, request.call_id, "outbound", now, request.dialed, request.caller, ctx.account_id,
             ctx.trunk_id, ctx.from_e164, ctx.to_e164, ctx.lrn, lrn_source_of(decision.trace),
-            account.ban if account else None, ctx.jurisdiction, admitted.trace, decision.policy, routes,
+            account.ban if account else None, ctx.jurisdiction, compact_trace(admitted.trace), decision.policy, routes,
             limited=True, reserved=admitted.reserved_micros, max_s=admitted.max_s, price=decision.price,
             peers=(canonical_ip(request.source_ip),))
         self.open_call = state  # from here on, whatever fails, the call ends with its CDR and money
@@ -467,7 +469,7 @@ class CallService:
             from_raw=state.caller, to_raw=state.dialed, from_e164=state.from_e164 or None,
             to_e164=state.to_e164 or None, answer_at=answer_at, end_at=end_at, duration_s=duration,
             vendor_rate=vendor_rate,
-            trace=compact_trace(state.trace) if state.trace else None, lrn=state.lrn or None,
+            trace=state.trace or None, lrn=state.lrn or None,
             jurisdiction=state.jurisdiction or None, ban=state.ban or None, lrn_source=state.lrn_source or None,
             attempts=_attempts_json(state.attempts), ringing_at=ringing,
             pdd_ms=pdd_ms(state.invite_at, ringing), q850_cause=q850, hangup_side=hangup_side, **money)

@@ -11,21 +11,28 @@ the 200 of the same call may be in another worker's dialog:start. It has its own
 ``with_ring`` puts it back into the value.
 
 The wire form is a JSON array in field order behind a format tag, so a dialog written by
-another version of this code is refused (``StateFormatError``) instead of being misread.
+another version of this code is refused (``StateFormatError``) instead of being misread; the
+format before this one ("c1", the trace as an object) is still read, so calls in progress
+across an upgrade end with their CDR.
+
+The decision's trace is kept as the compact JSON text the CDR carries: encoded once at the
+INVITE, never again by the callbacks that write the state back.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from routing_engine.domain import rating
+from routing_engine.domain.cdr import compact_trace
 from routing_engine.domain.failover import Attempt, Policy
 
-WIRE_FORMAT = "c1"
+WIRE_FORMAT = "c2"
+READ_FORMATS = ("c1", WIRE_FORMAT)
 
 
 class StateFormatError(ValueError):
@@ -64,7 +71,7 @@ class CallState:
     lrn_source: str | None = None
     ban: str | None = None
     jurisdiction: str | None = None
-    trace: dict[str, Any] = field(default_factory=dict)
+    trace: str | None = None       # the decision's trace, compact JSON (domain.cdr.compact_trace)
     policy: Policy = Policy(frozenset(), 1)
     routes: tuple[Route, ...] = ()
     limited: bool = False          # holds a place in the limits (released at its end)
@@ -127,8 +134,12 @@ class CallState:
     def _decode(cls, text: str) -> CallState:
         try:
             v = json.loads(text)
-            if not isinstance(v, list) or v[0] != WIRE_FORMAT or len(v) != 31:
+            if not isinstance(v, list) or not v or v[0] not in READ_FORMATS or len(v) != 31:
                 raise StateFormatError(f"call state of another format: {text[:40]!r}")
+            if v[0] == "c1":  # the trace as an object
+                v[15] = compact_trace(v[15]) if v[15] else None
+            elif v[15] is not None and not isinstance(v[15], str):
+                raise StateFormatError("call state not readable: trace is not text")
             return cls(
                 UUID(v[1]), v[2], v[3], datetime.fromisoformat(v[4]), v[5], v[6], _uuid(v[7]), _uuid(v[8]),
                 v[9], v[10], v[11], v[12], v[13], v[14], v[15], Policy.from_json(v[16]),

@@ -12,7 +12,7 @@ import json
 import math
 import re
 import uuid
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -61,7 +61,8 @@ class CdrRecord:
     def to_fields(self) -> dict[str, str]:
         """Flat string map for a Redis stream entry; None fields are left out."""
         out: dict[str, str] = {}
-        for key, value in asdict(self).items():
+        for key in _FIELD_NAMES:  # flat values: no need for asdict's deep copy
+            value = getattr(self, key)
             if value is None:
                 continue
             if isinstance(value, datetime):
@@ -88,6 +89,7 @@ class CdrRecord:
         return cls(**kwargs)
 
 
+_FIELD_NAMES = tuple(f.name for f in fields(CdrRecord))
 _UUIDS = {"cdr_id", "account_id", "trunk_id", "provider_id"}
 _TIMES = {"invite_at", "answer_at", "end_at", "ringing_at"}
 HANGUP_SIDES = ("caller", "callee", "proxy")

@@ -4,6 +4,7 @@ also when a callback fails half-way."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,7 +17,7 @@ import pytest
 from routing_engine.bootstrap import Decider
 from routing_engine.calls import service as service_module
 from routing_engine.calls.service import CallService
-from routing_engine.calls.state import CallState
+from routing_engine.calls.state import CallState, StateFormatError
 from routing_engine.domain.cdr import CdrRecord
 from routing_engine.domain.snapshot import RoutingSnapshot
 from routing_engine.settings import load_settings
@@ -452,7 +453,21 @@ def test_a_call_state_of_another_format_is_refused_not_misread() -> None:
 def test_the_call_state_survives_its_wire_form(node: warp_kemi.kamailio) -> None:
     call = invite(node)
     assert CallState.from_wire(call.to_wire()) == call
-    assert len(call.to_wire()) < 1500  # compact: no key names, one array
+    # compact: no key names, one array; the trace is its CDR text (quoted), encoded once
+    assert len(call.to_wire()) < 1600
+    assert isinstance(call.trace, str) and json.loads(call.trace)["funds"]["reserved"]
+
+
+def test_a_state_of_the_previous_format_is_still_read_and_its_trace_kept_for_the_cdr(
+        node: warp_kemi.kamailio) -> None:
+    call = invite(node)
+    wire = json.loads(call.to_wire())
+    wire[0], wire[15] = "c1", json.loads(wire[15])  # as the version before wrote it: trace as an object
+    old = CallState.from_wire(json.dumps(wire))
+    assert old == call and json.loads(old.trace or "") == json.loads(call.trace or "")
+    wire[0] = "c9"
+    with pytest.raises(StateFormatError):
+        CallState.from_wire(json.dumps(wire))
 
 
 def test_an_invite_to_a_vendor_with_nothing_to_rewrite_skips_the_branch_route(node: warp_kemi.kamailio) -> None:
@@ -479,3 +494,28 @@ def test_the_branch_route_is_armed_to_drop_a_branch_to_a_refused_destination(
     invite(node)
     assert ("tm.t_on_branch", ("ksr_branch_route",)) in KSR.calls
     assert node.ksr_branch_route(None) == 1 and ("set_drop", ()) in KSR.calls
+
+
+def test_a_callback_run_inside_another_counts_its_cpu_once(node: warp_kemi.kamailio, app: FakeApp,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from routing_engine import metrics
+
+    invite(node)
+    answered(30)
+    in_dialog(node, "ACK", CALLER_IP, state())  # sets up an in-dialog request from the caller
+
+    def spent(callback: str) -> float:
+        return float(metrics.KEMI_CALLBACK_CPU.labels(callback)._value.get())
+
+    before = spent("ksr_request_route"), spent("ksr_dialog_event")
+    ticks = iter(range(100))
+    monkeypatch.setattr(warp_kemi.time, "thread_time", lambda: float(next(ticks)))
+    # the BYE's loose_route runs dialog:end (Kamailio's dialog module does, inside that call)
+    KSR.vars.update({"$rm": "BYE", "$dlg(from_tag)": "caller-tag"})
+    KSR.answers.update({"is_BYE": True, "is_ACK": False,
+                        "rr.loose_route": lambda *_: (node.ksr_dialog_event(None, "dialog:end"), 1)[1]})
+    assert node.ksr_request_route(None) == 1
+    assert ("tm.t_relay", ()) in KSR.calls and len(app.ended) == 1
+    # the BYE from tick 0 to 3, its dialog's end from 1 to 2: 2 are the BYE's own, 1 the end's
+    after = spent("ksr_request_route"), spent("ksr_dialog_event")
+    assert (after[0] - before[0], after[1] - before[1]) == (2.0, 1.0)
