@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="only run A twice on the same Redis and report the Redis keys left behind")
     parser.add_argument("--profile", type=int, default=0, metavar="SECONDS",
                         help="capacity: profile A's workers with py-spy under load first")
+    parser.add_argument("--children", type=int, default=0, metavar="N",
+                        help="capacity, reload: UDP workers of every configuration (default 4)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     only = set(filter(None, args.only.split(",")))
@@ -52,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown configurations {sorted(unknown)}; known: {', '.join(capacity.CONFIGS)}")
     options = capacity.Options(**{**options.__dict__, "configs": tuple(args.configs.split(",")),
-                                    "profile_s": args.profile, "reps": args.reps})
+                                    "profile_s": args.profile, "reps": args.reps,
+                                    "children": args.children or options.children})
+    if args.children < 0:
+        parser.error("--children must be at least 1")
     benchmarks: list[tuple[str, str, Callable[[], dict[str, Any]]]] = [
         ("decision", "routing decision (in process, generated data)", decision.run),
         ("cdr_pipeline", "CDR pipeline (embedded Redis and Postgres)", cdr_pipeline.run),

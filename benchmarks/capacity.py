@@ -587,6 +587,22 @@ def capacity(running: Node, opts: Options, workdir: Path, inject: Path,
     return best, steps
 
 
+def at_80_percent(running: Node, best: int, opts: Options, workdir: Path, inject: Path, name: str,
+                  say: Any) -> dict[str, object]:
+    """One more step at 80% of the maximum found: the latency a node shows with headroom left
+    (issue 17's INVITE->100 target is set there)."""
+    rate = max(int(best * 0.8), 10)
+    calls = max(int(rate * opts.step_s), 200)
+    step = run_step(running, rate, calls, opts, workdir / f"step-80pct-{rate}cps", inject, f"{name}e")
+    p99, mean = percentiles(step.invite_100_ms)[1], (
+        round(statistics.fmean(step.invite_100_ms), 2) if step.invite_100_ms else None)
+    say(f"    {rate:5d} calls/s (80% of the maximum): {'ok' if step.passed else 'FAILED: ' + step.reason}; "
+        f"INVITE->100 p99 {p99} ms, mean {mean} ms")
+    _quiet(running)
+    return {"rate_80pct": rate, "passed_80pct": step.passed, "invite_100_p99_ms_at_80pct": p99,
+            "invite_100_mean_ms_at_80pct": mean}
+
+
 def profile(running: Node, opts: Options, workdir: Path, inject: Path, say: Any) -> None:
     """py-spy over every Kamailio process (their embedded Pythons) during a steady load;
     collapsed stacks in profile.txt (flamegraph.pl / speedscope read them), a summary printed."""
@@ -694,6 +710,7 @@ def figures(name: str, best: int, steps: list[Step]) -> dict[str, object]:
 TABLE_FIGURES = ("max_cps", "node_cpu_ms_per_call", "cpu_ms_per_call", "helper_cpu_ms_per_call",
                  "cpu_ms_per_call_at_max", "redis_cmds_per_call", "py_callbacks_per_call", "py_cpu_ms_per_call",
                  "invite_100_p50_ms", "invite_100_p99_ms", "invite_100_mean_ms",
+                 "invite_100_p99_ms_at_80pct", "invite_100_mean_ms_at_80pct",
                  "invite_180_p50_ms", "invite_180_p99_ms", "rss_mb", "pss_mb", "processes")
 
 
@@ -753,6 +770,9 @@ def _targets(rows: dict[str, Any]) -> dict[str, str]:
     value = rows.get("A_py_callbacks_per_call")
     if isinstance(value, int | float):
         out["target_A_py_callbacks_le_8"] = verdict(value <= 8, f"A {value} per call")
+    value = rows.get("A_invite_100_p99_ms_at_80pct")
+    if isinstance(value, int | float):
+        out["target_A_invite_100_p99_le_10ms_at_80pct"] = verdict(value <= 10, f"A {value} ms")
     return out
 
 
@@ -833,6 +853,7 @@ def run_config(bench: Bench, name: str, opts: Options, config_dir: Path, say: An
             profile(running, opts, config_dir, bench.inject, say)
         best, steps = capacity(running, opts, config_dir, bench.inject, say)
         result = figures(name, best, steps)
+        result.update(at_80_percent(running, best, opts, config_dir, bench.inject, name, say))
         result["processes"] = len(running.kamailio_pids())
         result["warmup"] = "ok" if warm.passed else warm.reason
     return result

@@ -112,3 +112,25 @@ def test_census_growth_names_the_families_that_grew_and_only_those() -> None:
     assert set(growth) == {"warp:resv:*", "_tps:*"}
     assert growth["warp:resv:*"]["members_delta"] == 258
     assert growth["_tps:*"]["keys_after"] == 40
+
+
+def test_the_latency_at_80_percent_and_the_python_cpu_are_medians_and_judged() -> None:
+    runs = {name: [_run(name, rep) for rep in (0, 1, 2)] for name in CONFIGS}
+    for rep, result in enumerate(runs["A"]):
+        result.update({"invite_100_p99_ms_at_80pct": 8.0 + 2 * rep, "rate_80pct": 80})
+        result["py_cpu_ms_per_call"] = 3.0 + rep
+
+    summary = capacity.summarise(runs)
+
+    assert summary["A_invite_100_p99_ms_at_80pct"] == 10.0 and summary["A_py_cpu_ms_per_call"] == 4.0
+    assert summary["target_A_invite_100_p99_le_10ms_at_80pct"].startswith("met")
+    runs["A"][1]["invite_100_p99_ms_at_80pct"] = 12.5
+    assert capacity.summarise(runs)["target_A_invite_100_p99_le_10ms_at_80pct"].startswith("MISSED")
+
+
+def test_a_step_s_python_cpu_by_callback_becomes_ms_per_call() -> None:
+    steady = _steady(10.0, 8.0, 80, 7, 1.0)
+    steady.py_cpu_s_by = {"ksr_request_route": 1.2, "ksr_dialog_event": 0.6}  # over its 600 calls
+    result = capacity.figures("A", 100, [steady])
+    assert result["py_cpu_ms_per_call"] == 3.0
+    assert result["py_cpu_ms_per_call_by"] == {"ksr_dialog_event": 1.0, "ksr_request_route": 2.0}
