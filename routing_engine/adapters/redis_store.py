@@ -10,15 +10,37 @@ from typing import Any
 
 import redis
 
+from routing_engine import metrics
 from routing_engine.domain.cdr import CdrRecord
 
 
 def connect(url: str, timeout_ms: int) -> redis.Redis[str]:
     timeout = timeout_ms / 1000
-    return redis.Redis.from_url(
+    client: redis.Redis[str] = redis.Redis.from_url(
         url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True,
         health_check_interval=30,
     )
+    pool = client.connection_pool
+    pool.connection_class = _counted(pool.connection_class)  # connections are made on first use
+    return client
+
+
+_COUNTED: dict[type, type] = {}
+
+
+def _counted(base: type) -> type:
+    """``base`` counting what it sends (``warp_redis_round_trips_total``): one command, or one
+    whole pipeline, is one round trip."""
+    if (known := _COUNTED.get(base)) is None:
+        sent = metrics.REDIS_ROUND_TRIPS
+
+        def send_packed_command(self: Any, command: Any, check_health: bool = True) -> None:
+            sent.inc()
+            base.send_packed_command(self, command, check_health)  # type: ignore[attr-defined]
+
+        known = _COUNTED[base] = type(f"Counted{base.__name__}", (base,),
+                                      {"send_packed_command": send_packed_command})
+    return known
 
 
 class CdrStream:

@@ -6,6 +6,8 @@ Counters, not timings: they are exact on a loaded machine. The figures are print
 
 from __future__ import annotations
 
+import math
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +15,8 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
+from prometheus_client.multiprocess import MultiProcessCollector
 
-from routing_engine import metrics
 from routing_engine.ops import stack
 from routing_engine.settings import Settings, load_settings
 from tests.e2e import provision
@@ -24,7 +26,7 @@ pytestmark = pytest.mark.e2e
 
 PROXY, CUSTOMER, VENDOR = "127.0.45.2", "127.0.45.11", "127.0.45.21"
 DIALED, CALLER = "12125551234", "13055550100"
-CALLS = 5
+CALLS = 40
 # Entered for every reply received or message sent unless kamailio.cfg says otherwise, with
 # nothing to do there (the reply and onsend routes), or with one hash lookup that the cfg's
 # native event_route[topos:msg-sending] now makes (the topos event)
@@ -37,18 +39,25 @@ def node(module_db: psycopg.Connection, clean_redis: redis.Redis, e2e_env: dict[
     provision.reset(module_db)
     plan = provision.plan(module_db, "cost", [provision.vendor(module_db, "cost-vendor", VENDOR, {"1": "0.0050"})])
     provision.customer(module_db, "COST-1", f"{CUSTOMER}/32", plan)
+    # the block list and the vendor verdicts read once per worker in the test's time, not every
+    # second: the Redis round trips counted are then the calls' own, give or take those
     with kamailio_node(e2e_env, PROXY, tmp_path_factory.mktemp("cost-node"),
-                       extra_env={"WARP_NODE__NAME": "cost-node"}) as n:
+                       extra_env={"WARP_NODE__NAME": "cost-node", "WARP_AUTH__BLOCK_REFRESH_MS": "600000",
+                                  "WARP_QUALITY__REFRESH_S": "600"}) as n:
         yield n
 
 
 def callbacks(settings: Settings) -> Counter[str]:
-    """Python callbacks so far, by callback, summed over the node's SIP workers."""
+    """Python callbacks so far, by callback, and Redis round trips, summed over the node's SIP
+    workers (Kamailio's processes: not the companion's)."""
     out: Counter[str] = Counter()
-    for family in metrics.FilesCollector(stack.metrics_dir(settings)).collect():
+    files = [str(f) for f in stack.metrics_dir(settings, "kamailio").glob("*.db")]
+    for family in MultiProcessCollector.merge(files, accumulate=True):  # type: ignore[no-untyped-call]
         for sample in family.samples:
             if sample.name == "warp_kemi_callbacks_total":
                 out[sample.labels["callback"]] += int(sample.value)
+            elif sample.name == "warp_redis_round_trips_total":
+                out["redis round trips"] += int(sample.value)
     return out
 
 
@@ -68,10 +77,12 @@ def test_an_answered_call_enters_python_only_where_it_has_work(node: Node, tmp_p
         assert warm.wait() == 0, warm.report()
         cdr(module_db, call_id_of(warm))
         before, sent_before = callbacks(settings), redis_commands(clean_redis)
+        started = time.monotonic()
         uac = sipp("customer_call.xml", CUSTOMER, tmp_path, remote=node.target, service=DIALED,
-                   keys={"caller": CALLER}, calls=CALLS, hold_ms=100)
+                   keys={"caller": CALLER}, calls=CALLS, hold_ms=100, extra=["-r", "50"])
         assert uac.wait(timeout_s=60) == 0, uac.report()
         assert gw.wait() == 0, gw.report()
+    elapsed_s = time.monotonic() - started
     call_ids = {line.split(":", 1)[1].strip() for text in uac.received("SIP/2.0 200")
                 for line in text.splitlines() if line.lower().startswith("call-id:")}
     assert len(call_ids) == CALLS
@@ -80,6 +91,14 @@ def test_an_answered_call_enters_python_only_where_it_has_work(node: Node, tmp_p
     wait_for(lambda: callbacks(settings)["ksr_dialog_event"] - before["ksr_dialog_event"] >= 2 * CALLS, 10,
              "the calls' dialog events")
     entered = callbacks(settings) - before
+    round_trips = entered.pop("redis round trips", 0)
+    print(f"\nRedis round trips from the SIP workers per answered call: {round_trips / CALLS:.1f}")
+    # two per call (admission; the call's end), plus at most, per worker: its first read of the
+    # block list and of the verdicts, its LRN cache miss of the one number dialed, the gateway
+    # health once a second; and the node's slice renewal every money.tick_s
+    workers = settings.sip.children  # the UDP workers: the calls' requests reach no other
+    besides = workers * (3 + math.ceil(elapsed_s) + 1) + math.ceil(elapsed_s / settings.money.tick_s) + 1
+    assert round_trips <= 2 * CALLS + besides, (round_trips, besides)
     sent = redis_commands(clean_redis) - sent_before
     print(f"\nPython callbacks per answered call: {sum(entered.values()) / CALLS:.1f}",
           {name: round(n / CALLS, 1) for name, n in sorted(entered.items())})
