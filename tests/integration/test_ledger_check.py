@@ -104,7 +104,12 @@ def test_live_balances_match_the_ledger_after_random_charges_top_ups_and_a_compa
                 assert mid.ok, [ledger.describe(d) for d in mid.differences]
                 proc = running.enter_context(companion(log))
         assert log.exists()
-        wait_for(lambda: drained(redis_client, settings), 60, f"both streams written:\n{log.read_text()[-3000:]}")
+        try:
+            wait_for(lambda: drained(redis_client, settings), 60, "both streams written")
+        except AssertionError as exc:  # the companion's log as it is now, not as it was at the start
+            raise AssertionError(f"{exc}: {redis_client.xlen(settings.cdr.stream)} CDRs and "
+                                 f"{redis_client.xlen(LEDGER_STREAM)} ledger entries left;\n"
+                                 f"{log.read_text()[-3000:]}") from None
     report = ledger.check(database, redis_client)
     assert report.ok, [ledger.describe(d) for d in report.differences]
     assert (report.accounts, report.in_flight) == (ACCOUNTS, 0)
