@@ -66,6 +66,8 @@ VENDOR_PDD = Histogram("warp_vendor_pdd_seconds", "Post-dial delay per vendor at
 KEMI_ERRORS = Counter("warp_kemi_errors", "Python exceptions caught in a Kamailio callback", registry=None)
 KEMI_CALLBACKS = Counter("warp_kemi_callbacks", "Python callbacks Kamailio made, by callback", ["callback"],
                          registry=None)
+LRN_WORKER_MISSES = Counter("warp_lrn_worker_cache_misses",
+                            "LRN lookups a SIP worker's own cache could not answer (read from Redis)", registry=None)
 REDIS_ROUND_TRIPS = Counter("warp_redis_round_trips",
                             "Requests this process sent to Redis and waited for (a pipeline is one)", registry=None)
 KEMI_CALLBACK_CPU = Counter("warp_kemi_callback_cpu_seconds",

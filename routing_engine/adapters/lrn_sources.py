@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 
+from routing_engine import metrics
 from routing_engine.domain.lrn import LrnCache, LrnError
 
 KEY = "warp:lrn:{}"
@@ -59,6 +60,7 @@ class WorkerLrnCache:
                 self._entries.move_to_end(tn)
                 return held[1]
             del self._entries[tn]
+        metrics.LRN_WORKER_MISSES.inc()
         value = self.inner.get(tn)
         if value is not None:
             self._remember(tn, value, now + self.ttl_s)
