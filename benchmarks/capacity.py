@@ -442,10 +442,7 @@ def _load(running: Node, uas: subprocess.Popen[bytes], rate: int, calls: int, op
     idle = idle_rates(running)
     before = {name: cpu_by_pid(pids) for name, pids in running.families().items()}
     commands0 = _redis_commands(running.redis_urls)
-    callbacks0 = kemi_callbacks(running.callbacks_dir) if running.callbacks_dir else None
-    py_cpu0 = kemi_callbacks(running.callbacks_dir, CPU_SAMPLE) if running.callbacks_dir else None
-    trips0 = sum(kemi_callbacks(running.callbacks_dir, TRIPS_SAMPLE).values()) if running.callbacks_dir else None
-    lrn0 = sum(kemi_callbacks(running.callbacks_dir, LRN_SAMPLE).values()) if running.callbacks_dir else 0.0
+    counters0 = worker_counters(running.callbacks_dir) if running.callbacks_dir else None
     uas0, uac0 = cpu_seconds([uas.pid]), children_cpu()
     t0 = time.monotonic()
     with open(directory / "sipp.out", "wb") as out:
@@ -469,18 +466,13 @@ def _load(running: Node, uas: subprocess.Popen[bytes], rate: int, calls: int, op
     if commands0 is not None:
         after = _redis_commands(running.redis_urls)
         step.redis_commands = after - commands0 if after is not None else None
-    if callbacks0 is not None and running.callbacks_dir:
-        callbacks1 = kemi_callbacks(running.callbacks_dir)
-        step.py_callbacks_by = {k: v - callbacks0.get(k, 0.0) for k, v in callbacks1.items()
-                                if v - callbacks0.get(k, 0.0)}
+    if counters0 is not None and running.callbacks_dir:
+        counters1 = worker_counters(running.callbacks_dir)
+        step.py_callbacks_by = _delta(counters1, counters0, CALLBACKS_SAMPLE)
         step.py_callbacks = sum(step.py_callbacks_by.values())
-    if py_cpu0 is not None and running.callbacks_dir:
-        py_cpu1 = kemi_callbacks(running.callbacks_dir, CPU_SAMPLE)
-        step.py_cpu_s_by = {k: round(v - py_cpu0.get(k, 0.0), 4) for k, v in py_cpu1.items()
-                            if v - py_cpu0.get(k, 0.0) > 0}
-    if trips0 is not None and running.callbacks_dir:
-        step.worker_redis_round_trips = sum(kemi_callbacks(running.callbacks_dir, TRIPS_SAMPLE).values()) - trips0
-        step.worker_lrn_reads = sum(kemi_callbacks(running.callbacks_dir, LRN_SAMPLE).values()) - lrn0
+        step.py_cpu_s_by = {k: round(v, 4) for k, v in _delta(counters1, counters0, CPU_SAMPLE).items()}
+        step.worker_redis_round_trips = sum(_delta(counters1, counters0, TRIPS_SAMPLE).values())
+        step.worker_lrn_reads = sum(_delta(counters1, counters0, LRN_SAMPLE).values())
     step.uas_cpu_s = cpu_seconds([uas.pid]) - uas0
     step.uac_cpu_s = children_cpu() - uac0
     step.rss_kb, step.pss_kb = memory_kb(kam_pids)
@@ -516,24 +508,32 @@ def idle_rates(running: Node, window_s: float = 1.0) -> dict[str, float]:
     return {name: cpu_delta(before[name], cpu_by_pid(pids)) / window_s for name, pids in families.items()}
 
 
-def kemi_callbacks(directory: Path, sample_name: str = "warp_kemi_callbacks_total") -> dict[str, float]:
-    """warp_kemi_callbacks_total (or another counter by callback: the CPU seconds) by callback,
-    summed over the SIP workers' multiprocess files."""
-    from prometheus_client.multiprocess import MultiProcessCollector
-
-    files = [str(f) for f in directory.glob("*.db")]
-    out: dict[str, float] = {}
-    for metric in MultiProcessCollector.merge(files, accumulate=True):  # type: ignore[no-untyped-call]
-        for sample in metric.samples:
-            if sample.name == sample_name:
-                name = sample.labels.get("callback", "")
-                out[name] = out.get(name, 0.0) + sample.value
-    return out
-
-
+CALLBACKS_SAMPLE = "warp_kemi_callbacks_total"
 CPU_SAMPLE = "warp_kemi_callback_cpu_seconds_total"
 TRIPS_SAMPLE = "warp_redis_round_trips_total"  # by process: the SIP workers' (and the slice task's)
 LRN_SAMPLE = "warp_lrn_worker_cache_misses_total"  # of those, the LRN reads a worker's cache did not answer
+
+
+def worker_counters(directory: Path) -> dict[str, dict[str, float]]:
+    """The SIP workers' counters, summed over their multiprocess files, read once: sample name
+    -> callback label ("" for a counter without one) -> value."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    files = [str(f) for f in directory.glob("*.db")]
+    out: dict[str, dict[str, float]] = {}
+    for metric in MultiProcessCollector.merge(files, accumulate=True):  # type: ignore[no-untyped-call]
+        for sample in metric.samples:
+            if sample.name in (CALLBACKS_SAMPLE, CPU_SAMPLE, TRIPS_SAMPLE, LRN_SAMPLE):
+                by = out.setdefault(sample.name, {})
+                name = sample.labels.get("callback", "")
+                by[name] = by.get(name, 0.0) + sample.value
+    return out
+
+
+def _delta(after: dict[str, dict[str, float]], before: dict[str, dict[str, float]], sample: str) -> dict[str, float]:
+    """Per label, what ``sample`` grew by (labels that did not grow left out)."""
+    was = before.get(sample, {})
+    return {k: v - was.get(k, 0.0) for k, v in after.get(sample, {}).items() if v - was.get(k, 0.0) > 0}
 
 
 def _redis_commands(urls: list[str]) -> int | None:

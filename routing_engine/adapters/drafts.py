@@ -301,15 +301,15 @@ def _apply(conn: psycopg.Connection, edit: Edit, now: datetime, seen: dict[objec
                 sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in values))
         return conn.execute(statement, [_param(v) for v in row.values()]).rowcount
 
+    if target.rated and moment is not None:
+        keys["effective_at"] = moment
+    condition, params = where(keys)
+    if edit.remove:
+        removed = conn.execute(sql.SQL("DELETE FROM {} WHERE {}").format(table, condition), params).rowcount
+        if removed == 0:
+            raise DraftError(f"{edit.target}: {'no rate' if target.rated else 'nothing'} to remove for {edit.key}")
+        return removed
     if target.rated:
-        if moment is not None:
-            keys["effective_at"] = moment
-        condition, params = where(keys)
-        if edit.remove:
-            removed = conn.execute(sql.SQL("DELETE FROM {} WHERE {}").format(table, condition), params).rowcount
-            if removed == 0:
-                raise DraftError(f"{edit.target}: no rate to remove for {edit.key}")
-            return removed
         if moment is not None:
             return insert(keys, list(keys))
         setting, set_params = assignments()
@@ -320,12 +320,6 @@ def _apply(conn: psycopg.Connection, edit: Edit, now: datetime, seen: dict[objec
             return insert(keys, None)
         return conn.execute(sql.SQL("UPDATE {} SET {} WHERE id = %s").format(table, setting),
                             [*set_params, in_force[0]]).rowcount
-    condition, params = where(keys)
-    if edit.remove:
-        removed = conn.execute(sql.SQL("DELETE FROM {} WHERE {}").format(table, condition), params).rowcount
-        if removed == 0:
-            raise DraftError(f"{edit.target}: nothing to remove for {edit.key}")
-        return removed
     if target.upsert:
         return insert(keys, list(keys))
     setting, set_params = assignments()

@@ -477,12 +477,7 @@ class Wallet:
         The ledger entry's reference is the call (its CDR id), unique per call. An account with
         no live balance is charged only given ``seed_micros`` (its durable balance): else
         ``Unseeded`` is raised and nothing changes."""
-        member = _member(call)
-        bal, resv, resvamt, held = self._keys(account_id)
-        keys = [bal, resv, resvamt, f"warp:charged:{member}", LEDGER_STREAM, held]
-        seed = "" if seed_micros is None else str(int(seed_micros))
-        result = int(self._settle(keys=keys, args=[member, cost_micros, str(account_id), at_iso, CHARGED_TTL_S,
-                                                   seed]))
+        result = int(self._settle_one(call, account_id, cost_micros, at_iso, seed_micros))
         if result < 0:
             raise Unseeded(str(account_id))
         return bool(result)
@@ -496,11 +491,17 @@ class Wallet:
             return []
         pipe = self.client.pipeline(transaction=False)
         for call, account_id, cost_micros, at_iso in charges:
-            member = _member(call)
-            bal, resv, resvamt, held = self._keys(account_id)
-            self._settle(keys=[bal, resv, resvamt, f"warp:charged:{member}", LEDGER_STREAM, held],
-                         args=[member, cost_micros, str(account_id), at_iso, CHARGED_TTL_S, ""], client=pipe)
+            self._settle_one(call, account_id, cost_micros, at_iso, None, client=pipe)
         return [None if int(r) < 0 else bool(int(r)) for r in pipe.execute()]
+
+    def _settle_one(self, call: UUID, account_id: UUID, cost_micros: int, at_iso: str,
+                    seed_micros: int | None, client: Any = None) -> Any:
+        """The settle script for one call (queued on ``client`` when it is a pipeline)."""
+        member = _member(call)
+        bal, resv, resvamt, held = self._keys(account_id)
+        seed = "" if seed_micros is None else str(int(seed_micros))
+        return self._settle(keys=[bal, resv, resvamt, f"warp:charged:{member}", LEDGER_STREAM, held],
+                            args=[member, cost_micros, str(account_id), at_iso, CHARGED_TTL_S, seed], client=client)
 
     def post(self, account_id: UUID, micros: int, kind: str, reference: str, at_iso: str,
              seed_micros: int | None = None, entry_id: UUID | None = None) -> Posted:

@@ -15,8 +15,8 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
-from prometheus_client.multiprocess import MultiProcessCollector
 
+from benchmarks import capacity
 from routing_engine.ops import stack
 from routing_engine.settings import Settings, load_settings
 from tests.e2e import provision
@@ -48,17 +48,16 @@ def node(module_db: psycopg.Connection, clean_redis: redis.Redis, e2e_env: dict[
 
 
 def callbacks(settings: Settings) -> Counter[str]:
-    """Python callbacks so far, by callback, and Redis round trips, summed over the node's SIP
-    workers (Kamailio's processes: not the companion's)."""
-    out: Counter[str] = Counter()
-    files = [str(f) for f in stack.metrics_dir(settings, "kamailio").glob("*.db")]
-    for family in MultiProcessCollector.merge(files, accumulate=True):  # type: ignore[no-untyped-call]
-        for sample in family.samples:
-            if sample.name == "warp_kemi_callbacks_total":
-                out[sample.labels["callback"]] += int(sample.value)
-            elif sample.name == "warp_redis_round_trips_total":
-                out["redis round trips"] += int(sample.value)
-    return out
+    """Python callbacks so far, by callback, summed over the node's SIP workers (Kamailio's
+    processes: not the companion's)."""
+    counters = capacity.worker_counters(stack.metrics_dir(settings, "kamailio"))
+    return Counter({name: int(n) for name, n in counters.get(capacity.CALLBACKS_SAMPLE, {}).items()})
+
+
+def round_trips(settings: Settings) -> int:
+    """Requests the node's SIP workers sent Redis so far (a pipeline is one)."""
+    counters = capacity.worker_counters(stack.metrics_dir(settings, "kamailio"))
+    return int(sum(counters.get(capacity.TRIPS_SAMPLE, {}).values()))
 
 
 def redis_commands(client: redis.Redis) -> Counter[str]:
@@ -76,7 +75,7 @@ def test_an_answered_call_enters_python_only_where_it_has_work(node: Node, tmp_p
                     keys={"caller": CALLER})
         assert warm.wait() == 0, warm.report()
         cdr(module_db, call_id_of(warm))
-        before, sent_before = callbacks(settings), redis_commands(clean_redis)
+        before, sent_before, trips_before = callbacks(settings), redis_commands(clean_redis), round_trips(settings)
         started = time.monotonic()
         uac = sipp("customer_call.xml", CUSTOMER, tmp_path, remote=node.target, service=DIALED,
                    keys={"caller": CALLER}, calls=CALLS, hold_ms=100, extra=["-r", "50"])
@@ -91,14 +90,14 @@ def test_an_answered_call_enters_python_only_where_it_has_work(node: Node, tmp_p
     wait_for(lambda: callbacks(settings)["ksr_dialog_event"] - before["ksr_dialog_event"] >= 2 * CALLS, 10,
              "the calls' dialog events")
     entered = callbacks(settings) - before
-    round_trips = entered.pop("redis round trips", 0)
-    print(f"\nRedis round trips from the SIP workers per answered call: {round_trips / CALLS:.1f}")
+    trips = round_trips(settings) - trips_before
+    print(f"\nRedis round trips from the SIP workers per answered call: {trips / CALLS:.1f}")
     # two per call (admission; the call's end), plus at most, per worker: its first read of the
     # block list and of the verdicts, its LRN cache miss of the one number dialed, the gateway
     # health once a second; and the node's slice renewal every money.tick_s
     workers = settings.sip.children  # the UDP workers: the calls' requests reach no other
     besides = workers * (3 + math.ceil(elapsed_s) + 1) + math.ceil(elapsed_s / settings.money.tick_s) + 1
-    assert round_trips <= 2 * CALLS + besides, (round_trips, besides)
+    assert trips <= 2 * CALLS + besides, (trips, besides)
     sent = redis_commands(clean_redis) - sent_before
     print(f"\nPython callbacks per answered call: {sum(entered.values()) / CALLS:.1f}",
           {name: round(n / CALLS, 1) for name, n in sorted(entered.items())})
