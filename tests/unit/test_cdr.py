@@ -20,6 +20,14 @@ def test_record_survives_the_trip_through_a_stream_entry() -> None:
     assert CdrRecord.from_fields(record.to_fields()) == record
 
 
+def test_an_entry_says_whether_the_node_freed_the_call_s_places_with_it() -> None:
+    record = CdrRecord(cdr_id=uuid.uuid4(), call_id="x", node="n", invite_at=T0, sip_code=200, released=True)
+    assert record.to_fields()["released"] == "True" and CdrRecord.from_fields(record.to_fields()).released
+    unsaid = record.to_fields()
+    del unsaid["released"]  # an entry of a version before, or a spooled one: the emitter frees them
+    assert CdrRecord.from_fields(unsaid).released is False
+
+
 def test_absent_optional_fields_are_left_out_of_the_entry() -> None:
     record = CdrRecord(cdr_id=uuid.uuid4(), call_id="x", node="n", invite_at=T0, sip_code=403)
     assert "answer_at" not in record.to_fields()
@@ -28,7 +36,8 @@ def test_absent_optional_fields_are_left_out_of_the_entry() -> None:
 
 @pytest.mark.parametrize("field, value", [("sip_code", "abc"), ("invite_at", "yesterday"),
                                           ("cdr_id", "nope"), ("vendor_rate", "1.2.3"),
-                                          ("invite_at", "2026-11-22T12:00:00")])
+                                          ("invite_at", "2026-11-22T12:00:00"), ("released", "yes"),
+                                          ("settle", "1")])
 def test_unreadable_field_is_named_in_the_error(field: str, value: str) -> None:
     data = CdrRecord(cdr_id=uuid.uuid4(), call_id="x", node="n", invite_at=T0, sip_code=200).to_fields()
     data[field] = value
