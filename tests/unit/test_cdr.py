@@ -24,7 +24,7 @@ def test_an_entry_says_whether_the_node_freed_the_call_s_places_with_it() -> Non
     record = CdrRecord(cdr_id=uuid.uuid4(), call_id="x", node="n", invite_at=T0, sip_code=200, released=True)
     assert record.to_fields()["released"] == "True" and CdrRecord.from_fields(record.to_fields()).released
     unsaid = record.to_fields()
-    del unsaid["released"]  # an entry of a version before, or a spooled one: the emitter frees them
+    del unsaid["released"]  # an entry written before the field existed: the emitter frees its places
     assert CdrRecord.from_fields(unsaid).released is False
 
 
